@@ -1,0 +1,127 @@
+"""The world-model API and the model registry.
+
+A model meets the harness only here. `loopnav evaluate` builds a `RolloutRequest` from a trajectory: the context
+(frames, poses and actions of [0, offset)) and the target's poses and actions for [offset, T). The target frames are
+never in the request. The model returns the T - offset target frames, generated autoregressively, at whatever
+resolution it works at; the harness resizes predictions and ground truth to the evaluation size the same way.
+
+Registering a model: add `name -> "module:Class"` to MODELS, or, from another package, an entry point in the
+`loopnav.models` group (`[project.entry-points."loopnav.models"] mymodel = "mypkg.model:MyModel"`). Entries load
+lazily, so `loopnav models` never imports torch models it does not need.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+import numpy as np
+
+from loopnav_bench.schema import Trajectory
+
+
+@dataclass
+class RolloutRequest:
+    id: str
+    context_frames: np.ndarray   # uint8 [offset, H, W, 3]
+    context_poses: np.ndarray    # float [offset, 5]
+    context_actions: np.ndarray  # float32 [offset, A]
+    target_poses: np.ndarray     # float [T - offset, 5]
+    target_actions: np.ndarray   # float32 [T - offset, A]
+    meta: dict[str, Any] = field(default_factory=dict)  # source, task, range, fps, action_layout, ...
+
+    @property
+    def horizon(self) -> int:
+        return len(self.target_poses)
+
+    @classmethod
+    def from_trajectory(cls, traj: Trajectory) -> "RolloutRequest":
+        """The protocol's split: everything before `offset`, and only poses and actions after it."""
+        ctx, tgt = traj.context, traj.target
+        return cls(id=traj.id, context_frames=traj.frames[ctx], context_poses=traj.poses[ctx],
+                   context_actions=traj.actions[ctx], target_poses=traj.poses[tgt], target_actions=traj.actions[tgt],
+                   meta=dict(traj.meta))
+
+
+class WorldModel(ABC):
+    """Subclass this and implement `rollout`. Override `rollout_batch` when the model can batch trajectories."""
+
+    name: str = "unnamed"
+
+    def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0, **model_args: Any):
+        self.checkpoint, self.device, self.seed, self.model_args = checkpoint, device, seed, model_args
+
+    @abstractmethod
+    def rollout(self, request: RolloutRequest) -> np.ndarray:
+        """Return uint8 [request.horizon, h, w, 3]: the predicted target frames, in order."""
+
+    def rollout_batch(self, requests: list[RolloutRequest]) -> list[np.ndarray]:
+        return [self.rollout(r) for r in requests]
+
+    def describe(self) -> dict[str, Any]:
+        """What the results file records about this model (context used, resolution, parameters, ...)."""
+        return {"name": self.name, "model_args": self.model_args, "checkpoint": self.checkpoint}
+
+
+MODELS: dict[str, str] = {
+    "dummy": "baselines.floors:DummyModel",
+    "copy-last": "baselines.floors:CopyLastModel",
+    "nearest-pose": "baselines.floors:NearestPoseModel",
+}
+ENTRY_POINT_GROUP = "loopnav.models"
+
+
+class UnknownModelError(KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+def registry() -> dict[str, str]:
+    """Built-in models plus those other packages register through the `loopnav.models` entry-point group."""
+    found = dict(MODELS)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, ep.value)
+    return found
+
+
+def model_class(name: str) -> type[WorldModel]:
+    entries = registry()
+    if name not in entries:
+        close = difflib.get_close_matches(name, entries, n=3)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise UnknownModelError(f"Unknown model {name!r}.{hint} Available: {', '.join(sorted(entries))}")
+    module, _, attr = entries[name].partition(":")
+    cls = getattr(importlib.import_module(module), attr)
+    if not (isinstance(cls, type) and issubclass(cls, WorldModel)):
+        raise TypeError(f"model {name!r} -> {entries[name]} is not a loopnav_bench.models.WorldModel subclass")
+    return cls
+
+
+def parse_model_args(text: str | None) -> dict[str, Any]:
+    """`k=v,k2=v2` (lm-eval style) -> dict, with ints, floats and booleans parsed."""
+    args: dict[str, Any] = {}
+    for item in filter(None, (p.strip() for p in (text or "").split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"--model-args item {item!r} is not key=value")
+        args[key.strip()] = _parse_value(value.strip())
+    return args
+
+
+def _parse_value(value: str) -> Any:
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+def load_model(name: str, checkpoint: str | None = None, device: str = "cpu", seed: int = 0, **model_args: Any) -> WorldModel:
+    return model_class(name)(checkpoint=checkpoint, device=device, seed=seed, **model_args)

@@ -1,0 +1,384 @@
+"""Trajectory shards: webdataset tars plus a manifest, written atomically and resumably, read back as Trajectory.
+
+Layout of a prepared set:
+    DIR/manifest.json                     schema version, source settings, counts, every shard's sha256 and keys,
+                                          every skipped or repaired input with its reason
+    DIR/<split>/<name>-000000.tar         one sample per trajectory (ShardWriter's naming)
+
+One sample (key = the trajectory id, dot-free):
+    <key>.meta.json         meta, plus offset, schema_version and frame_codec
+    <key>.poses.npy         float64 [T,5]
+    <key>.actions.npy       float32 [T,A]
+    <key>.raw_actions.json  the source's per-frame action records
+    frame_codec "raw":  <key>.frames.npy  uint8 [T,H,W,3]
+    frame_codec "jpeg": <key>.frames.mjpeg  the source's JPEG bitstreams, concatenated (an MJPEG stream), untouched
+                        <key>.frame_bytes.npy  int64 [T], the byte length of each JPEG
+Every sample of a set has the same fields (the HF `webdataset` builder requires it).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing
+import tarfile
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from loopnav_bench.fileio import atomic_path, read_json, sha256_file, sha256_json, write_json_atomic
+from loopnav_bench.schema import SCHEMA_VERSION, SPLITS, Trajectory, TrajectoryError
+from loopnav_bench.sources import SkipTrajectory, Source
+
+MANIFEST = "manifest.json"
+STATE = ".prepare-state.json"
+TAR_MTIME = 0  # fixed tar metadata so that the same trajectories give byte-identical shards
+
+
+class ShardError(ValueError):
+    """A shard set that does not match its manifest or the schema; the message names the file."""
+
+
+# ---------------------------------------------------------------------------------------------------- encoding
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _load_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise TrajectoryError("a JPEG frame does not decode")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def encode_sample(traj: Trajectory) -> dict[str, bytes]:
+    meta = dict(traj.meta, offset=int(traj.offset), schema_version=SCHEMA_VERSION,
+                frame_codec="jpeg" if traj.jpeg is not None else "raw", length=len(traj))
+    sample = {
+        "meta.json": json.dumps(meta, sort_keys=True).encode(),
+        "poses.npy": _npy(traj.poses.astype(np.float64)),
+        "actions.npy": _npy(traj.actions),
+        "raw_actions.json": json.dumps(traj.raw_actions, sort_keys=True).encode(),
+    }
+    if traj.jpeg is not None:
+        sample["frames.mjpeg"] = b"".join(traj.jpeg)
+        sample["frame_bytes.npy"] = _npy(np.array([len(j) for j in traj.jpeg], dtype=np.int64))
+    else:
+        sample["frames.npy"] = _npy(traj.frames)
+    return sample
+
+
+def decode_sample(sample: dict[str, Any], where: str = "") -> Trajectory:
+    """A sample (field -> bytes, as in a tar or a webdataset pipeline) -> a validated Trajectory."""
+    try:
+        meta = json.loads(sample["meta.json"])
+        offset = meta.pop("offset")
+        codec = meta.pop("frame_codec")
+        meta.pop("length", None)
+        version = meta.pop("schema_version")
+        if version != SCHEMA_VERSION:
+            raise TrajectoryError(f"schema version {version} (this loopnav reads {SCHEMA_VERSION}); re-run loopnav prepare")
+        jpeg = None
+        if codec == "jpeg":
+            stream, sizes = sample["frames.mjpeg"], _load_npy(sample["frame_bytes.npy"])
+            ends = np.cumsum(sizes)
+            if len(ends) and ends[-1] != len(stream):
+                raise TrajectoryError(f"frames.mjpeg holds {len(stream)} bytes, frame_bytes.npy says {int(ends[-1])}")
+            jpeg = [stream[e - s:e] for s, e in zip(sizes.tolist(), ends.tolist())]
+            frames = np.stack([decode_jpeg(j) for j in jpeg]) if jpeg else np.zeros((0, 1, 1, 3), np.uint8)
+        else:
+            frames = _load_npy(sample["frames.npy"])
+        traj = Trajectory(frames=frames, poses=_load_npy(sample["poses.npy"]), actions=_load_npy(sample["actions.npy"]),
+                          offset=offset, meta=meta, raw_actions=json.loads(sample["raw_actions.json"]), jpeg=jpeg)
+    except KeyError as err:
+        raise TrajectoryError(f"{where}: sample {sample.get('__key__', '?')!r} lacks field {err}") from None
+    return traj.validate(where)
+
+
+# ---------------------------------------------------------------------------------------------------- reading
+
+
+def iter_tar_samples(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Group a webdataset tar's members into samples, splitting each name at the first dot of its basename."""
+    sample: dict[str, Any] = {}
+    try:
+        with tarfile.open(path) as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                directory, _, base = member.name.rpartition("/")
+                key, dot, field = base.partition(".")
+                if not dot:
+                    continue
+                key = f"{directory}/{key}" if directory else key
+                if sample and sample["__key__"] != key:
+                    yield sample
+                    sample = {}
+                sample["__key__"] = key
+                sample[field] = tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError) as err:
+        raise ShardError(f"{path}: not a readable tar shard ({err})") from None
+    if sample:
+        yield sample
+
+
+def load_manifest(root: str | Path) -> dict[str, Any]:
+    root = Path(root)
+    path = root / MANIFEST
+    if not path.exists():
+        hint = " (a prepare is in progress or was interrupted: re-run it)" if (root / STATE).exists() else ""
+        raise ShardError(f"{path}: no manifest; is {root} a directory written by `loopnav prepare`?{hint}")
+    manifest = read_json(path)
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise ShardError(f"{path}: schema version {manifest.get('schema_version')!r}, this loopnav reads {SCHEMA_VERSION}")
+    return manifest
+
+
+def shard_paths(root: str | Path, split: str | None = None) -> list[Path]:
+    """The shard files of a prepared set, in manifest order, optionally for one split."""
+    root = Path(root)
+    manifest = load_manifest(root)
+    if split is not None and split not in manifest["splits"]:
+        raise ShardError(f"{root / MANIFEST}: no split {split!r}; it has {sorted(manifest['splits'])}")
+    splits = [split] if split else list(manifest["splits"])
+    return [root / shard["path"] for s in splits for shard in manifest["splits"][s]["shards"]]
+
+
+def read_trajectories(path: str | Path, split: str | None = None) -> Iterator[Trajectory]:
+    """Yield every Trajectory of a prepared set (a directory with manifest.json) or of one .tar shard.
+
+    `split` ("train", "val" or "test") restricts a directory to one split. Trajectories are validated as they are read.
+    """
+    path = Path(path)
+    if path.is_file():
+        tars = [path]
+    elif path.is_dir():
+        tars = shard_paths(path, split)
+    else:
+        raise FileNotFoundError(f"{path}: no such shard file or directory")
+    for tar in tars:
+        for sample in iter_tar_samples(tar):
+            traj = decode_sample(sample, where=str(tar))
+            if split is None or traj.meta["split"] == split:
+                yield traj
+
+
+def webdataset_pipeline(urls: list[str], shuffle: int = 0, seed: int = 0):
+    """A torch-DataLoader-ready IterableDataset of Trajectory, split by node (rank) and by DataLoader worker.
+
+    No resampling: each shard is read once per epoch by exactly one (rank, worker). For evaluation keep shuffle=0.
+    """
+    import webdataset as wds
+
+    dataset = wds.WebDataset(urls, shardshuffle=False, nodesplitter=wds.split_by_node,
+                             workersplitter=wds.split_by_worker, empty_check=False, seed=seed)
+    if shuffle:
+        dataset = dataset.shuffle(shuffle)
+    return dataset.map(lambda sample: decode_sample(sample, where=sample.get("__url__", "")))
+
+
+# ---------------------------------------------------------------------------------------------------- writing
+
+
+def _write_shard(path: Path, trajectories: list[Trajectory]) -> None:
+    import webdataset as wds
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as stream:
+            writer = wds.TarWriter(stream, mtime=TAR_MTIME, user="loopnav", group="loopnav", mode=0o644)
+            for traj in trajectories:
+                writer.write({"__key__": traj.id, **encode_sample(traj)})
+            writer.close()
+
+
+def _counts(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for record in records:
+        for task, by_range in record["counts"].items():
+            counts[task].update(by_range)
+    return {task: dict(sorted(c.items(), key=lambda kv: (len(kv[0]), kv[0]))) for task, c in sorted(counts.items())}
+
+
+_WORKER_SOURCE: Source | None = None
+
+
+def _init_worker(source: Source) -> None:
+    global _WORKER_SOURCE
+    _WORKER_SOURCE = source
+
+
+def _load_one(spec: Any) -> tuple[Any, Trajectory | None, str | None]:
+    try:
+        return spec, _WORKER_SOURCE.load(spec).validate(), None
+    except SkipTrajectory as err:
+        return spec, None, str(err)
+    except TrajectoryError as err:
+        return spec, None, f"invalid trajectory: {err}"
+
+
+def prepare(source: Source, out: str | Path, *, workers: int = 1, overwrite: bool = False,
+            progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Write `source` as shards under `out` and return the manifest.
+
+    Resumable: shards finished by an earlier, interrupted run with the same settings are kept and skipped.
+    Deterministic: shard i of a split always holds the trajectories planned for its slot, whatever `workers` is.
+    """
+    out = Path(out)
+    settings = {"source": source.name, **source.settings()}
+    settings_hash = sha256_json(settings)
+    state_path, manifest_path = out / STATE, out / MANIFEST
+
+    if out.exists() and not overwrite:
+        for path in (manifest_path, state_path):
+            if path.exists() and read_json(path).get("settings_hash") != settings_hash:
+                raise ShardError(f"{path}: {out} was prepared with other settings; pass --overwrite or choose another --out")
+        if manifest_path.exists():
+            return read_json(manifest_path)
+    if overwrite and out.exists():
+        for stale in [manifest_path, state_path, *out.glob("*/*.tar")]:
+            stale.unlink(missing_ok=True)
+
+    plan = source.plan()
+    state = read_json(state_path) if state_path.exists() else {"settings_hash": settings_hash, "shards": {}}
+    jobs = []  # (split, shard path, specs)
+    for split, specs in plan.items():
+        if split not in SPLITS:
+            raise ShardError(f"source {source.name} planned an unknown split {split!r}")
+        for i in range(0, len(specs), source.shard_size):
+            rel = f"{split}/{source.name}-{i // source.shard_size:06d}.tar"
+            jobs.append((split, rel, specs[i:i + source.shard_size]))
+
+    def done(rel: str) -> bool:
+        record = state["shards"].get(rel)
+        return record is not None and (out / rel).exists() and (out / rel).stat().st_size == record["bytes"]
+
+    total = sum(len(specs) for *_, specs in jobs)
+    finished = sum(len(specs) for _, rel, specs in jobs if done(rel))
+    if progress:
+        progress(f"{source.name} → {out}", finished, total)
+
+    pool = None
+    if workers > 1:
+        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(source,))
+    else:
+        _init_worker(source)
+    try:
+        for split, rel, specs in jobs:
+            if done(rel):
+                continue
+            results = pool.imap(_load_one, specs) if pool else map(_load_one, specs)
+            trajectories, skipped, repaired = [], [], []
+            for spec, traj, reason in results:
+                if traj is None:
+                    skipped.append({"input": spec, "reason": reason})
+                else:
+                    trajectories.append(traj)
+                    repaired += [{"input": spec, "id": traj.id, "reason": r} for r in traj.meta.get("repairs", [])]
+                finished += 1
+                if progress:
+                    progress(f"{source.name} → {out}", finished, total)
+            path = out / rel
+            _write_shard(path, trajectories)
+            counts: dict[str, Counter] = defaultdict(Counter)
+            for traj in trajectories:
+                counts[traj.meta["task"]][str(traj.meta["range"])] += 1
+            state["shards"][rel] = {
+                "path": rel, "split": split, "sha256": sha256_file(path), "bytes": path.stat().st_size,
+                "keys": [t.id for t in trajectories], "counts": {k: dict(v) for k, v in counts.items()},
+                "skipped": skipped, "repaired": repaired,
+            }
+            write_json_atomic(state_path, state)  # the shard is final only once it is recorded here
+    finally:
+        if pool:
+            pool.close()
+            pool.join()
+
+    manifest = _manifest(source, settings, settings_hash, [state["shards"][rel] for _, rel, _ in jobs])
+    write_json_atomic(manifest_path, manifest)
+    state_path.unlink(missing_ok=True)
+    return manifest
+
+
+def _manifest(source: Source, settings: dict, settings_hash: str, records: list[dict]) -> dict[str, Any]:
+    splits: dict[str, Any] = {}
+    for split in SPLITS:
+        mine = [r for r in records if r["split"] == split]
+        if not mine:
+            continue
+        splits[split] = {
+            "n": sum(len(r["keys"]) for r in mine),
+            "counts": _counts(mine),
+            "shards": [{k: r[k] for k in ("path", "sha256", "bytes", "keys")} for r in mine],
+        }
+    skipped = source.rejected_inputs() + [s for r in records for s in r["skipped"]]
+    repaired = [s for r in records for s in r["repaired"]]
+    from loopnav_bench import __version__
+
+    return {
+        "schema_version": SCHEMA_VERSION, "loopnav_version": __version__, "source": source.name,
+        "settings": settings, "settings_hash": settings_hash,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "n": sum(s["n"] for s in splits.values()), "splits": splits,
+        "skipped": {"n": len(skipped), "by_reason": _reason_counts(skipped), "items": skipped},
+        "repaired": {"n": len(repaired), "by_reason": _reason_counts(repaired), "items": repaired},
+    }
+
+
+def _reason_counts(items: list[dict]) -> dict[str, int]:
+    """Count reasons by kind: the text before the first ':' (sources put the specifics after it)."""
+    return dict(Counter(item["reason"].split(":")[0] for item in items).most_common())
+
+
+def manifest_hash(root: str | Path) -> str:
+    """Identity of a prepared set for results and resume keys: the hash of its shard list (paths and sha256)."""
+    manifest = load_manifest(root)
+    return sha256_json({s: [(sh["path"], sh["sha256"]) for sh in v["shards"]] for s, v in manifest["splits"].items()})
+
+
+# ---------------------------------------------------------------------------------------------------- validation
+
+
+def validate(root: str | Path, progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Check a prepared set against its manifest: every shard's presence and sha256, its keys and counts, and every
+    sample against the schema. Raises ShardError naming the first bad file; returns a summary."""
+    root = Path(root)
+    manifest = load_manifest(root)
+    shards = [(split, shard) for split, v in manifest["splits"].items() for shard in v["shards"]]
+    seen_ids: set[str] = set()
+    n = 0
+    for i, (split, shard) in enumerate(shards):
+        path = root / shard["path"]
+        if not path.exists():
+            raise ShardError(f"{path}: listed in {root / MANIFEST} but missing")
+        if (digest := sha256_file(path)) != shard["sha256"]:
+            raise ShardError(f"{path}: sha256 {digest[:12]}… does not match the manifest's {shard['sha256'][:12]}…")
+        keys = []
+        for sample in iter_tar_samples(path):
+            traj = decode_sample(sample, where=str(path))
+            if traj.meta["split"] != split:
+                raise ShardError(f"{path}: trajectory {traj.id!r} is marked split {traj.meta['split']!r}, shard is in {split!r}")
+            if traj.id in seen_ids:
+                raise ShardError(f"{path}: trajectory id {traj.id!r} appears twice in the set")
+            seen_ids.add(traj.id)
+            keys.append(sample["__key__"])
+        if keys != shard["keys"]:
+            raise ShardError(f"{path}: holds keys {keys[:3]}… ({len(keys)}), the manifest lists {shard['keys'][:3]}… ({len(shard['keys'])})")
+        n += len(keys)
+        if progress:
+            progress("validating", i + 1, len(shards))
+    if n != manifest["n"]:
+        raise ShardError(f"{root / MANIFEST}: says {manifest['n']} trajectories, the shards hold {n}")
+    return {"root": str(root), "n": n, "shards": len(shards), "splits": {s: v["n"] for s, v in manifest["splits"].items()}}
