@@ -44,6 +44,7 @@ def prepare(
     ranges: Optional[str] = typer.Option(None, help="Comma-separated navigation ranges, e.g. 5,15,30,50."),
     limit: Optional[int] = typer.Option(None, help="At most N trajectories per split (for trying things out)."),
     context_frames: Optional[int] = typer.Option(None, help="RECON: frames of context before the split point."),
+    split_file: Optional[Path] = typer.Option(None, help="recon: JSON {split: [names]} or NoMaD data_splits folder."),
     preset: Optional[str] = typer.Option(None, help="vizdoom: a named set (demo, full)."),
     per_cell: Optional[int] = typer.Option(None, help="vizdoom: trajectories per task, range and split."),
     size: Optional[int] = typer.Option(None, help="vizdoom: frame size in pixels (64 or 128)."),
@@ -56,7 +57,8 @@ def prepare(
     from loopnav_bench.sources import source_class
 
     options = {"input": input, "hub_repo": hub_repo, "splits": _csv(split), "tasks": _csv(tasks),
-               "ranges": _csv(ranges, int), "limit": limit, "context_frames": context_frames, "preset": preset,
+               "ranges": _csv(ranges, int), "limit": limit, "context_frames": context_frames, "split_file": split_file,
+               "preset": preset,
                "per_cell": per_cell, "size": size, "seed": seed}
     given = {k: v for k, v in options.items() if v is not None}
     try:
@@ -136,6 +138,297 @@ def _print_manifest(manifest: dict) -> None:
     for kind in ("skipped", "repaired"):
         if manifest[kind]["n"]:
             console.print(f"{kind}: {manifest[kind]['n']} {manifest[kind]['by_reason']}")
+
+
+_METRICS = typer.Option(None, help="Comma-separated metrics: frame metrics (ssim, psnr, lpips, dreamsim) and fvd. Default: all.")
+_EVAL_SIZE = typer.Option(None, "--eval-size", help="Score at N or HxW pixels (e.g. 64, 64x96); default: the data's native size.")
+_FVD_MODE = typer.Option("default", "--fvd-mode", help="FVD settings: default or loopnav-v1.")
+_DEVICE = typer.Option("cpu", help="Torch device for the model and the metrics, e.g. cuda:0.")
+
+
+@app.command(rich_help_panel=EVAL)
+def evaluate(
+    model: str = typer.Option(..., "--model", "-m", help="A registered model (see `loopnav models`)."),
+    data: Path = typer.Option(..., "--data", "-d", help="A directory written by `loopnav prepare`."),
+    model_args: Optional[str] = typer.Option(None, "--model-args", "--model_args", "-a", help="k=v,k2=v2 for the model."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Model checkpoint file or folder (its sha256 keys the run)."),
+    split: str = typer.Option("test", help="Comma-separated splits."),
+    tasks: Optional[str] = typer.Option(None, help="Comma-separated tasks, e.g. ABA,ABCA (default: all)."),
+    ranges: Optional[str] = typer.Option(None, help="Comma-separated ranges, e.g. 5,15 (default: all)."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N selected trajectories (for trying things out)."),
+    metrics: Optional[str] = _METRICS,
+    eval_size: Optional[str] = _EVAL_SIZE,
+    output_dir: Path = typer.Option(Path("results"), "--output-dir", "--output_path", "-o", help="Where results go."),
+    device: str = _DEVICE,
+    batch_size: int = typer.Option(8, "--batch-size", "--batch_size", help="Trajectories per model call."),
+    seed: int = typer.Option(0, help="Run seed; each trajectory's rollout seed derives from it and the trajectory id."),
+    fvd_mode: str = _FVD_MODE,
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Reuse finished rows of a run with the same settings."),
+) -> None:
+    """Roll a model out on the return legs, save its predictions, score them and write results (torchrun-ready)."""
+    from loopnav_bench.evaluate import EvalConfig, evaluate as run_evaluate, parse_eval_size
+    from loopnav_bench.models import UnknownModelError, parse_model_args
+
+    try:
+        config = EvalConfig(data=data, output_dir=output_dir, model=model, model_args=parse_model_args(model_args),
+                            checkpoint=str(checkpoint) if checkpoint else None, split=_csv(split), tasks=_csv(tasks),
+                            ranges=_csv(ranges, int), limit=limit, metrics=_csv(metrics),
+                            eval_size=parse_eval_size(eval_size), device=device, batch_size=batch_size, seed=seed,
+                            fvd_mode=fvd_mode, resume=resume)
+        with progress_bar() as progress:
+            outcome = run_evaluate(config, progress=progress)
+    except (ValueError, FileNotFoundError, UnknownModelError) as err:
+        fail(str(err))
+    if outcome is not None:
+        _print_results(outcome)
+
+
+@app.command(rich_help_panel=EVAL)
+def score(
+    predictions: Path = typer.Option(..., "--predictions", "-p", help="A run folder of `loopnav evaluate` (<out>/<model>/run-<key>)."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="The prepared set (default: the one the run recorded)."),
+    metrics: Optional[str] = _METRICS,
+    eval_size: Optional[str] = _EVAL_SIZE,
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "--output_path", "-o", help="Default: the run's."),
+    device: str = _DEVICE,
+    batch_size: int = typer.Option(32, "--batch-size", "--batch_size", help="Frames per metric pass."),
+    fvd_mode: str = _FVD_MODE,
+    resume: bool = typer.Option(False, "--resume/--no-resume", help="Keep rows already scored with the same settings."),
+) -> None:
+    """Re-score saved predictions without the model (other metrics, another evaluation size, new weights)."""
+    from loopnav_bench.evaluate import parse_eval_size, score as run_score
+
+    try:
+        with progress_bar() as progress:
+            outcome = run_score(predictions, data=data, output_dir=output_dir, metrics=_csv(metrics),
+                                eval_size=parse_eval_size(eval_size), fvd_mode=fvd_mode, device=device,
+                                metric_batch_size=batch_size, resume=resume, progress=progress)
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    if outcome is not None:
+        _print_results(outcome)
+
+
+@app.command(rich_help_panel=EVAL)
+def models() -> None:
+    """List the registered world models: built in, or added by other packages through the loopnav.models entry point."""
+    from loopnav_bench.models import MODELS, registry
+
+    table = Table(title="world models")
+    for column in ("name", "entry", "source"):
+        table.add_column(column)
+    for name, entry in sorted(registry().items()):
+        table.add_row(name, entry, "builtin" if name in MODELS else "entry-point")
+    console.print(table)
+
+
+def _print_results(outcome) -> None:
+    results = outcome.results
+    names = [n for n, s in results["metrics"].items() if n != "fvd"]
+    table = Table(title=f"{results['model']}: {results['n_trajectories']['effective']} trajectories "
+                        f"at {results['eval_size']}")
+    for column in ("cell", "n", "context", *names):
+        table.add_column(column, justify="left" if column == "cell" else "right")
+    for key, cell in results["results"].items():
+        values = [f"{cell[n]['mean']:.4f}±{cell[n]['stderr']:.3f}" if cell.get(n) else "—" for n in names]
+        table.add_row(key, str(cell["n"]), f"{cell['context_len_mean']:.0f}", *values)
+    console.print(table)
+    for name, status in results["metrics"].items():
+        if not status["available"]:
+            console.print(f"[yellow]{name} unavailable:[/] {status['reason'].splitlines()[0].rstrip(':')} (details in the results file)")
+    for split, fvd in results["fvd"].items():
+        if fvd["value"] is not None:
+            console.print(f"FVD ({split}, {fvd['mode']}): {fvd['value']:.2f} over {fvd['n_videos']} videos")
+    console.print(f"[green]wrote[/] {outcome.results_path} and {outcome.samples_path.name}")
+
+
+leaderboard_app = typer.Typer(help="Rank evaluation results (tables, plots) and push them to the Hub.",
+                              pretty_exceptions_show_locals=False)
+app.add_typer(leaderboard_app, name="leaderboard", rich_help_panel=EVAL)
+_RESULTS = typer.Option(None, "--results", "-r", help="Directory of `loopnav evaluate` outputs (searched recursively).")
+
+
+@leaderboard_app.callback(invoke_without_command=True)
+def leaderboard(
+    ctx: typer.Context,
+    results: Optional[Path] = _RESULTS,
+    format: str = typer.Option("rich", "--format", "-f", help="rich, markdown, html, json or csv (to stdout)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also write per-frame curve PNGs here (one per task and range)."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="Comma-separated metrics to show (default: all)."),
+) -> None:
+    """Show the leaderboard: range x model rows, metric x task columns, mean with a 95% bootstrap CI."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.console import Console
+
+    from leaderboard.plots import plot_leaderboard
+    from leaderboard.results import ResultsError, group_runs, load_runs
+    from leaderboard.table import FORMATS, build_leaderboard
+
+    if results is None:
+        fail("--results DIR is required (a directory written by `loopnav evaluate`)")
+    if format not in FORMATS:
+        fail(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
+    try:
+        groups = group_runs(load_runs(results))
+        board = build_leaderboard(groups, _csv(metric))
+        written = plot_leaderboard(groups, [*board.tables[0].metrics], plot) if plot else []
+    except (ResultsError, FileNotFoundError) as err:
+        fail(str(err))
+    rendered = FORMATS[format](board)
+    if format == "rich":
+        Console().print(rendered)
+    else:
+        print(rendered, end="")
+    for path in written:
+        console.print(f"[green]wrote[/] {path}")
+
+
+@leaderboard_app.command("push")
+def leaderboard_push(
+    results: Path = typer.Option(..., "--results", "-r", help="Directory of `loopnav evaluate` outputs; every run is pushed."),
+    repo_id: str = typer.Option(..., "--repo-id", help="Hub dataset repo, ORG/NAME (created if missing)."),
+    dry_run: Optional[Path] = typer.Option(None, "--dry-run", help="Write the exact commit tree to this folder instead."),
+    private: bool = typer.Option(False, "--private", help="Create the repo private."),
+    create_pr: bool = typer.Option(False, "--create-pr", help="Open a pull request instead of committing to main."),
+    allow_partial: bool = typer.Option(False, "--allow-partial", help="Also push runs that evaluated fewer trajectories than selected."),
+) -> None:
+    """Upload results and per-trajectory rows to a Hub dataset repo in one commit, with a dataset card."""
+    from leaderboard.hub import PushError, build_commit, push, write_tree
+    from leaderboard.results import ResultsError, load_runs
+
+    try:
+        runs = load_runs(results)
+        if dry_run is not None:
+            written = write_tree(build_commit(runs, repo_id, allow_partial=allow_partial), dry_run)
+            console.print(f"[green]dry run:[/] wrote {len(written)} files of the commit to {dry_run} (nothing uploaded)")
+            return
+        info = push(runs, repo_id, private=private, create_pr=create_pr, allow_partial=allow_partial)
+    except (ResultsError, PushError, FileNotFoundError) as err:
+        fail(str(err))
+    console.print(f"[green]pushed[/] {len(runs)} run(s) to {info.pr_url or info.commit_url}")
+
+
+weights_app = typer.Typer(help="Locate, verify (sha256) and download the pretrained weights of LPIPS, DreamSim and FVD.",
+                          pretty_exceptions_show_locals=False, no_args_is_help=True)
+app.add_typer(weights_app, name="weights", rich_help_panel=EVAL)
+_WEIGHT_METRICS = typer.Argument(None, help="Metrics to include: lpips, dreamsim, fvd (default: all).")
+_WEIGHTS_EXIT = {"verified": 0, "incomplete": 1, "unverifiable": 3}
+
+
+@weights_app.command("list")
+def weights_list() -> None:
+    """Every weight file loopnav knows: where it goes, its upstream URL and how it is verified."""
+    from loopnav_bench.metrics.weights import REGISTRY
+
+    table = Table(title="metric weight files")
+    for column in ("file", "variants", "path", "check", "expected", "MiB", "url"):
+        table.add_column(column, overflow="fold")
+    for entry in REGISTRY:
+        table.add_row(entry.id, ",".join(entry.variants), str(entry.path()), entry.check,
+                      entry.sha256 or entry.sha256_prefix or "not established",
+                      f"{entry.approx_mb or (entry.size or 0) / 2 ** 20:.3g}" if entry.approx_mb or entry.size else "?",
+                      entry.url + (f" [{entry.archive_member}]" if entry.archive_member else ""))
+    console.print(table)
+
+
+@weights_app.command("check")
+def weights_check(
+    metrics: Optional[list[str]] = _WEIGHT_METRICS,
+    all_variants: bool = typer.Option(False, "--all-variants", help="Also check non-default variants (DreamSim "
+                                                                    "dino_vitb16, clip_vitb32, open_clip_vitb32)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the status rows as JSON."),
+) -> None:
+    """Hash the weight files the metrics need. Exit 0: all present and verified; 1: something missing or
+    mismatched; 3: all present but some have no upstream hash to check against."""
+    from loopnav_bench.metrics.weights import ALLOW_UNVERIFIED_ENV, metric_names, overall, weights_status
+
+    if unknown := sorted(set(metrics or []) - set(metric_names())):
+        fail(f"unknown metric {unknown}; choose from {metric_names()}")
+    rows = list(weights_status(metrics, all_variants).values())
+    verdict = overall(rows)
+    if as_json:
+        print(json.dumps({"overall": verdict, "files": rows}, indent=2))
+        raise typer.Exit(_WEIGHTS_EXIT[verdict])
+    colours = {"verified": "green", "unverifiable": "yellow", "mismatch": "red", "missing": "red"}
+    table = Table(title="metric weights")
+    for column in ("file", "status", "check", "path", "sha256"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["id"], f"[{colours[row['status']]}]{row['status']}[/]", row["check"], row["path"],
+                      (row["sha256"] or "")[:16])
+    console.print(table)
+    console.print({"verified": "[green]all weight files present and verified[/]",
+                   "incomplete": "[red]some weight files are missing or fail their hash[/]: `loopnav weights download "
+                                 "METRIC` (online) or place them at the paths above",
+                   "unverifiable": f"[yellow]all present; some cannot be verified (no upstream sha256): they are used "
+                                   f"only with {ALLOW_UNVERIFIED_ENV}=1 and results are marked unverified[/]"}[verdict])
+    raise typer.Exit(_WEIGHTS_EXIT[verdict])
+
+
+@weights_app.command("download")
+def weights_download(
+    metric: str = typer.Argument(..., help="lpips, dreamsim or fvd."),
+    variant: Optional[str] = typer.Option(None, help="Metric variant, e.g. dreamsim: ensemble (default), dino_vitb16, "
+                                                     "clip_vitb32, open_clip_vitb32."),
+    force: bool = typer.Option(False, help="Download again even if the files are present."),
+) -> None:
+    """Fetch a metric's weight files from their upstream URLs (needs internet), then verify them."""
+    from loopnav_bench.metrics.weights import WeightsDownloadError, download
+
+    try:
+        with progress_bar() as progress:
+            rows = download(metric, variant, progress=progress, force=force)
+    except (WeightsDownloadError, ValueError) as err:
+        fail(str(err))
+    for row in rows.values():
+        console.print(f"{row['status']:>12}  {row['path']}")
+
+
+@weights_app.command("path")
+def weights_path(metrics: Optional[list[str]] = _WEIGHT_METRICS) -> None:
+    """Print where each weight file belongs (one path per line), for placing files by hand."""
+    from loopnav_bench.metrics.weights import REGISTRY
+
+    for entry in REGISTRY:
+        if not metrics or entry.metric in metrics:
+            print(entry.path())
+
+
+@app.command(rich_help_panel=TRAIN)
+def train(
+    model: str = typer.Option("worldpack", help="What to train: worldpack, nwm, diamond, or autoencoder "
+                                                "(its latent space alone)."),
+    data: Path = typer.Option(..., help="A directory written by `loopnav prepare`; its train split is used."),
+    output_dir: Path = typer.Option(Path("runs/worldpack"), help="Checkpoints go here (step-N/ folders and `latest`)."),
+    preset: str = typer.Option("tiny", help="Model size: tiny (CPU, minutes) or small (GPU)."),
+    steps: Optional[int] = typer.Option(None, help="Optimizer steps (default: the preset's)."),
+    resume: bool = typer.Option(False, help="Continue the run in --output-dir from its latest checkpoint."),
+    variant: str = typer.Option("full", help="worldpack context: full, base, pack-only or retrieval-only."),
+    batch_size: Optional[int] = typer.Option(None, help="Global batch size, split over torchrun processes."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the preset's)."),
+    seed: int = typer.Option(0, help="Seed of batches, noise and initialisation."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    autoencoder: Optional[Path] = typer.Option(None, help="worldpack: a trained autoencoder run (or a local diffusers "
+                                               "AutoencoderKL folder) instead of training one first."),
+    autoencoder_steps: Optional[int] = typer.Option(None, help="worldpack: steps of the autoencoder stage."),
+    save_every: int = typer.Option(500, help="Save a checkpoint every N steps."),
+) -> None:
+    """Train a world model (run under `torchrun --nproc-per-node N` for data-parallel training)."""
+    from loopnav_bench.schema import TrajectoryError
+    from loopnav_bench.shards import ShardError
+    from worldpack.train import TrainOptions, get_trainer
+
+    options = TrainOptions(data=data, output_dir=output_dir, preset=preset, steps=steps, resume=resume, variant=variant,
+                           batch_size=batch_size, lr=lr, seed=seed, device=device, autoencoder=autoencoder,
+                           autoencoder_steps=autoencoder_steps, save_every=save_every)
+    try:
+        trainer = get_trainer(model)
+        with progress_bar() as progress:
+            final = trainer(options, progress)
+    except (ShardError, TrajectoryError, FileNotFoundError, FileExistsError, ValueError) as err:
+        fail(str(err))
+    console.print(f"[green]checkpoint[/] {final}")
 
 
 def main() -> None:

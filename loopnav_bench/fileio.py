@@ -35,7 +35,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n").encode())
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode())
 
 
 def read_json(path: str | Path) -> Any:

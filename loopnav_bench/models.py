@@ -13,6 +13,7 @@ lazily, so `loopnav models` never imports torch models it does not need.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -33,18 +34,24 @@ class RolloutRequest:
     target_poses: np.ndarray     # float [T - offset, 5]
     target_actions: np.ndarray   # float32 [T - offset, A]
     meta: dict[str, Any] = field(default_factory=dict)  # source, task, range, fps, action_layout, ...
+    seed: int = 0  # per-trajectory seed (request_seed): sample with it so results do not depend on batching or ranks
 
     @property
     def horizon(self) -> int:
         return len(self.target_poses)
 
     @classmethod
-    def from_trajectory(cls, traj: Trajectory) -> "RolloutRequest":
+    def from_trajectory(cls, traj: Trajectory, seed: int = 0) -> "RolloutRequest":
         """The protocol's split: everything before `offset`, and only poses and actions after it."""
         ctx, tgt = traj.context, traj.target
         return cls(id=traj.id, context_frames=traj.frames[ctx], context_poses=traj.poses[ctx],
                    context_actions=traj.actions[ctx], target_poses=traj.poses[tgt], target_actions=traj.actions[tgt],
-                   meta=dict(traj.meta))
+                   meta=dict(traj.meta), seed=request_seed(seed, traj.id))
+
+
+def request_seed(seed: int, trajectory_id: str) -> int:
+    """The seed of one trajectory's rollout, from the run's seed and the trajectory id (stable across processes)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{trajectory_id}".encode()).digest()[:4], "little")
 
 
 class WorldModel(ABC):
@@ -71,6 +78,9 @@ MODELS: dict[str, str] = {
     "dummy": "baselines.floors:DummyModel",
     "copy-last": "baselines.floors:CopyLastModel",
     "nearest-pose": "baselines.floors:NearestPoseModel",
+    "nwm": "baselines.nwm:NWMModel",
+    "diamond": "baselines.diamond:DiamondModel",
+    "worldpack": "worldpack.world_model:WorldPackModel",
 }
 ENTRY_POINT_GROUP = "loopnav.models"
 

@@ -54,6 +54,21 @@ class TrajectoryError(ValueError):
     """A trajectory that breaks the schema. The message names the trajectory (and file, when known) and the problem."""
 
 
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """One JPEG bitstream -> uint8 RGB [H, W, 3]."""
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise TrajectoryError("a JPEG frame does not decode")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def frames_from_jpeg(jpeg: list[bytes]) -> np.ndarray:
+    """Per-frame JPEG bitstreams -> the `frames` array [T, H, W, 3] a Trajectory carries beside them."""
+    return np.stack([decode_jpeg(j) for j in jpeg]) if jpeg else np.zeros((0, 1, 1, 3), np.uint8)
+
+
 def wrap_angle(angle: np.ndarray | float) -> np.ndarray | float:
     """Wrap radians to (-pi, pi]."""
     wrapped = np.pi - np.mod(np.pi - np.asarray(angle, dtype=np.float64), 2 * np.pi)

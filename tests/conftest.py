@@ -62,3 +62,64 @@ def tiny_shards(tmp_path):
     out = tmp_path / "shards"
     prepare(SyntheticSource(), out)
     return out
+
+
+def install_model_plugin(root, name: str, code: str) -> str:
+    """A fake installed distribution under `root` that registers `name` in the `loopnav.models` entry-point group,
+    with the model class `Plugin` defined by `code` (which sees `np`, `WorldModel` and `RolloutRequest`).
+    Put `root` on sys.path (or PYTHONPATH for subprocesses) to install it. Returns the entry-point value."""
+    module = f"loopnav_plugin_{name.replace('-', '_')}"
+    (root / f"{module}.py").write_text("import numpy as np\nfrom loopnav_bench.models import RolloutRequest, WorldModel\n\n"
+                                       + code)
+    dist_info = root / f"{module}-0.1.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (dist_info / "entry_points.txt").write_text(f"[loopnav.models]\n{name} = {module}:Plugin\n")
+    return f"{module}:Plugin"
+
+
+def check_rollout_contract(model, size: int) -> None:
+    """What every sampling WorldModel must do on synthetic loops (16 px frames): return uint8 [horizon, size, size, 3],
+    the same frames for the same request seed whatever else is in the batch, and other frames for another seed."""
+    from loopnav_bench.models import RolloutRequest
+
+    request = RolloutRequest.from_trajectory(make_trajectory(0, length=14, size=16), seed=3)
+    frames = model.rollout(request)
+    assert frames.shape == (request.horizon, size, size, 3) and frames.dtype == np.uint8
+    assert np.array_equal(frames, model.rollout(request))
+    longer = RolloutRequest.from_trajectory(make_trajectory(1, length=18, size=16), seed=4)
+    batched = model.rollout_batch([request, longer])
+    assert np.array_equal(batched[0], frames)
+    assert batched[1].shape == (longer.horizon, size, size, 3)
+    reseeded = RolloutRequest.from_trajectory(make_trajectory(0, length=14, size=16), seed=4)
+    assert not np.array_equal(model.rollout(reseeded), frames)
+
+
+@pytest.fixture(scope="module")
+def torch_single_thread():
+    """Torch on one intra-op thread for the module: on a small shared CPU box, two threads spinning against other
+    processes made the model tests about 10x slower (122 s against 12 s for test_nwm + test_diamond)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def loss_after_steps(model, batch: dict, lr: float, steps: int = 20) -> tuple[float, float]:
+    """`model.loss(batch)` before and after `steps` AdamW steps on that one batch, with the same diffusion noise
+    levels and noise at every evaluation, so that only the weights change between them."""
+    import torch
+
+    def loss():
+        torch.manual_seed(7)
+        return model.loss(batch)
+
+    before = loss().item()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss().backward()
+        optimizer.step()
+    return before, loss().item()

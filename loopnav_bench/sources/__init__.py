@@ -35,6 +35,11 @@ class Source(ABC):
     def load(self, spec: Any) -> Trajectory:
         """One spec -> one valid trajectory, or raise SkipTrajectory(reason). Repairs go in meta['repairs']."""
 
+    def summary(self, metas: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> dict[str, Any]:
+        """Source-specific figures for the manifest's "summary" (e.g. a simulator's success rate), computed from the
+        meta of every written trajectory and every skipped input; an empty dict adds nothing."""
+        return {}
+
     def rejected_inputs(self) -> list[dict[str, str]]:
         """Inputs dropped while planning (for example CSV rows that escape the data root), each {input, reason}."""
         return []

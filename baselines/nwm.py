@@ -1,0 +1,265 @@
+"""NWM, the Navigation World Model of Bar et al. 2025 (facebookresearch/nwm), as a LoopNav baseline.
+
+A CDiT (worldpack/cdit.py, the blocks WorldPack also uses) predicts the latent of a goal frame from the latents of
+the 4 frames that end at the current one. What is NWM's own and kept here:
+  - positions: one learned embedding per frame slot and per patch, `pos_embed [context + 1, patches, D]`
+    (N(0, 0.02)); the context slots come first, the goal slot last. NWM has no RoPE: the shared blocks' temporal
+    RoPE is given time 0 for every token, where it is the identity;
+  - conditioning c = noise-level embedding + time-shift embedding (rel_t = goal offset / 128) + action embedding;
+  - the action is the goal frame's pose in the current frame's coordinates, (dx, dy, dyaw): dx forward, dy left,
+    divided by the data's waypoint spacing (mean distance walked per frame, measured on the training split, NWM's
+    `metric_waypoint_spacing`), then min-max normalised with NWM's action stats (min (-2.5, -4), max (5, 4)) to
+    [-1, 1]; dyaw in radians, wrapped, not normalised. Each of dx, dy, dyaw has its own sinusoidal embedder, of
+    widths D//3, D//3 and D - 2·(D//3), concatenated (NWM's ActionEmbedder). NWM's poses are planar: height and
+    pitch are not part of the action;
+  - training examples: 4 context frames and `goals_per_context` goals drawn at offsets in `goal_offsets` around the
+    current frame (NWM: 4 goals at offsets in [-64, 64]), clipped to the trajectory;
+  - rollout: one frame at a time (offset +1, rel_t = 1/128), the context a sliding window over real and predicted
+    frames, the action the known pose of the next frame relative to the last one.
+
+Substituted: the diffusion is the shared few-step EDM (worldpack/diffusion.py, sampled with 3 Euler steps) instead
+of NWM's 1000-step DDPM with learned variance and 250 sampling steps; the latent space is a small autoencoder
+trained on our frames (worldpack/autoencoder.py) instead of the SD VAE; sizes are `tiny` (CPU) and `small`
+(CDiT-S width and depth).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from baselines.common import CheckpointedModel, Preset, get_preset, lockstep_rollout, loop_config
+from loopnav_bench.console import ProgressFn
+from loopnav_bench.models import RolloutRequest
+from loopnav_bench.schema import Trajectory, wrap_angle
+from worldpack.cdit import CDiT, TimestepEmbedder
+from worldpack.data import EncodedTrajectory, data_identity, encode_trajectories, load_split
+from worldpack.diffusion import EDM, EDMConfig
+from worldpack.train import TrainOptions, fit, load_autoencoder, train_autoencoder
+
+ACTION_MIN = np.array([-2.5, -4.0])  # NWM's action_stats for (dx, dy) in waypoint spacings
+ACTION_MAX = np.array([5.0, 4.0])
+TIME_SCALE = 128.0                   # rel_t = goal offset / 128, as NWM
+DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "nwm-tiny"
+
+
+@dataclass(frozen=True)
+class NWMConfig:
+    latent_channels: int = 4
+    latent_size: int = 8
+    patch: int = 2
+    hidden: int = 96
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    context: int = 4                          # NWM's context_size
+    goal_offsets: tuple[int, int] = (1, 4)    # goal offsets drawn in training, in frames (0 excluded)
+    goals_per_context: int = 4                # NWM's goals_per_obs
+    waypoint_spacing: float = 1.0             # blocks walked per frame on the training split
+    # DIAMOND's sampler (3 Euler steps): on the tiny checkpoint its next latents have 2.3x less squared error than
+    # with the shared default of 4 Heun steps, whose corrections at the smallest σ amplify an undertrained denoiser
+    edm: EDMConfig = field(default_factory=lambda: EDMConfig(steps=3, solver="euler"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "NWMConfig":
+        return cls(**{**d, "goal_offsets": tuple(d["goal_offsets"]), "edm": EDMConfig(**d["edm"])})
+
+
+PRESETS: dict[str, Preset] = {
+    # trains on a CPU in minutes; a rollout only ever asks for the next frame, so goals stay close
+    "tiny": Preset(model={"hidden": 96, "depth": 4, "heads": 4, "goal_offsets": (1, 4)}, steps=2500, batch_size=16,
+                   lr=3e-4, ema_decay=0.99),
+    # CDiT-S/2 width and depth; NWM's offsets of ±64 frames, past included
+    "small": Preset(model={"hidden": 384, "depth": 12, "heads": 6, "goal_offsets": (-64, 64)}, steps=100_000,
+                    batch_size=64, lr=1e-4, ema_decay=0.9999),
+}
+
+
+def goal_action(current: np.ndarray, goal: np.ndarray, units_per_block: float, spacing: float) -> np.ndarray:
+    """NWM's action: the goal pose [..., 5] seen from the current pose [5], as normalised (dx, dy, dyaw) float32."""
+    delta = (np.asarray(goal[..., :2], np.float64) - current[:2]) / units_per_block / spacing
+    c, s = np.cos(current[3]), np.sin(current[3])
+    local = np.stack([c * delta[..., 0] + s * delta[..., 1], -s * delta[..., 0] + c * delta[..., 1]], axis=-1)
+    normalised = 2 * (local - ACTION_MIN) / (ACTION_MAX - ACTION_MIN) - 1
+    dyaw = wrap_angle(np.asarray(goal[..., 3], np.float64) - current[3])
+    return np.concatenate([normalised, np.asarray(dyaw)[..., None]], axis=-1).astype(np.float32)
+
+
+def waypoint_spacing(trajectories: list[Trajectory]) -> float:
+    """Mean planar distance between consecutive frames, in blocks (NWM's metric_waypoint_spacing, measured)."""
+    steps = [np.linalg.norm(np.diff(t.poses[:, :2], axis=0), axis=1) / float(t.meta.get("units_per_block", 1.0))
+             for t in trajectories]
+    mean = float(np.concatenate(steps).mean())
+    if not mean > 0:
+        raise ValueError("the training trajectories never move: the waypoint spacing would be 0")
+    return mean
+
+
+class ActionEmbedder(nn.Module):
+    """(dx, dy, dyaw) -> hidden: one sinusoidal embedder per component, concatenated (NWM)."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        third = hidden // 3
+        self.embedders = nn.ModuleList(TimestepEmbedder(width) for width in (third, third, hidden - 2 * third))
+
+    def forward(self, action: torch.Tensor) -> torch.Tensor:
+        return torch.cat([embed(action[:, i]) for i, embed in enumerate(self.embedders)], dim=-1)
+
+
+class NWM(nn.Module):
+    def __init__(self, config: NWMConfig):
+        super().__init__()
+        self.config = config
+        D, C, p = config.hidden, config.latent_channels, config.patch
+        if config.latent_size % p:
+            raise ValueError(f"latent size {config.latent_size} is not divisible by patch {p}")
+        patches = (config.latent_size // p) ** 2
+        self.patch_embed = nn.Conv2d(C, D, kernel_size=p, stride=p)
+        self.pos_embed = nn.Parameter(torch.zeros(config.context + 1, patches, D))
+        self.noise_embed, self.time_embed = TimestepEmbedder(D), TimestepEmbedder(D)
+        self.action_embed = ActionEmbedder(D)
+        self.cdit = CDiT(D, config.depth, config.heads, p * p * C, config.mlp_ratio)
+        self.edm = EDM(config.edm)
+        # NWM's initialisation: learned positions and embedder MLPs N(0, 0.02), the patch embedding like a Linear
+        nn.init.normal_(self.pos_embed, std=0.02)
+        nn.init.xavier_uniform_(self.patch_embed.weight.view(D, -1))
+        nn.init.zeros_(self.patch_embed.bias)
+        for embedder in (self.noise_embed, self.time_embed, *self.action_embed.embedders):
+            for layer in embedder.mlp[::2]:
+                nn.init.normal_(layer.weight, std=0.02)
+
+    def _tokens(self, latents: torch.Tensor, slots: slice) -> torch.Tensor:
+        """latents [B, F, C, h, w] in frame slots `slots` -> tokens [B, F·patches, D] with their positions."""
+        B, F = latents.shape[:2]
+        tokens = self.patch_embed(latents.flatten(0, 1)).flatten(2).transpose(1, 2)
+        return (tokens.view(B, F, *tokens.shape[1:]) + self.pos_embed[slots]).flatten(1, 2)
+
+    def denoiser(self, x_in: torch.Tensor, c_noise: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """EDM's F: preconditioned noisy goal latent [B, C, h, w] -> network output of the same shape."""
+        B, C, h, w = x_in.shape
+        p, K = self.config.patch, self.config.context
+        x = self._tokens(x_in[:, None], slice(K, K + 1))
+        context = self._tokens(batch["context"], slice(0, K))
+        c = self.noise_embed(c_noise) + self.time_embed(batch["rel_t"]) + self.action_embed(batch["action"])
+        out = self.cdit(x, context, c, x.new_zeros(x.shape[:2]), x.new_zeros(context.shape[:2]))
+        out = out.view(B, h // p, w // p, p, p, C).permute(0, 5, 1, 3, 2, 4)
+        return out.reshape(B, C, h, w)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.edm.loss(self.denoiser, batch["target"], batch)
+
+    def sample(self, batch: dict[str, torch.Tensor], noise: torch.Tensor) -> torch.Tensor:
+        """Goal latents [B, C, h, w] from standard-normal noise of that shape."""
+        return self.edm.sample(self.denoiser, noise, batch)
+
+
+def context_window(current: int, context: int) -> np.ndarray:
+    """The `context` frame indices ending at `current`; before the first frame, the first frame repeats."""
+    return np.maximum(np.arange(current - context + 1, current + 1), 0)
+
+
+class GoalBatches:
+    """NWM training items: a context window ending at a random frame, and `goals_per_context` goals around it."""
+
+    def __init__(self, encoded: list[EncodedTrajectory], config: NWMConfig):
+        self.encoded, self.config = encoded, config
+        # the current frames that have at least one goal in range, per trajectory
+        self.currents = [np.array([c for c in range(config.context - 1, len(e.latents))
+                                   if len(self._offsets(c, len(e.latents)))]) for e in encoded]
+        counts = np.array([len(c) for c in self.currents], dtype=np.float64)
+        if counts.sum() == 0:
+            raise ValueError(f"no trajectory is long enough for a context of {config.context} frames and a goal")
+        self.weights = counts / counts.sum()
+
+    def _offsets(self, current: int, length: int) -> np.ndarray:
+        low, high = self.config.goal_offsets
+        offsets = np.arange(max(low, -current), min(high, length - 1 - current) + 1)
+        return offsets[offsets != 0]
+
+    def __call__(self, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
+        goals = self.config.goals_per_context
+        if batch_size % goals:
+            raise ValueError(f"batch size {batch_size} is not a multiple of goals_per_context {goals}")
+        items: dict[str, list[torch.Tensor]] = {"context": [], "target": [], "action": [], "rel_t": []}
+        for t in rng.choice(len(self.encoded), size=batch_size // goals, p=self.weights):
+            e = self.encoded[t]
+            current = int(rng.choice(self.currents[t]))
+            offsets = rng.choice(self._offsets(current, len(e.latents)), size=goals)
+            context = e.latents[torch.from_numpy(context_window(current, self.config.context))]
+            action = goal_action(e.poses[current], e.poses[current + offsets], e.units_per_block,
+                                 self.config.waypoint_spacing)
+            items["context"] += [context] * goals
+            items["target"].append(e.latents[torch.from_numpy(current + offsets)])
+            items["action"].append(torch.from_numpy(action))
+            items["rel_t"].append(torch.from_numpy(offsets / TIME_SCALE).float())
+        return {k: torch.stack(v) if k == "context" else torch.cat(v) for k, v in items.items()}
+
+
+def train_nwm(options: TrainOptions, progress: ProgressFn | None = None) -> Path:
+    """`loopnav train --model nwm`: the latent space first (as WorldPack's stage 1, into output_dir/autoencoder)
+    unless --autoencoder names one (pass worldpack/checkpoints/tiny to share WorldPack's), then the CDiT."""
+    if options.variant != "full":
+        raise ValueError(f"--variant {options.variant!r} applies to worldpack only; NWM has a fixed 4-frame context")
+    preset = get_preset(PRESETS, options.preset, "nwm")
+    trajectories = load_split(options.data, progress=progress)
+    ae_path = options.autoencoder
+    if ae_path is None:
+        stage = replace(options, output_dir=options.output_dir / "autoencoder", steps=options.autoencoder_steps,
+                        batch_size=None, lr=None)
+        ae_path = train_autoencoder(stage, progress, trajectories)
+    codec, codec_spec = load_autoencoder(ae_path)
+    encoded = encode_trajectories(trajectories, codec.encode, progress)
+    latent = encoded[0].latents.shape
+    config = NWMConfig(latent_channels=latent[1], latent_size=latent[-1],
+                       waypoint_spacing=waypoint_spacing(trajectories), **preset.model)
+    torch.manual_seed(options.seed)  # initialisation; every training step reseeds itself
+    model = NWM(config)
+    run_config = {"model": "nwm", "config": config.to_dict(), "preset": options.preset, "autoencoder": codec_spec,
+                  "action_layout": trajectories[0].meta["action_layout"], "data": data_identity(options.data)}
+    extra = {"autoencoder.safetensors": codec.state_dict()} if codec_spec["kind"] == "ours" else {}
+    return fit(model, GoalBatches(encoded, config), loop_config(options, preset), options.output_dir, run_config,
+               device=options.device, resume=options.resume, extra_files=extra, progress=progress, description="nwm")
+
+
+class NWMModel(CheckpointedModel):
+    """NWM behind the WorldModel API (registered as "nwm"). Without --checkpoint the committed tiny checkpoint
+    (baselines/checkpoints/nwm-tiny) is used. Model args: `sampler_steps=N`, `solver=euler|heun`."""
+
+    name = "nwm"
+    config_class, network_class, default_checkpoint = NWMConfig, NWM, DEFAULT_CHECKPOINT
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.codec, _ = load_autoencoder(self.step_dir, self.device)  # travels inside the checkpoint
+
+    def rollout_batch(self, requests: list[RolloutRequest]) -> list[np.ndarray]:
+        """One frame per step, the goal always the next frame; see `lockstep_rollout`."""
+        latents = [self._latents(r) for r in requests]
+        poses = [np.concatenate([r.context_poses, r.target_poses]) for r in requests]
+        units = [float(r.meta.get("units_per_block", 1.0)) for r in requests]
+
+        def conditioning(i: int, goal: int) -> dict[str, torch.Tensor]:
+            action = goal_action(poses[i][goal - 1], poses[i][goal], units[i], self.config.waypoint_spacing)
+            return {"context": latents[i][context_window(goal - 1, self.config.context)],
+                    "action": torch.from_numpy(action), "rel_t": torch.tensor(1 / TIME_SCALE)}
+
+        predicted = lockstep_rollout(latents, [len(r.context_frames) for r in requests], [r.seed for r in requests],
+                                     conditioning, self.model.sample, self.device)
+        return [self.codec.decode(p.to(self.device)) for p in predicted]
+
+    def _latents(self, request: RolloutRequest) -> torch.Tensor:
+        """The context frames' latents, then room for the predicted ones."""
+        context = self.codec.encode(request.context_frames).cpu()
+        return torch.cat([context, context.new_zeros((request.horizon, *context.shape[1:]))])
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "image_size": self.codec.image_size, "autoencoder": self.saved["autoencoder"]}

@@ -1,0 +1,422 @@
+"""The leaderboard table, laid out like WorldPack Tables 1-2, and its renderers (rich, markdown, html, json, csv).
+
+Rows are navigation range x model (with the trajectories' mean context and trajectory lengths); columns are
+metric x task (ABA, ABCA). A cell is the mean over trajectories of each trajectory's mean per-frame score, with a
+percentile-bootstrap 95% interval drawn from the per-trajectory rows. Within each range block the best cell of each
+column is bold, judged with the metric's `higher_is_better`; cells computed with unverified metric weights carry a
+dagger and are never marked best. FVD is set-level (one number per split), so it gets its own small table.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+from rich.console import Group as RichGroup
+from rich.table import Table
+from rich.text import Text
+
+from leaderboard.bootstrap import BootstrapSpec, mean_ci
+from leaderboard.results import Group, ResultsError, Run, range_order
+from loopnav_bench.metrics import trajectory_mean
+
+METRIC_ORDER = ("ssim", "psnr", "lpips", "dreamsim")  # per-frame metrics, as the papers order them
+SET_METRIC = "fvd"
+DAGGER = "†"
+
+
+@dataclass
+class Cell:
+    mean: float | None = None
+    low: float | None = None
+    high: float | None = None
+    n: int = 0
+    verified: bool = True
+    note: int | None = None  # footnote number explaining an "n/a"
+    best: bool = False
+
+    @property
+    def available(self) -> bool:
+        return self.mean is not None
+
+
+@dataclass
+class Row:
+    range: str
+    model: str
+    run: Run
+    context_len: str
+    traj_len: str
+    cells: dict[tuple[str, str], Cell]  # (metric, task) -> cell
+
+
+@dataclass
+class FvdRow:
+    run: Run
+    cell: Cell
+    mode: str
+
+    @property
+    def model(self) -> str:
+        return self.run.model
+
+
+@dataclass
+class GroupTable:
+    group: Group
+    metrics: list[str]
+    tasks: list[str]
+    higher_is_better: dict[str, bool | None]
+    rows: list[Row] = field(default_factory=list)
+    fvd: list[FvdRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    _footnotes: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (what, reason) -> models
+
+    def footnote(self, what: str, model: str, reason: str) -> int:
+        """Number of the footnote saying `what` for `model` (models with the same reason share one footnote)."""
+        models = self._footnotes.setdefault((what, " ".join(reason.split())), [])
+        if model not in models:
+            models.append(model)
+        return list(self._footnotes).index((what, " ".join(reason.split()))) + 1
+
+    @property
+    def footnotes(self) -> list[str]:
+        return [f"{what} for {', '.join(models)}: {reason}" for (what, reason), models in self._footnotes.items()]
+
+
+@dataclass
+class Leaderboard:
+    tables: list[GroupTable]
+    bootstrap: BootstrapSpec
+    notes: list[str]
+
+
+def available_metrics(groups: list[Group]) -> list[str]:
+    """Every metric any run reports (FVD included), papers' order first."""
+    names = {name for g in groups for run in g.runs for name in run.results["metrics"]}
+    return [m for m in (*METRIC_ORDER, SET_METRIC) if m in names] + sorted(names - {*METRIC_ORDER, SET_METRIC})
+
+
+def _summary(run: Run, split: str, task: str, range_: str) -> dict | None:
+    return next((c for c in run.cells
+                 if c["split"] == split and c["task"] == task and str(c["range"]) == range_), None)
+
+
+def _lengths(summaries: list[dict], key: str) -> str:
+    """One value when every task agrees, else the per-task values joined by ' / '."""
+    values = [f"{s[key]:.4g}" for s in summaries if s.get(key) is not None]
+    return " / ".join(dict.fromkeys(values)) or "–"
+
+
+def _metric_cell(table: GroupTable, run: Run, task: str, range_: str, metric: str, spec: BootstrapSpec) -> Cell:
+    split, info = table.group.key.split, run.metric_info(metric)
+    summary = _summary(run, split, task, range_)
+    reason = info.get("reason") or "not computed"
+    if summary is None:
+        return Cell(note=table.footnote(f"{task} range {range_}", run.model, "not evaluated"))
+    if info.get("available") is False or summary.get(metric) is None:
+        return Cell(note=table.footnote(f"{metric} n/a", run.model, reason))
+    # the same per-trajectory mean `loopnav evaluate` aggregates (PSNR of identical frames capped, as LoopNav does)
+    per_traj = [trajectory_mean(r, metric)[0] for r in run.cell_rows(split, task, range_)
+                if r["metrics"].get(metric) is not None]
+    expected = summary[metric].get("n")
+    if expected is not None and expected != len(per_traj):
+        raise ResultsError(f"{run.samples_path}: {len(per_traj)} rows with {metric} for {split}/{task}/{range_}, "
+                           f"but {run.results_path.name} says n={expected} (files from different runs?)")
+    if not per_traj:
+        return Cell(note=table.footnote(f"{metric} n/a", run.model, "no per-trajectory rows"))
+    mean, low, high = mean_ci(np.array(per_traj), spec)
+    stored = summary[metric].get("mean")
+    if stored is not None and not math.isclose(mean, stored, rel_tol=1e-6, abs_tol=1e-9):
+        raise ResultsError(f"{run.samples_path}: rows give {metric} mean {mean:.6g} for {split}/{task}/{range_}, "
+                           f"but {run.results_path.name} says {stored:.6g} (files from different runs?)")
+    return Cell(float(mean), float(low), float(high), len(per_traj), verified=info.get("verified") is not False)
+
+
+def _mark_best(cells: list[Cell], higher_is_better: bool | None) -> None:
+    """Bold the best verified, finite cell(s); ties all count. Unknown direction: no winner."""
+    ranked = [c for c in cells if c.available and c.verified and math.isfinite(c.mean)]
+    if higher_is_better is None or not ranked:
+        return
+    best = (max if higher_is_better else min)(c.mean for c in ranked)
+    for c in ranked:
+        c.best = c.mean == best
+
+
+def _fvd_row(table: GroupTable, run: Run) -> FvdRow:
+    info, value = run.metric_info(SET_METRIC), (run.results.get("fvd") or {}).get(table.group.key.split)
+    if info.get("available") is False or not value or value.get("value") is None:
+        reason = info.get("reason") or "not computed"
+        return FvdRow(run, Cell(note=table.footnote(f"{SET_METRIC} n/a", run.model, reason)), "")
+    cell = Cell(float(value["value"]), verified=info.get("verified") is not False, n=int(value.get("n_videos") or 0))
+    return FvdRow(run, cell, str(value.get("mode", "")))
+
+
+def metric_direction(runs: list[Run], metric: str) -> bool | None:
+    """Whether higher is better for `metric`, as the runs record it (None if they do not say)."""
+    flags = {run.higher_is_better(metric) for run in runs} - {None}
+    if len(flags) > 1:
+        raise ResultsError(f"runs disagree on whether higher {metric} is better: "
+                           + ", ".join(str(r.results_path) for r in runs))
+    return flags.pop() if flags else None
+
+
+def build_group_table(group: Group, metrics: list[str], spec: BootstrapSpec) -> GroupTable:
+    split = group.key.split
+    per_frame = [m for m in metrics if m != SET_METRIC]
+    cells_seen = [c for run in group.runs for c in run.cells if c["split"] == split]
+    tasks = sorted({c["task"] for c in cells_seen})
+    ranges = sorted({str(c["range"]) for c in cells_seen}, key=range_order)
+    table = GroupTable(group, per_frame, tasks, {m: metric_direction(group.runs, m) for m in metrics})
+    for range_ in ranges:
+        block = []
+        for run in group.runs:
+            summaries = [s for t in tasks if (s := _summary(run, split, t, range_)) is not None]
+            if not summaries:
+                continue
+            cells = {(m, t): _metric_cell(table, run, t, range_, m, spec) for m in per_frame for t in tasks}
+            block.append(Row(range_, run.model, run, _lengths(summaries, "context_len_mean"),
+                             _lengths(summaries, "length_mean"), cells))
+        for m in per_frame:
+            for t in tasks:
+                _mark_best([row.cells[m, t] for row in block], table.higher_is_better[m])
+        table.rows.extend(block)
+    if SET_METRIC in metrics:
+        table.fvd = [_fvd_row(table, run) for run in group.runs]
+        _mark_best([r.cell for r in table.fvd], table.higher_is_better[SET_METRIC])
+    _add_notes(table)
+    return table
+
+
+def _unverified_reason(run: Run, metric: str) -> str:
+    info = run.metric_info(metric).get("info")
+    if isinstance(info, dict):
+        info = info.get("unverified_reason")
+    return str(info) if info else "weights not verified"
+
+
+def _add_notes(table: GroupTable) -> None:
+    group, notes = table.group, table.notes
+    flagged = [(row.run, m) for row in table.rows for (m, _), cell in row.cells.items()
+               if cell.available and not cell.verified]
+    flagged += [(r.run, SET_METRIC) for r in table.fvd if r.cell.available and not r.cell.verified]
+    unverified = sorted({f"{run.model} ({m}: {_unverified_reason(run, m)})" for run, m in flagged})
+    if unverified:
+        notes.append(f"{DAGGER} computed with unverified metric weights, so never ranked as best: " + "; ".join(unverified))
+    if table.fvd:
+        notes.append(f"FVD is set-level: one number per model over all trajectories of split {group.key.split}, "
+                     "so it has no interval.")
+    used = ", ".join(f"{run.model} {run.timestamp}" for run in group.runs)
+    notes.append(f"Newest run per model used: {used}.")
+    if group.superseded:
+        notes.append("Older runs not shown: " + ", ".join(f"{r.model} {r.timestamp}" for r in group.superseded) + ".")
+    for run in group.runs:
+        counts = run.n_trajectories
+        if not run.complete:
+            notes.append(f"{run.model}: partial run, {counts['effective']} of {counts['original']} trajectories.")
+
+
+def build_leaderboard(groups: list[Group], metrics: list[str] | None = None,
+                      spec: BootstrapSpec = BootstrapSpec()) -> Leaderboard:
+    known = available_metrics(groups)
+    if metrics:
+        if unknown := [m for m in metrics if m not in known]:
+            raise ResultsError(f"unknown metric(s) {', '.join(unknown)}; the results have: {', '.join(known)}")
+    tables = [build_group_table(g, metrics or known, spec) for g in groups]
+    notes = [f"Cells: mean [{spec.text()}]. Best per column within each range in bold."]
+    if len(tables) > 1:
+        notes.append(f"{len(tables)} separate tables: results on different data manifests, evaluation sizes or splits "
+                     "are not ranked against each other.")
+    return Leaderboard(tables, spec, notes)
+
+
+# ---- rendering -------------------------------------------------------------------------------------------------
+
+def _num(x: float) -> str:
+    return f"{x:.1f}" if abs(x) >= 100 else f"{x:.2f}" if abs(x) >= 10 else f"{x:.3f}"
+
+
+def cell_text(cell: Cell, interval: bool = True) -> str:
+    if not cell.available:
+        return f"n/a [{cell.note}]"
+    text = _num(cell.mean)
+    if interval and cell.low is not None:
+        text += f" [{_num(cell.low)}, {_num(cell.high)}]"
+    return text + ("" if cell.verified else DAGGER)
+
+
+def _arrow(table: GroupTable, metric: str) -> str:
+    return {True: " ↑", False: " ↓", None: ""}[table.higher_is_better.get(metric)]
+
+
+def _columns(table: GroupTable) -> list[tuple[str, str, str]]:
+    """(metric, task, header) for every metric column."""
+    return [(m, t, f"{m.upper()}{_arrow(table, m)} {t}") for m in table.metrics for t in table.tasks]
+
+
+def _fvd_title(table: GroupTable) -> str:
+    return f"FVD{_arrow(table, SET_METRIC)} (set-level)"
+
+
+def _rich_cell(cell: Cell) -> Text:
+    """Mean on the first line, interval on the second, so wide tables stay legible in a terminal."""
+    if not cell.available:
+        return Text(cell_text(cell), style="dim")
+    text = cell_text(cell, interval=False)
+    if cell.low is not None:
+        text += f"\n[{_num(cell.low)}, {_num(cell.high)}]"
+    return Text(text, style="bold green" if cell.best else "yellow" if not cell.verified else "")
+
+
+def render_rich(board: Leaderboard) -> RichGroup:
+    parts: list[Any] = []
+    for table in board.tables:
+        main = Table(title=f"LoopNav leaderboard · {table.group.key.title}", title_style="bold")
+        for header in ("range", "model", "context", "traj len"):
+            main.add_column(header, justify="right" if header != "model" else "left")
+        columns = _columns(table)
+        for _, _, header in columns:
+            main.add_column(header, justify="right", no_wrap=True)
+        previous = None
+        for row in table.rows:
+            if previous is not None and row.range != previous:
+                main.add_section()
+            cells = [_rich_cell(row.cells[m, t]) for m, t, _ in columns]
+            main.add_row(row.range if row.range != previous else "", row.model, row.context_len, row.traj_len, *cells)
+            previous = row.range
+        parts.append(main)
+        if table.fvd:
+            fvd = Table(title=_fvd_title(table))
+            fvd.add_column("model")
+            fvd.add_column("FVD", justify="right")
+            fvd.add_column("mode")
+            for r in table.fvd:
+                fvd.add_row(r.model, _rich_cell(r.cell), r.mode)
+            parts.append(fvd)
+        parts.extend(Text(f"[{i}] {text}", style="dim") for i, text in enumerate(table.footnotes, 1))
+        parts.extend(Text(note, style="dim") for note in table.notes)
+        parts.append(Text(""))
+    parts.extend(Text(note, style="italic") for note in board.notes)
+    return RichGroup(*parts)
+
+
+def _md_row(values: list[str]) -> str:
+    return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
+
+
+def render_markdown(board: Leaderboard) -> str:
+    lines: list[str] = []
+    for table in board.tables:
+        columns = _columns(table)
+        lines += [f"### {table.group.key.title}", "",
+                  _md_row(["range", "model", "context", "traj len", *(h for _, _, h in columns)]),
+                  _md_row(["---:", ":---", "---:", "---:", *("---:" for _ in columns)])]
+        for row in table.rows:
+            cells = [(f"**{cell_text(c)}**" if c.best else cell_text(c)) for c in (row.cells[m, t] for m, t, _ in columns)]
+            lines.append(_md_row([row.range, row.model, row.context_len, row.traj_len, *cells]))
+        if table.fvd:
+            lines += ["", f"{_fvd_title(table)}:", "", _md_row(["model", "FVD", "mode"]), _md_row([":---", "---:", ":---"])]
+            lines += [_md_row([r.model, f"**{cell_text(r.cell)}**" if r.cell.best else cell_text(r.cell), r.mode])
+                      for r in table.fvd]
+        lines.append("")
+        lines += [f"[{i}] {text}  " for i, text in enumerate(table.footnotes, 1)]
+        lines += [f"{note}  " for note in table.notes]
+        lines.append("")
+    lines += [f"*{note}*  " for note in board.notes]
+    return "\n".join(lines) + "\n"
+
+
+def _html_cell(cell: Cell) -> str:
+    if not cell.available:
+        return f"n/a<sup>{cell.note}</sup>"
+    text = html.escape(cell_text(cell))
+    return f"<b>{text}</b>" if cell.best else text
+
+
+def render_html(board: Leaderboard) -> str:
+    out = ['<div class="loopnav-leaderboard">']
+    for table in board.tables:
+        columns = _columns(table)
+        out.append(f"<h3>{html.escape(table.group.key.title)}</h3>")
+        out.append("<table>\n<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in
+                   ("range", "model", "context", "traj len", *(h for _, _, h in columns))) + "</tr></thead>\n<tbody>")
+        for row in table.rows:
+            values = [html.escape(v) for v in (row.range, row.model, row.context_len, row.traj_len)]
+            values += [_html_cell(row.cells[m, t]) for m, t, _ in columns]
+            out.append("<tr>" + "".join(f"<td>{v}</td>" for v in values) + "</tr>")
+        out.append("</tbody>\n</table>")
+        if table.fvd:
+            out.append(f"<p>{html.escape(_fvd_title(table))}</p>\n<table>\n<thead><tr><th>model</th><th>FVD</th>"
+                       "<th>mode</th></tr></thead>\n<tbody>")
+            out += [f"<tr><td>{html.escape(r.model)}</td><td>{_html_cell(r.cell)}</td><td>{html.escape(r.mode)}</td></tr>"
+                    for r in table.fvd]
+            out.append("</tbody>\n</table>")
+        if table.footnotes:
+            out.append("<ol>" + "".join(f"<li>{html.escape(t)}</li>" for t in table.footnotes) + "</ol>")
+        out += [f"<p>{html.escape(note)}</p>" for note in table.notes]
+    out += [f"<p><i>{html.escape(note)}</i></p>" for note in board.notes]
+    out.append("</div>")
+    return "\n".join(out) + "\n"
+
+
+def _cell_record(cell: Cell, table: GroupTable) -> dict[str, Any]:
+    return {"mean": cell.mean, "ci_low": cell.low, "ci_high": cell.high, "n": cell.n, "available": cell.available,
+            "verified": cell.verified, "best": cell.best,
+            "note": table.footnotes[cell.note - 1] if cell.note else None}
+
+
+def to_records(board: Leaderboard) -> dict[str, Any]:
+    """The whole leaderboard as plain data (the json format)."""
+    groups = []
+    for table in board.tables:
+        key = table.group.key
+        groups.append({
+            "split": key.split, "manifest_hash": key.manifest_hash, "eval_size": key.eval_size, "title": key.title,
+            "higher_is_better": table.higher_is_better,
+            "runs": [{"model": r.model, "timestamp": r.timestamp, "results_file": str(r.results_path),
+                      "n_trajectories": r.n_trajectories} for r in table.group.runs],
+            "superseded": [{"model": r.model, "timestamp": r.timestamp, "results_file": str(r.results_path)}
+                           for r in table.group.superseded],
+            "rows": [{"range": row.range, "model": row.model, "context_len": row.context_len, "traj_len": row.traj_len,
+                      "cells": {m: {t: _cell_record(row.cells[m, t], table) for t in table.tasks} for m in table.metrics}}
+                     for row in table.rows],
+            "fvd": [{"model": r.model, "mode": r.mode, **_cell_record(r.cell, table)} for r in table.fvd],
+            "footnotes": table.footnotes, "notes": table.notes})
+    return {"bootstrap": board.bootstrap.describe(), "groups": groups, "notes": board.notes}
+
+
+def render_json(board: Leaderboard) -> str:
+    return json.dumps(to_records(board), indent=2, default=str) + "\n"
+
+
+CSV_FIELDS = ("split", "manifest_hash", "eval_size", "range", "model", "task", "metric", "mean", "ci_low", "ci_high", "n",
+              "best", "verified", "available", "note")
+
+
+def render_csv(board: Leaderboard) -> str:
+    """One line per (group, range, model, task, metric); FVD lines have range and task "all"."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for group in to_records(board)["groups"]:
+        common = {"split": group["split"], "manifest_hash": group["manifest_hash"],
+                  "eval_size": "native" if group["eval_size"] is None else "x".join(map(str, group["eval_size"]))}
+        for row in group["rows"]:
+            for metric, by_task in row["cells"].items():
+                for task, cell in by_task.items():
+                    writer.writerow({**common, "range": row["range"], "model": row["model"], "task": task,
+                                     "metric": metric, **{k: cell[k] for k in CSV_FIELDS if k in cell}})
+        for fvd in group["fvd"]:
+            writer.writerow({**common, "range": "all", "model": fvd["model"], "task": "all", "metric": SET_METRIC,
+                             **{k: fvd[k] for k in CSV_FIELDS if k in fvd}})
+    return buffer.getvalue()
+
+
+FORMATS: dict[str, Callable[[Leaderboard], Any]] = {
+    "rich": render_rich, "markdown": render_markdown, "html": render_html, "json": render_json, "csv": render_csv}

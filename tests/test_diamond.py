@@ -1,0 +1,159 @@
+"""The DIAMOND baseline: μ-law bins, multi-hot action mappings, conditioning, optimisation, checkpoints, rollouts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import SyntheticSource, check_rollout_contract, loss_after_steps, make_trajectory
+from torch import nn
+from typer.testing import CliRunner
+
+from baselines.diamond import (ACTION_MAPPINGS, LOOPNAV_CAMERA, VIZDOOM_CAMERA, Diamond, DiamondConfig, DiamondModel,
+                               FrameBatches, action_mapping, step_window, train_diamond)
+from loopnav_bench.cli import app
+from loopnav_bench.models import RolloutRequest, load_model
+from loopnav_bench.schema import ACTION_LAYOUTS
+from loopnav_bench.shards import prepare
+from worldpack import checkpoint as ckpt
+from worldpack.train import TrainOptions
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+SMALL = DiamondConfig(image_size=16, channels=(8, 16), depths=(1, 1), attention=(False, True), cond_channels=16)
+
+
+def test_mu_law_bins_are_symmetric_monotonic_and_finer_near_zero():
+    assert LOOPNAV_CAMERA.count == 11  # LoopNav: maxval 0.1 rad, bin 0.02
+    values = np.linspace(-0.3, 0.3, 601)
+    bins = LOOPNAV_CAMERA(values)
+    assert bins.min() == 0 and bins.max() == 10 and (np.diff(bins) >= 0).all()
+    assert LOOPNAV_CAMERA(np.array([0.0]))[0] == 5
+    assert np.array_equal(LOOPNAV_CAMERA(-values), 10 - bins)
+    # μ-law: 0.006 rad reaches the bin next to zero; a linear quantiser needs half a bin, 0.01 rad
+    assert LOOPNAV_CAMERA(np.array([0.006]))[0] == 6
+
+
+def test_vizdoom_turns_and_looks_get_distinct_bins():
+    degrees = np.radians([-10, -5, -2, 0, 2, 5, 10])  # the walker's turn steps
+    assert len(set(VIZDOOM_CAMERA(degrees))) == 7
+    assert len(set(LOOPNAV_CAMERA(degrees))) < 7  # why ViZDoom needs its own maxval
+    looks = VIZDOOM_CAMERA(np.radians([-4, 0, 4]))
+    assert len(set(looks)) == 3
+
+
+def test_action_mappings_give_one_bin_per_camera_axis_and_key_bits():
+    vizdoom = action_mapping("vizdoom-v1")
+    actions = np.array([[12, 0, 0.175, 0], [-12, 3, -0.035, 0.07], [0, -3, 0, -0.07]], np.float32)
+    hot = vizdoom(actions)
+    assert hot.shape == (3, vizdoom.width) and vizdoom.width == 26
+    assert set(np.unique(hot)) <= {0.0, 1.0}
+    keys = hot[:, :4]  # forward, back, left, right
+    assert keys.tolist() == [[1, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 1]]
+    assert (hot[:, 4:15].sum(1) == 1).all() and (hot[:, 15:].sum(1) == 1).all()
+    loopnav = action_mapping("loopnav-v1")
+    assert loopnav.width == 7 + 11 + 11 and len(loopnav.names()) == loopnav.width
+    row = np.zeros((1, len(ACTION_LAYOUTS["loopnav-v1"])), np.float32)
+    row[0, ACTION_LAYOUTS["loopnav-v1"].index("jump")] = 1
+    assert loopnav(row)[0, :7].tolist() == [0, 0, 0, 0, 1, 0, 0]
+    assert set(ACTION_MAPPINGS) <= set(ACTION_LAYOUTS)
+    with pytest.raises(ValueError, match="recon-v1"):
+        action_mapping("recon-v1")
+
+
+def test_frame_batches_use_the_actions_that_produced_frames_after_the_context():
+    frames, actions = step_window(10, 4)
+    assert frames.tolist() == [6, 7, 8, 9] and actions.tolist() == [7, 8, 9, 10]
+    traj = make_trajectory(0, length=20, size=16, split="train")
+    batch = FrameBatches([traj], SMALL)(np.random.default_rng(0), 6)
+    assert batch["context"].shape == (6, 4, 3, 16, 16) and batch["target"].shape == (6, 3, 16, 16)
+    assert batch["actions"].shape == (6, 4, SMALL.action_dim)
+    assert batch["context"].min() >= -1 and batch["context"].max() <= 1
+
+
+def randomised(config: DiamondConfig = SMALL) -> Diamond:
+    """A model with every weight random: the zero-initialised output would hide the inputs' effect."""
+    torch.manual_seed(0)
+    model = Diamond(config)
+    for parameter in model.parameters():
+        nn.init.normal_(parameter, std=0.2)
+    return model.eval()
+
+
+def _batch(config: DiamondConfig = SMALL, size: int = 3) -> dict[str, torch.Tensor]:
+    torch.manual_seed(1)
+    s = config.image_size
+    actions = torch.zeros(size, config.context, config.action_dim)
+    actions[..., 0] = 1
+    return {"context": torch.rand(size, config.context, 3, s, s) * 2 - 1, "actions": actions,
+            "target": torch.rand(size, 3, s, s) * 2 - 1}
+
+
+def test_output_shape_and_conditioning_on_actions_and_context():
+    model = randomised()
+    batch = _batch()
+    x, c_noise = torch.randn(3, 3, 16, 16), torch.zeros(3)
+    turned = batch["actions"].clone()
+    turned[:, -1, 5] = 1
+    with torch.no_grad():
+        out = model.denoiser(x, c_noise, batch)
+        assert out.shape == x.shape
+        other_action = model.denoiser(x, c_noise, {**batch, "actions": turned})
+        other_context = model.denoiser(x, c_noise, {**batch, "context": batch["context"].flip(1)})
+        sampled = model.sample(batch, torch.randn(3, 3, 16, 16))
+    assert not torch.allclose(out, other_action, atol=1e-4)
+    assert not torch.allclose(out, other_context, atol=1e-4)
+    assert torch.allclose(sampled, (sampled + 1).mul(127.5).round().div(127.5).sub(1))  # 8-bit values
+
+
+def test_optimizer_steps_on_one_batch_lower_its_loss():
+    torch.manual_seed(0)
+    model = Diamond(SMALL)
+    batch = _batch()
+    before, after = loss_after_steps(model, batch, lr=2e-3)
+    assert after < 0.8 * before
+
+
+@pytest.fixture(scope="module")
+def diamond_checkpoint(tmp_path_factory):
+    """`train_diamond` (tiny preset, 32 px) for 2 steps on synthetic 16 px shards."""
+    root = tmp_path_factory.mktemp("diamond")
+    prepare(SyntheticSource(), root / "shards")
+    options = TrainOptions(data=root / "shards", output_dir=root / "run", steps=2, batch_size=4, save_every=2)
+    return train_diamond(options)
+
+
+def test_trained_checkpoint_records_its_data(diamond_checkpoint):
+    saved = ckpt.read_config(diamond_checkpoint)
+    assert saved["model"] == "diamond" and saved["step"] == 2 and saved["data"]["manifest_hash"]
+    assert saved["action_bits"] == action_mapping("vizdoom-v1").names()
+
+
+def test_save_load_round_trip_gives_identical_outputs(diamond_checkpoint, tmp_path):
+    model = randomised()
+    ckpt.write_step(tmp_path, 0, {**ckpt.read_config(diamond_checkpoint), "config": SMALL.to_dict(), "step": 0},
+                    {ckpt.WEIGHTS: model.state_dict()})
+    loaded = DiamondModel(checkpoint=str(tmp_path)).model
+    batch = _batch()
+    x, c_noise = torch.randn(3, 3, 16, 16), torch.full((3,), 0.3)
+    with torch.no_grad():
+        assert torch.equal(model.denoiser(x, c_noise, batch), loaded.denoiser(x, c_noise, batch))
+
+
+def test_rollout_is_uint8_of_the_right_length_and_seeded(diamond_checkpoint):
+    model = load_model("diamond", checkpoint=str(diamond_checkpoint), sampler_steps=2)
+    check_rollout_contract(model, size=32)
+
+
+def test_loopnav_train_dispatches_to_diamond(diamond_checkpoint, tmp_path):
+    shards = diamond_checkpoint.parent.parent / "shards"
+    result = CliRunner().invoke(app, ["train", "--model", "diamond", "--data", str(shards), "--output-dir",
+                                      str(tmp_path), "--steps", "1", "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    assert ckpt.read_config(ckpt.resolve(tmp_path))["model"] == "diamond"
+
+
+def test_rollout_rejects_another_action_layout(diamond_checkpoint):
+    request = RolloutRequest.from_trajectory(make_trajectory(0, length=14, size=16))
+    request.meta["action_layout"] = "recon-v1"
+    with pytest.raises(ValueError, match="recon-v1"):
+        DiamondModel(checkpoint=str(diamond_checkpoint)).rollout(request)

@@ -1,0 +1,232 @@
+"""`loopnav leaderboard`: loading and grouping results, bootstrap intervals, the table in every format, and plots.
+
+`write_run` writes a results/samples pair in exactly the `loopnav evaluate` output contract; `results_tree` builds a
+small directory of runs: two models on one manifest (ABA/ABCA x ranges 5 and 15), an older run of one of them, one
+run whose LPIPS weights were unverified, one run on a different manifest, and DreamSim unavailable for one model.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from leaderboard.bootstrap import BootstrapSpec, mean_ci
+from leaderboard.results import ResultsError, group_runs, load_runs
+from leaderboard.table import build_leaderboard, render_csv, render_html, render_json, render_markdown, to_records
+from loopnav_bench.cli import app
+
+METRICS = {"ssim": True, "psnr": True, "lpips": False, "dreamsim": False, "fvd": False}
+MANIFEST, OTHER_MANIFEST = "a" * 64, "b" * 64
+
+
+def write_run(root: Path, model: str, ts: str, quality: float, *, manifest: str = MANIFEST, eval_size=(32, 32),
+              unverified: tuple[str, ...] = (), unavailable: tuple[str, ...] = (), n_per_cell: int = 4,
+              effective: int | None = None, split: str = "test", seed: int = 0) -> Path:
+    """Write `<root>/<model>/<run-key>/results_<ts>.json` + `samples_<ts>.jsonl`; higher `quality` = better scores."""
+    rng = np.random.default_rng(seed)
+    run_dir = root / model / f"run-{ts[:10]}-{manifest[:4]}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rows, results = [], {}
+    for task in ("ABA", "ABCA"):
+        for range_ in (5, 15):
+            cell_rows = []
+            for i in range(n_per_cell):
+                target_len = 3 * range_ + 2 * i + (4 if task == "ABCA" else 0)
+                ramp = np.linspace(0.0, 1.0, target_len)  # errors grow away from the context, shrink near A again
+                base = quality - 0.2 * np.sin(np.pi * ramp) + rng.normal(0, 0.03, target_len)
+                per_frame = {"ssim": np.clip(base, 0, 1), "psnr": 10 + 15 * base, "lpips": np.clip(1 - base, 0, 1),
+                             "dreamsim": np.clip(0.8 - base / 2, 0, 1)}
+                cell_rows.append({
+                    "id": f"{split}-{task}-{range_}-{i:03d}", "split": split, "task": task, "range": range_,
+                    "location": f"village{i % 2}", "offset": 20 + i, "length": 20 + i + target_len,
+                    "context_len": 20 + i, "target_len": target_len,
+                    "metrics": {m: None if m in unavailable else [round(float(v), 6) for v in per_frame[m]]
+                                for m in per_frame}})
+            summary = {"split": split, "task": task, "range": range_, "n": n_per_cell,
+                       "context_len_mean": float(np.mean([r["context_len"] for r in cell_rows])),
+                       "length_mean": float(np.mean([r["length"] for r in cell_rows]))}
+            for m in ("ssim", "psnr", "lpips", "dreamsim"):
+                if m in unavailable:
+                    summary[m] = None
+                    continue
+                per_traj = np.array([np.mean(r["metrics"][m]) for r in cell_rows])
+                summary[m] = {"mean": float(per_traj.mean()), "std": float(per_traj.std(ddof=1)),
+                              "stderr": float(per_traj.std(ddof=1) / np.sqrt(len(per_traj))), "n": len(per_traj)}
+            results[f"{split}/{task}/{range_}"] = summary
+            rows += cell_rows
+    metrics = {m: {"available": m not in unavailable,
+                   "reason": "weights missing: run `loopnav weights download " + m + "`" if m in unavailable else None,
+                   "verified": m not in unverified,
+                   "info": {"verified": m not in unverified, "unverified_reason": "LOOPNAV_ALLOW_UNVERIFIED_WEIGHTS=1 was set"}
+                   if m in unverified else {}}
+               for m in METRICS}
+    n_total = len(rows)
+    document = {
+        "model": model, "model_describe": {"name": model, "model_args": {}, "checkpoint": None},
+        "data": {"path": "/data/doom", "manifest_hash": manifest, "source": "vizdoom"},
+        "n_trajectories": {"original": n_total, "effective": n_total if effective is None else effective},
+        "eval_size": list(eval_size) if eval_size else "native", "resize_filter": "area",
+        "higher_is_better": METRICS, "metrics": metrics, "results": results,
+        "fvd": {split: None if "fvd" in unavailable else {"value": 400.0 / quality, "mode": "set", "n_videos": n_total}},
+        "config": {"batch_size": 1}, "seeds": {"python": 0}, "env": {"torch": "2.13.0"}, "date": ts,
+        "loopnav_version": "0.1.0"}
+    (run_dir / f"results_{ts}.json").write_text(json.dumps(document, indent=2))
+    (run_dir / f"samples_{ts}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run_dir / f"results_{ts}.json"
+
+
+def results_tree(root: Path) -> Path:
+    write_run(root, "alpha", "2026-01-01T09-00-00.000001", 0.40, seed=1)                # superseded by the next one
+    write_run(root, "alpha", "2026-01-02T10-00-00.000001", 0.70, seed=2, unavailable=("dreamsim",))
+    write_run(root, "beta", "2026-01-02T11-00-00.000001", 0.95, seed=3, unverified=("lpips",))  # best LPIPS, unverified
+    write_run(root, "gamma", "2026-01-03T12-00-00.000001", 0.99, seed=4, manifest=OTHER_MANIFEST)
+    return root
+
+
+@pytest.fixture
+def results_dir(tmp_path) -> Path:
+    return results_tree(tmp_path / "results")
+
+
+def test_bootstrap_interval_brackets_the_mean_and_shrinks_with_more_trajectories():
+    rng = np.random.default_rng(0)
+    small, large = rng.normal(1.0, 1.0, 10), rng.normal(1.0, 1.0, 400)
+    mean, low, high = mean_ci(small)
+    assert low < mean < high and mean == pytest.approx(small.mean())
+    _, low_l, high_l = mean_ci(large)
+    assert high_l - low_l < (high - low) / 3  # width ~ 1/sqrt(n)
+    # vectorised over columns: each column equals the 1-D result with the same seed
+    both = np.stack([small, 2 * small], axis=1)
+    _, low2, high2 = mean_ci(both)
+    assert low2[0] == pytest.approx(low) and high2[1] == pytest.approx(2 * high)
+    assert mean_ci(small, BootstrapSpec(seed=0))[1] == mean_ci(small, BootstrapSpec(seed=0))[1]
+
+
+def test_groups_split_manifests_and_newest_run_wins(results_dir):
+    groups = group_runs(load_runs(results_dir))
+    assert [g.key.manifest_hash for g in groups] == [MANIFEST, OTHER_MANIFEST]
+    main = groups[0]
+    assert [(r.model, r.timestamp[:10]) for r in main.runs] == [("alpha", "2026-01-02"), ("beta", "2026-01-02")]
+    assert [r.timestamp[:10] for r in main.superseded] == ["2026-01-01"]
+    assert [r.model for r in groups[1].runs] == ["gamma"]
+
+
+def test_table_cells_best_unverified_and_na(results_dir):
+    board = build_leaderboard(group_runs(load_runs(results_dir)))
+    main, other = board.tables
+    rows = {(r.range, r.model): r for r in main.rows}
+    assert [r.range for r in main.rows] == ["5", "5", "15", "15"]  # numeric range order
+    alpha, beta = rows["5", "alpha"], rows["5", "beta"]
+    # the cell mean is the results file's mean (per frame -> per trajectory -> over trajectories)
+    stored = json.loads(alpha.run.results_path.read_text())["results"]["test/ABA/5"]["ssim"]["mean"]
+    assert alpha.cells["ssim", "ABA"].mean == pytest.approx(stored, abs=1e-6)
+    assert alpha.cells["ssim", "ABA"].low < stored < alpha.cells["ssim", "ABA"].high
+    # beta scores better on everything; its LPIPS is unverified, so alpha's LPIPS is the best verified one
+    assert beta.cells["ssim", "ABA"].best and not alpha.cells["ssim", "ABA"].best
+    assert beta.cells["lpips", "ABA"].mean < alpha.cells["lpips", "ABA"].mean
+    assert not beta.cells["lpips", "ABA"].verified and not beta.cells["lpips", "ABA"].best
+    assert alpha.cells["lpips", "ABA"].best
+    # dreamsim unavailable for alpha: n/a with the reason in a footnote, and beta wins by default
+    assert not alpha.cells["dreamsim", "ABCA"].available
+    assert "loopnav weights download dreamsim" in main.footnotes[alpha.cells["dreamsim", "ABCA"].note - 1]
+    assert beta.cells["dreamsim", "ABCA"].best
+    assert any("†" in note and "beta (lpips" in note for note in main.notes)
+    assert any("alpha 2026-01-01" in note for note in main.notes)  # the superseded run is named
+    # FVD: set-level, lower is better, beta wins
+    assert [(r.model, r.cell.best) for r in main.fvd] == [("alpha", False), ("beta", True)]
+    assert [r.model for r in other.rows] == ["gamma", "gamma"]
+    assert any("not ranked against each other" in note for note in board.notes)
+
+
+def test_formats_carry_the_same_numbers(results_dir):
+    board = build_leaderboard(group_runs(load_runs(results_dir)), metrics=["ssim", "lpips"])
+    records = to_records(board)
+    assert records["bootstrap"]["resamples"] == 1000 and "percentile bootstrap" in records["bootstrap"]["method"]
+    first = records["groups"][0]["rows"][0]
+    assert set(first["cells"]) == {"ssim", "lpips"}
+    assert json.loads(render_json(board)) == json.loads(json.dumps(records, default=str))
+
+    lines = list(csv.DictReader(io.StringIO(render_csv(board))))
+    assert len(lines) == (4 + 2) * 2 * 2  # 6 rows (4 + gamma's 2) x 2 metrics x 2 tasks; FVD not selected
+    beta_lpips = next(l for l in lines if l["model"] == "beta" and l["metric"] == "lpips" and l["range"] == "5"
+                      and l["task"] == "ABA")
+    assert beta_lpips["verified"] == "False" and beta_lpips["best"] == "False"
+
+    markdown = render_markdown(board)
+    assert markdown.count("### split test") == 2
+    assert "†" in markdown and "**" in markdown and "| ---: |" in markdown
+    html = render_html(board)
+    assert html.count("<table>") == 2 and "<b>" in html and "†" in html
+
+
+def test_samples_that_do_not_match_results_are_an_error(results_dir):
+    samples = next(results_dir.glob("beta/*/samples_*.jsonl"))
+    lines = samples.read_text().splitlines()
+    samples.write_text("\n".join(lines[1:]) + "\n")  # drop one trajectory
+    with pytest.raises(ResultsError, match="n=4"):
+        build_leaderboard(group_runs(load_runs(results_dir)))
+    row = json.loads(lines[0])
+    row["metrics"]["ssim"] = [v / 2 for v in row["metrics"]["ssim"]]  # same count, other numbers
+    samples.write_text("\n".join([json.dumps(row), *lines[1:]]) + "\n")
+    with pytest.raises(ResultsError, match="rows give ssim mean .* for test/ABA/5, but results_"):
+        build_leaderboard(group_runs(load_runs(results_dir)))
+
+
+def test_bad_inputs_name_the_file(tmp_path):
+    with pytest.raises(ResultsError, match="no results_"):
+        load_runs(tmp_path)
+    path = write_run(tmp_path, "alpha", "2026-01-01T00-00-00", 0.5)
+    path.with_name("samples_2026-01-01T00-00-00.jsonl").unlink()
+    with pytest.raises(ResultsError, match="samples_2026-01-01T00-00-00.jsonl are missing"):
+        load_runs(tmp_path)
+    path.write_text(json.dumps({"model": {"name": "x"}}))
+    with pytest.raises(ResultsError, match=f"{path}: missing key 'data.manifest_hash'"):
+        load_runs(tmp_path)
+
+
+def test_plots_align_series_at_the_end(results_dir, tmp_path):
+    from leaderboard.plots import end_aligned, plot_leaderboard
+
+    aligned = end_aligned([[1, 2, 3, 4], [9, 8]])
+    assert aligned.tolist() == [[3, 4], [9, 8]]
+    written = plot_leaderboard(group_runs(load_runs(results_dir)), ["lpips", "ssim"], tmp_path / "plots")
+    # 2 groups x 2 tasks x 2 ranges, each group in its own folder
+    assert len(written) == 8 and len({p.parent for p in written}) == 2
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+
+
+def test_cli_leaderboard_formats_and_errors(results_dir, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["leaderboard", "--results", str(results_dir), "--format", "json", "--metric", "ssim"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["groups"][0]["rows"][0]["cells"].keys() == {"ssim"}
+    result = runner.invoke(app, ["leaderboard", "--results", str(results_dir)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "LoopNav leaderboard" in result.stdout and "n/a [1]" in result.stdout
+    result = runner.invoke(app, ["leaderboard", "--results", str(results_dir), "--metric", "sssim"])
+    assert result.exit_code == 2 and "unknown metric(s) sssim" in " ".join(result.output.split())
+    result = runner.invoke(app, ["leaderboard", "--results", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and "missing: no such directory" in " ".join(result.output.split())
+
+
+def test_infinite_psnr_frames_are_capped_like_evaluate(tmp_path):
+    from loopnav_bench.metrics.aggregate import aggregate
+
+    path = write_run(tmp_path, "alpha", "2026-01-02T10-00-00", 0.7, n_per_cell=3)
+    samples = path.with_name("samples_2026-01-02T10-00-00.jsonl")
+    rows = [json.loads(line) for line in samples.read_text().splitlines()]
+    rows[0]["metrics"]["psnr"][0] = float("inf")  # an identical frame
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    doc = json.loads(path.read_text())
+    doc["results"] = aggregate(rows, ["ssim", "psnr", "lpips", "dreamsim"])
+    for key, cell in doc["results"].items():
+        cell.update(context_len_mean=20.0, length_mean=40.0)
+    path.write_text(json.dumps(doc))
+    board = build_leaderboard(group_runs(load_runs(tmp_path)), metrics=["psnr"])
+    cell = board.tables[0].rows[0].cells["psnr", rows[0]["task"]]
+    assert np.isfinite(cell.high) and cell.mean == pytest.approx(doc["results"]["test/ABA/5"]["psnr"]["mean"])

@@ -1,0 +1,79 @@
+"""The model registry: built-ins, entry-point plugins, "did you mean" errors, model args, and `loopnav models`."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import install_model_plugin
+from typer.testing import CliRunner
+
+from loopnav_bench.cli import app
+from loopnav_bench.models import MODELS, UnknownModelError, WorldModel, load_model, model_class, parse_model_args, registry
+
+PLUGIN = """
+class Plugin(WorldModel):
+    name = "plugin"
+
+    def rollout(self, request):
+        return np.zeros((request.horizon, 4, 4, 3), np.uint8)
+"""
+
+
+def test_unknown_model_suggests_close_names():
+    with pytest.raises(UnknownModelError) as err:
+        model_class("copy-lst")
+    message = str(err.value)
+    assert "Did you mean: copy-last" in message
+    assert "Available:" in message and "nearest-pose" in message
+
+
+def test_unknown_model_without_close_name_lists_available():
+    with pytest.raises(UnknownModelError, match="Available: ") as err:
+        model_class("zzzzzz")
+    assert "Did you mean" not in str(err.value)
+
+
+def test_floor_models_load_by_name():
+    for name in ("dummy", "copy-last", "nearest-pose"):
+        model = load_model(name, seed=3)
+        assert isinstance(model, WorldModel) and model.seed == 3 and model.name == name
+
+
+def test_entry_point_plugin_is_registered_and_loads(tmp_path, monkeypatch):
+    entry = install_model_plugin(tmp_path, "my-model", PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert registry()["my-model"] == entry
+    model = load_model("my-model", answer=42)
+    assert type(model).__name__ == "Plugin" and model.model_args == {"answer": 42}
+
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if "my-model" in line)
+    assert "entry-point" in line
+    assert "builtin" in next(line for line in result.output.splitlines() if "copy-last" in line)
+
+
+def test_builtin_name_wins_over_a_plugin_of_the_same_name(tmp_path, monkeypatch):
+    install_model_plugin(tmp_path, "copy-last", PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert registry()["copy-last"] == MODELS["copy-last"]
+
+
+def test_entry_that_is_not_a_world_model_is_rejected(tmp_path, monkeypatch):
+    install_model_plugin(tmp_path, "not-a-model", "class Plugin:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(TypeError, match="not a loopnav_bench.models.WorldModel subclass"):
+        model_class("not-a-model")
+
+
+def test_parse_model_args_types_and_errors():
+    assert parse_model_args("a=1, b=2.5,c=true,d=alex,e=") == {"a": 1, "b": 2.5, "c": True, "d": "alex", "e": ""}
+    assert parse_model_args(None) == {}
+    with pytest.raises(ValueError, match="'oops' is not key=value"):
+        parse_model_args("a=1,oops")
+
+
+def test_cli_unknown_model_is_a_clear_error(tiny_shards, tmp_path):
+    result = CliRunner().invoke(app, ["evaluate", "--model", "nearest-pos", "--data", str(tiny_shards),
+                                      "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "Did you mean: nearest-pose" in result.output

@@ -1,0 +1,147 @@
+"""The NWM baseline: NWM's goal action, training items, conditioning, one optimisation, checkpoints and rollouts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import SyntheticSource, check_rollout_contract, loss_after_steps
+from torch import nn
+from typer.testing import CliRunner
+
+from baselines.nwm import NWM, TIME_SCALE, GoalBatches, NWMConfig, NWMModel, goal_action, train_nwm
+from loopnav_bench.cli import app
+from loopnav_bench.models import load_model
+from loopnav_bench.shards import prepare
+from worldpack import checkpoint as ckpt
+from worldpack.autoencoder import Autoencoder, AutoencoderConfig
+from worldpack.data import EncodedTrajectory
+from worldpack.train import TrainOptions
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+SMALL = NWMConfig(latent_channels=4, latent_size=4, patch=2, hidden=32, depth=1, heads=2)
+
+
+def randomised(config: NWMConfig = SMALL) -> NWM:
+    """A model with every weight random: adaLN-Zero makes a fresh one ignore its inputs."""
+    torch.manual_seed(0)
+    model = NWM(config)
+    for parameter in model.parameters():
+        nn.init.normal_(parameter, std=0.2)
+    return model.eval()
+
+
+def encoded_ramp(length: int = 30) -> EncodedTrajectory:
+    """Latents whose value is their frame index, walking 8 units per frame along +x."""
+    latents = torch.arange(length, dtype=torch.float32)[:, None, None, None].expand(length, 4, 4, 4).clone()
+    poses = np.zeros((length, 5))
+    poses[:, 0] = 8.0 * np.arange(length)
+    return EncodedTrajectory(latents, poses, np.zeros((length, 4), np.float32), units_per_block=32.0)
+
+
+def test_goal_action_is_the_goal_pose_in_the_current_frame():
+    spacing, units = 0.25, 32.0
+    facing_north = np.array([0.0, 0.0, 0.0, np.pi / 2, 0.0])
+    two_steps_ahead = np.array([0.0, 2 * spacing * units, 5.0, np.pi, 0.3])  # height and pitch are not NWM's
+    dx, dy, dyaw = goal_action(facing_north, two_steps_ahead, units, spacing)
+    assert dx == pytest.approx(2 * (2 + 2.5) / 7.5 - 1)  # NWM's min-max to [-1, 1]: x in [-2.5, 5] spacings
+    assert dy == pytest.approx(0.0, abs=1e-6)            # y in [-4, 4]: no sideways offset is the middle
+    assert dyaw == pytest.approx(np.pi / 2)
+    to_the_left = np.array([-spacing * units, 0.0, 0.0, -3.0, 0.0])
+    _, dy_left, dyaw_wrapped = goal_action(facing_north, to_the_left, units, spacing)
+    assert dy_left == pytest.approx(0.25)
+    assert -np.pi < dyaw_wrapped <= np.pi
+
+
+def test_goal_batches_pair_a_context_ending_at_current_with_goals_in_range():
+    config = NWMConfig(latent_channels=4, latent_size=4, goal_offsets=(1, 4), goals_per_context=4,
+                       waypoint_spacing=0.25)
+    batch = GoalBatches([encoded_ramp()], config)(np.random.default_rng(0), 16)
+    assert batch["context"].shape == (16, 4, 4, 4, 4) and batch["target"].shape == (16, 4, 4, 4)
+    current = batch["context"][:, -1, 0, 0, 0]
+    offsets = torch.round(batch["rel_t"] * TIME_SCALE)
+    assert torch.equal(batch["context"][:, 0, 0, 0, 0], current - 3)
+    assert ((offsets >= 1) & (offsets <= 4)).all()
+    assert torch.equal(batch["target"][:, 0, 0, 0], current + offsets)
+    # walking straight ahead one spacing per frame: dx is the offset, in NWM's normalisation
+    assert torch.allclose(batch["action"][:, 0], 2 * (offsets + 2.5) / 7.5 - 1, atol=1e-5)
+    assert (batch["target"][:, 0, 0, 0] < 30).all()
+
+
+def _batch(model: NWM, size: int = 4) -> dict[str, torch.Tensor]:
+    torch.manual_seed(1)
+    c, s, k = model.config.latent_channels, model.config.latent_size, model.config.context
+    return {"context": torch.randn(size, k, c, s, s), "target": torch.randn(size, c, s, s),
+            "action": torch.randn(size, 3), "rel_t": torch.full((size,), 1 / TIME_SCALE)}
+
+
+def test_output_shape_and_conditioning_on_actions_and_context():
+    model = randomised()
+    batch = _batch(model)
+    x, c_noise = torch.randn(4, 4, 4, 4), torch.zeros(4)
+    with torch.no_grad():
+        out = model.denoiser(x, c_noise, batch)
+        assert out.shape == x.shape
+        other_action = model.denoiser(x, c_noise, {**batch, "action": batch["action"] + 1})
+        other_context = model.denoiser(x, c_noise, {**batch, "context": batch["context"].flip(1)})
+    assert not torch.allclose(out, other_action, atol=1e-4)
+    assert not torch.allclose(out, other_context, atol=1e-4)  # slot order matters: positions are per slot
+
+
+def test_optimizer_steps_on_one_batch_lower_its_loss():
+    torch.manual_seed(0)
+    model = NWM(SMALL)
+    batch = _batch(model)
+    before, after = loss_after_steps(model, batch, lr=1e-3)
+    assert after < 0.8 * before
+
+
+@pytest.fixture(scope="module")
+def nwm_checkpoint(tmp_path_factory):
+    """`train_nwm` for 2 steps on synthetic shards, with an (untrained) 16 px autoencoder checkpoint."""
+    root = tmp_path_factory.mktemp("nwm")
+    prepare(SyntheticSource(), root / "shards")
+    ae_config = AutoencoderConfig(image_size=16, channels=(8, 16), latent_channels=4)
+    torch.manual_seed(0)
+    ckpt.write_step(root / "ae", 0, {"model": "autoencoder", "config": ae_config.to_dict()},
+                    {ckpt.WEIGHTS: Autoencoder(ae_config).state_dict()})
+    return train_nwm(TrainOptions(data=root / "shards", output_dir=root / "run", steps=2, batch_size=4,
+                                  autoencoder=root / "ae", save_every=2))
+
+
+def test_trained_checkpoint_records_its_data(nwm_checkpoint):
+    saved = ckpt.read_config(nwm_checkpoint)
+    assert saved["model"] == "nwm" and saved["step"] == 2 and saved["data"]["manifest_hash"]
+    assert saved["config"]["waypoint_spacing"] > 0 and saved["autoencoder"]["kind"] == "ours"
+
+
+def test_save_load_round_trip_gives_identical_outputs(nwm_checkpoint, tmp_path):
+    model = randomised()
+    saved = ckpt.read_config(nwm_checkpoint)
+    ckpt.write_step(tmp_path, 0, {**saved, "config": SMALL.to_dict(), "step": 0},
+                    {ckpt.WEIGHTS: model.state_dict(),
+                     "autoencoder.safetensors": ckpt.load_tensors(nwm_checkpoint / "autoencoder.safetensors")})
+    loaded = NWMModel(checkpoint=str(tmp_path)).model
+    batch = _batch(model)
+    x, c_noise = torch.randn(4, 4, 4, 4), torch.full((4,), 0.3)
+    with torch.no_grad():
+        assert torch.equal(model.denoiser(x, c_noise, batch), loaded.denoiser(x, c_noise, batch))
+
+
+def test_rollout_is_uint8_of_the_right_length_and_seeded(nwm_checkpoint):
+    model = load_model("nwm", checkpoint=str(nwm_checkpoint), sampler_steps=2)
+    check_rollout_contract(model, size=16)
+
+
+def test_loopnav_train_dispatches_to_nwm(nwm_checkpoint, tmp_path):
+    root = nwm_checkpoint.parent.parent  # holds the synthetic shards and autoencoder the fixture made
+    result = CliRunner().invoke(app, ["train", "--model", "nwm", "--data", str(root / "shards"), "--autoencoder",
+                                      str(root / "ae"), "--output-dir", str(tmp_path), "--steps", "1",
+                                      "--batch-size", "4"])
+    assert result.exit_code == 0, result.output
+    assert ckpt.read_config(ckpt.resolve(tmp_path))["model"] == "nwm"
+
+
+def test_rollout_rejects_unknown_model_args(nwm_checkpoint):
+    with pytest.raises(ValueError, match="sampler_steps"):
+        NWMModel(checkpoint=str(nwm_checkpoint), guidance=2)

@@ -1,0 +1,46 @@
+"""The torchvision shim: with loopnav imported first, torchvision and lpips import on this torch build; install() never
+touches an already imported torchvision. Each case runs in a fresh interpreter (imports are process-wide state)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+
+def run_python(code: str) -> str:
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip()
+
+
+def test_torchvision_and_lpips_import_after_loopnav():
+    out = run_python("""
+        import json
+        import loopnav_bench
+        from loopnav_bench import _torchvision_compat
+        import torch, torchvision, lpips
+        from torchvision import transforms
+        image = transforms.functional.resize(torch.zeros(3, 8, 8), [4, 4], antialias=True)
+        applied = _torchvision_compat._library is not None
+        # the shim is applied exactly when torchvision's compiled extension cannot load on this torch build
+        import importlib.util, pathlib
+        so = list(pathlib.Path(importlib.util.find_spec("torchvision").origin).parent.glob("_C*.so"))
+        needed = bool(so) and not _torchvision_compat._extension_loads(so[0].parent)
+        print(json.dumps({"applied": applied, "needed": needed, "shape": list(image.shape),
+                          "again": _torchvision_compat.install()}))
+    """)
+    result = json.loads(out)
+    assert result["applied"] == result["needed"] == result["again"]
+    assert result["shape"] == [3, 4, 4]
+
+
+def test_install_is_a_no_op_when_torchvision_is_already_imported():
+    out = run_python("""
+        import sys, types
+        sys.modules["torchvision"] = types.ModuleType("torchvision")  # imported before loopnav
+        from loopnav_bench import _torchvision_compat
+        print(_torchvision_compat.install(), _torchvision_compat._library is None)
+    """)
+    assert out == "False True"

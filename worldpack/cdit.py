@@ -1,0 +1,142 @@
+"""CDiT, the conditional diffusion transformer of NWM (Bar et al. 2025), with temporal RoPE in its attentions.
+
+In every block the target frame's tokens self-attend among themselves, cross-attend to the context tokens, then pass
+an MLP; the conditioning vector c (diffusion noise level + action + pose delta + time shift) drives each sub-layer
+through adaLN-Zero. Context tokens are embedded once and never updated; each block only re-modulates them with its own
+shift/scale, so the cost is linear in the number of context tokens. These blocks are shared by WorldPack and the NWM
+baseline: a model supplies target tokens, context tokens (with a validity mask) and the times of both.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worldpack.rope import TemporalRoPE
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+class TimestepEmbedder(nn.Module):
+    """A scalar per sample (noise level, time shift) -> sinusoidal features -> MLP, as in DiT."""
+
+    def __init__(self, hidden: int, frequencies: int = 256, max_period: float = 10000.0):
+        super().__init__()
+        self.frequencies, self.max_period = frequencies, max_period
+        self.mlp = nn.Sequential(nn.Linear(frequencies, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.frequencies // 2
+        freqs = torch.exp(-math.log(self.max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+        args = t.float()[:, None] * freqs
+        return self.mlp(torch.cat([args.cos(), args.sin()], dim=-1))
+
+
+class VectorEmbedder(nn.Module):
+    """Any fixed-width vector (an action of any layout, a relative pose) -> hidden."""
+
+    def __init__(self, width: int, hidden: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return self.mlp(v)
+
+
+class Attention(nn.Module):
+    """Multi-head attention from queries x to keys/values y, with temporal RoPE on q and k and an optional key mask."""
+
+    def __init__(self, hidden: int, heads: int):
+        super().__init__()
+        if hidden % heads:
+            raise ValueError(f"hidden {hidden} is not divisible by heads {heads}")
+        self.heads = heads
+        self.q, self.kv, self.out = nn.Linear(hidden, hidden), nn.Linear(hidden, 2 * hidden), nn.Linear(hidden, hidden)
+
+    def _split(self, t: torch.Tensor) -> torch.Tensor:
+        B, N, D = t.shape
+        return t.view(B, N, self.heads, D // self.heads).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, rope_q: tuple[torch.Tensor, torch.Tensor],
+                rope_k: tuple[torch.Tensor, torch.Tensor], key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        q = TemporalRoPE.rotate(self._split(self.q(x)), *rope_q)
+        k, v = (self._split(t) for t in self.kv(y).chunk(2, dim=-1))
+        k = TemporalRoPE.rotate(k, *rope_k)
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out(out.transpose(1, 2).reshape(x.shape))
+
+
+class CDiTBlock(nn.Module):
+    def __init__(self, hidden: int, heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        norm = lambda: nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)  # noqa: E731
+        self.norm_self, self.norm_context, self.norm_cross, self.norm_mlp = norm(), norm(), norm(), norm()
+        self.self_attn, self.cross_attn = Attention(hidden, heads), Attention(hidden, heads)
+        width = int(hidden * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(hidden, width), nn.GELU(approximate="tanh"), nn.Linear(width, hidden))
+        # shift/scale/gate for self-attention, shift/scale for the context, shift/scale/gate for cross-attention and MLP
+        self.ada_ln = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 11 * hidden))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, c: torch.Tensor, rope_x, rope_context,
+                context_mask: torch.Tensor | None) -> torch.Tensor:
+        (shift_sa, scale_sa, gate_sa, shift_ctx, scale_ctx, shift_ca, scale_ca, gate_ca,
+         shift_mlp, scale_mlp, gate_mlp) = self.ada_ln(c).chunk(11, dim=-1)
+        h = modulate(self.norm_self(x), shift_sa, scale_sa)
+        x = x + gate_sa[:, None] * self.self_attn(h, h, rope_x, rope_x)
+        kv = modulate(self.norm_context(context), shift_ctx, scale_ctx)
+        h = modulate(self.norm_cross(x), shift_ca, scale_ca)
+        x = x + gate_ca[:, None] * self.cross_attn(h, kv, rope_x, rope_context, context_mask)
+        return x + gate_mlp[:, None] * self.mlp(modulate(self.norm_mlp(x), shift_mlp, scale_mlp))
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, hidden: int, out_features: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
+        self.ada_ln = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * hidden))
+        self.linear = nn.Linear(hidden, out_features)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.ada_ln(c).chunk(2, dim=-1)
+        return self.linear(modulate(self.norm(x), shift, scale))
+
+
+class CDiT(nn.Module):
+    """A stack of CDiT blocks and the final adaLN layer: tokens in, per-token outputs out.
+
+    forward(x [B,N,D], context [B,M,D], c [B,D], x_time [B,N], context_time [B,M], context_mask [B,M] bool or None).
+    """
+
+    def __init__(self, hidden: int, depth: int, heads: int, out_features: int, mlp_ratio: float = 4.0,
+                 rope_theta: float = 10000.0):
+        super().__init__()
+        self.rope = TemporalRoPE(hidden // heads, rope_theta)
+        self.blocks = nn.ModuleList(CDiTBlock(hidden, heads, mlp_ratio) for _ in range(depth))
+        self.final = FinalLayer(hidden, out_features)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """Xavier on all linears, then adaLN-Zero: every block starts as the identity and the output as zero."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        for block in self.blocks:
+            nn.init.zeros_(block.ada_ln[-1].weight)
+            nn.init.zeros_(block.ada_ln[-1].bias)
+        for layer in (self.final.ada_ln[-1], self.final.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, c: torch.Tensor, x_time: torch.Tensor,
+                context_time: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        rope_x, rope_context = self.rope.tables(x_time), self.rope.tables(context_time)
+        for block in self.blocks:
+            x = block(x, context, c, rope_x, rope_context, context_mask)
+        return self.final(x, c)

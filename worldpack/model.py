@@ -1,0 +1,127 @@
+"""WorldPack (Oshima et al.): a CDiT world model whose context is packed and partly retrieved from memory.
+
+Predicting one frame: the target latent (noisy, at the base patch size) is the token sequence that the CDiT blocks
+update; the context is the layout's slots (recent frames at decreasing resolution, then retrieved memories), each
+patchified with its level's kernel (packing.py), given its 2D spatial embedding, its level embedding and an embedding
+of its pose relative to the target, and placed in time by temporal RoPE at its real frame offset (target at 0).
+Conditioning c = noise level + action (any layout width) + pose delta + time shift, through adaLN-Zero.
+The model is trained and sampled with EDM (diffusion.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from worldpack.cdit import CDiT, TimestepEmbedder, VectorEmbedder
+from worldpack.context import VARIANTS, ContextLayout
+from worldpack.diffusion import EDM, EDMConfig
+from worldpack.packing import PackedPatchEmbed, effective_context
+from worldpack.retrieval import RETRIEVAL_PRESETS, RetrievalParams
+
+
+@dataclass(frozen=True)
+class WorldPackConfig:
+    latent_channels: int = 4
+    latent_size: int = 8
+    patch: int = 2
+    hidden: int = 96
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    action_dim: int = 4
+    variant: str = "full"
+    retrieval: RetrievalParams = field(default_factory=lambda: RETRIEVAL_PRESETS["paper"])
+    edm: EDMConfig = field(default_factory=EDMConfig)
+    max_time_shift: int = 4
+    rope_theta: float = 10000.0
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}; choose from {', '.join(VARIANTS)}")
+
+    @property
+    def layout(self) -> ContextLayout:
+        return VARIANTS[self.variant]
+
+    @property
+    def kernels(self) -> tuple[int, ...]:
+        return tuple(self.patch * 2**level for level in self.layout.levels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "WorldPackConfig":
+        return cls(**{**d, "retrieval": RetrievalParams(**d["retrieval"]), "edm": EDMConfig(**d["edm"])})
+
+
+class WorldPack(nn.Module):
+    def __init__(self, config: WorldPackConfig):
+        super().__init__()
+        self.config = config
+        D, C, p = config.hidden, config.latent_channels, config.patch
+        latent_hw = (config.latent_size, config.latent_size)
+        self.embed = PackedPatchEmbed(C, D, p, levels=max(config.layout.levels) + 1, latent_hw=latent_hw)
+        self.noise_embed, self.shift_embed = TimestepEmbedder(D), TimestepEmbedder(D)
+        self.action_embed, self.pose_delta_embed = VectorEmbedder(config.action_dim, D), VectorEmbedder(5, D)
+        self.context_pose_embed = VectorEmbedder(5, D)
+        for embedder in (self.noise_embed, self.shift_embed, self.action_embed, self.pose_delta_embed,
+                         self.context_pose_embed):
+            for layer in embedder.mlp[::2]:
+                nn.init.normal_(layer.weight, std=0.02)
+                nn.init.zeros_(layer.bias)
+        self.cdit = CDiT(D, config.depth, config.heads, p * p * C, config.mlp_ratio, config.rope_theta)
+        self.edm = EDM(config.edm)
+        # slots that share a packing level are patchified together
+        levels = config.layout.levels
+        self.slot_groups = [(level, [i for i, lv in enumerate(levels) if lv == level]) for level in sorted(set(levels))]
+
+    def effective_context(self) -> float:
+        size = self.config.latent_size
+        return effective_context((size, size), self.config.kernels, self.config.patch)
+
+    def context_tokens(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Packed context tokens [B, M, D] with their times [B, M] and validity [B, M]."""
+        tokens, times, valid = [], [], []
+        pose = self.context_pose_embed(batch["context_pose"])  # [B, S, D]
+        for level, slots in self.slot_groups:
+            kernel = self.embed.kernels[level]
+            group = self.embed(batch["context"][:, slots], kernel)  # [B, n·tpf, D]
+            per_frame = group.shape[1] // len(slots)
+            tokens.append(group + pose[:, slots].repeat_interleave(per_frame, dim=1))
+            times.append(batch["context_time"][:, slots].repeat_interleave(per_frame, dim=1))
+            valid.append(batch["context_valid"][:, slots].repeat_interleave(per_frame, dim=1))
+        return torch.cat(tokens, 1), torch.cat(times, 1), torch.cat(valid, 1)
+
+    def denoiser(self, x_in: torch.Tensor, c_noise: torch.Tensor, batch: dict[str, torch.Tensor],
+                 packed_context: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
+        """EDM's F: preconditioned noisy target latent [B, C, h, w] -> network output of the same shape.
+        `packed_context` (from context_tokens) may be passed in: it does not depend on the noise."""
+        B, C, h, w = x_in.shape
+        p = self.config.patch
+        x = self.embed(x_in[:, None], p)
+        context, context_time, context_valid = packed_context or self.context_tokens(batch)
+        c = (self.noise_embed(c_noise) + self.shift_embed(batch["time_shift"]) + self.action_embed(batch["action"])
+             + self.pose_delta_embed(batch["pose_delta"]))
+        x_time = torch.zeros(x.shape[:2], device=x.device)
+        out = self.cdit(x, context, c, x_time, context_time, context_valid)
+        # unpatchify [B, (h/p)(w/p), p·p·C] -> [B, C, h, w]
+        out = out.view(B, h // p, w // p, p, p, C).permute(0, 5, 1, 3, 2, 4)
+        return out.reshape(B, C, h, w)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.edm.loss(self.denoiser, batch["target"], batch)
+
+    def sample(self, batch: dict[str, torch.Tensor], noise: torch.Tensor) -> torch.Tensor:
+        """Next latents [B, C, h, w] for a batch of contexts (build_example + collate), from standard-normal noise of
+        that shape (see `noise_shape`)."""
+        packed_context = self.context_tokens(batch)  # embedded once for all sampler steps
+        return self.edm.sample(lambda x, c, b: self.denoiser(x, c, b, packed_context), noise, batch)
+
+    def noise_shape(self, batch_size: int) -> tuple[int, int, int, int]:
+        size = self.config.latent_size
+        return (batch_size, self.config.latent_channels, size, size)
