@@ -1,12 +1,14 @@
 # Two entry points for a fresh machine: `make demo` (the main job on the embedded data) and `make test`.
 # Each creates .venv on first use. torch comes first, pinned to the CPU build; constraints.txt keeps it there.
-PYTHON ?= python3
-VENV   := .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
-DEMO   := runs/demo
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed-stamp
+DEMO    := runs/demo
+MODELS  := copy-last nearest-pose worldpack nwm diamond
+LOOPNAV := $(BIN)/loopnav
 
-.PHONY: install demo test bench
+.PHONY: install demo test
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
@@ -15,9 +17,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
+# Generate LoopNav-style ViZDoom loops, evaluate the floors and the shipped tiny models on the test split, rank them.
 demo: install
-	$(BIN)/loopnav prepare --source vizdoom --preset demo --out $(DEMO)/data --workers 2
-	$(BIN)/loopnav validate $(DEMO)/data
+	$(LOOPNAV) prepare --source vizdoom --preset demo --out $(DEMO)/data --workers 2
+	$(LOOPNAV) validate $(DEMO)/data
+	for model in $(MODELS); do $(LOOPNAV) evaluate --model $$model --data $(DEMO)/data --split test -o $(DEMO)/results || exit 1; done
+	$(LOOPNAV) leaderboard --results $(DEMO)/results --plot $(DEMO)/plots
 
 test: install
 	$(BIN)/python -m pytest -q

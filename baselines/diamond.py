@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.common import CheckpointedModel, Preset, get_preset, lockstep_rollout, loop_config
+from baselines.common import Preset, get_preset, loop_config
+from worldpack.world_model import CheckpointedModel, lockstep_rollout
 from loopnav_bench.console import ProgressFn
 from loopnav_bench.models import RolloutRequest
 from loopnav_bench.schema import ACTION_LAYOUTS, Trajectory
@@ -391,5 +392,5 @@ class DiamondModel(CheckpointedModel):
         return torch.cat([context, context.new_zeros((request.horizon, *context.shape[1:]))])
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "image_size": self.config.image_size, "action_layout": self.config.action_layout,
+        return {**super().describe(), "context_frames": self.config.context, "image_size": self.config.image_size, "action_layout": self.config.action_layout,
                 "action_bits": self.mapping.names()}

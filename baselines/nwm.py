@@ -20,7 +20,7 @@ the 4 frames that end at the current one. What is NWM's own and kept here:
 Substituted: the diffusion is the shared few-step EDM (worldpack/diffusion.py, sampled with 3 Euler steps) instead
 of NWM's 1000-step DDPM with learned variance and 250 sampling steps; the latent space is a small autoencoder
 trained on our frames (worldpack/autoencoder.py) instead of the SD VAE; sizes are `tiny` (CPU) and `small`
-(CDiT-S width and depth).
+(WorldPack's small width and depth, so the two differ only in context; under 16 MB shipped in fp16).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from baselines.common import CheckpointedModel, Preset, get_preset, lockstep_rollout, loop_config
+from baselines.common import Preset, get_preset, loop_config
+from worldpack.world_model import CheckpointedModel, lockstep_rollout
 from loopnav_bench.console import ProgressFn
 from loopnav_bench.models import RolloutRequest
 from loopnav_bench.schema import Trajectory, wrap_angle
@@ -77,8 +78,8 @@ PRESETS: dict[str, Preset] = {
     # trains on a CPU in minutes; a rollout only ever asks for the next frame, so goals stay close
     "tiny": Preset(model={"hidden": 96, "depth": 4, "heads": 4, "goal_offsets": (1, 4)}, steps=2500, batch_size=16,
                    lr=3e-4, ema_decay=0.99),
-    # CDiT-S/2 width and depth; NWM's offsets of ±64 frames, past included
-    "small": Preset(model={"hidden": 384, "depth": 12, "heads": 6, "goal_offsets": (-64, 64)}, steps=100_000,
+    # WorldPack's small width and depth; NWM's offsets of ±64 frames, past included
+    "small": Preset(model={"hidden": 160, "depth": 8, "heads": 5, "goal_offsets": (-64, 64)}, steps=100_000,
                     batch_size=64, lr=1e-4, ema_decay=0.9999),
 }
 
@@ -194,11 +195,11 @@ class GoalBatches:
             e = self.encoded[t]
             current = int(rng.choice(self.currents[t]))
             offsets = rng.choice(self._offsets(current, len(e.latents)), size=goals)
-            context = e.latents[torch.from_numpy(context_window(current, self.config.context))]
+            context = e.latents.index_select(0, torch.from_numpy(context_window(current, self.config.context)))
             action = goal_action(e.poses[current], e.poses[current + offsets], e.units_per_block,
                                  self.config.waypoint_spacing)
             items["context"] += [context] * goals
-            items["target"].append(e.latents[torch.from_numpy(current + offsets)])
+            items["target"].append(e.latents.index_select(0, torch.from_numpy(current + offsets)))
             items["action"].append(torch.from_numpy(action))
             items["rel_t"].append(torch.from_numpy(offsets / TIME_SCALE).float())
         return {k: torch.stack(v) if k == "context" else torch.cat(v) for k, v in items.items()}
@@ -262,4 +263,5 @@ class NWMModel(CheckpointedModel):
         return torch.cat([context, context.new_zeros((request.horizon, *context.shape[1:]))])
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "image_size": self.codec.image_size, "autoencoder": self.saved["autoencoder"]}
+        return {**super().describe(), "context_frames": self.config.context, "image_size": self.codec.image_size,
+                "autoencoder": self.saved["autoencoder"]}

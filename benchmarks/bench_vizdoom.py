@@ -1,6 +1,6 @@
 """ViZDoom source speed: frames per second written into shards, next to the simulator's raw stepping speed.
 
-    python benchmarks/bench_vizdoom.py [--per-cell 2] [--out results/bench_vizdoom.json]
+    python benchmarks/bench_vizdoom.py [--per-cell 2] [--out runs/bench/vizdoom.json]
     python benchmarks/bench_vizdoom.py --survey      # loops per map: how the MAPS lists in sources/vizdoom.py were chosen
 
 Prepare speed is `shards.prepare` end to end (process start, map geometry, planning, walking, resizing, tar writing)
@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--per-cell", type=int, default=4, help="test loops per task and range in each prepare run")
     parser.add_argument("--survey", type=int, nargs="?", const=8, default=0, metavar="LOOPS",
                         help="instead: walk LOOPS loops (default 8) on every map and report the outcomes")
-    parser.add_argument("--out", type=Path, default=Path("results/bench_vizdoom.json"))
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/vizdoom.json"))
     args = parser.parse_args()
     machine = {"platform": platform.platform(), "processor": platform.processor(), "cpus": multiprocessing.cpu_count()}
     if args.survey:

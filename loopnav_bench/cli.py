@@ -164,6 +164,8 @@ def evaluate(
     seed: int = typer.Option(0, help="Run seed; each trajectory's rollout seed derives from it and the trajectory id."),
     fvd_mode: str = _FVD_MODE,
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Reuse finished rows of a run with the same settings."),
+    label: Optional[str] = typer.Option(None, help="Name of this entry on the leaderboard (default: the model name), "
+                                                   "e.g. to tell variants or checkpoints of one model apart."),
 ) -> None:
     """Roll a model out on the return legs, save its predictions, score them and write results (torchrun-ready)."""
     from loopnav_bench.evaluate import EvalConfig, evaluate as run_evaluate, parse_eval_size
@@ -174,7 +176,7 @@ def evaluate(
                             checkpoint=str(checkpoint) if checkpoint else None, split=_csv(split), tasks=_csv(tasks),
                             ranges=_csv(ranges, int), limit=limit, metrics=_csv(metrics),
                             eval_size=parse_eval_size(eval_size), device=device, batch_size=batch_size, seed=seed,
-                            fvd_mode=fvd_mode, resume=resume)
+                            fvd_mode=fvd_mode, resume=resume, label=label)
         with progress_bar() as progress:
             outcome = run_evaluate(config, progress=progress)
     except (ValueError, FileNotFoundError, UnknownModelError) as err:

@@ -72,6 +72,12 @@ class EvalConfig:
     seed: int = 0
     fvd_mode: str = "default"
     resume: bool = True
+    label: str | None = None  # the entry's name in results and on the leaderboard; default: the model name
+
+    @property
+    def entry(self) -> str:
+        """What this run is called on the leaderboard: tells apart checkpoints or variants of one registered model."""
+        return self.label or self.model
 
 
 @dataclass(frozen=True)
@@ -374,7 +380,7 @@ def run_job(job: Job, ctx: DistContext, progress: Progress | None = None) -> Out
         write_json_atomic(job.dirs.run / "run.json", {
             "run_settings": job.run_settings, "data": str(Path(job.config.data).resolve()),
             "selection": {k: getattr(job.config, k) for k in ("split", "tasks", "ranges", "limit")},
-            "model_describe": job.model_describe, "updated": _now(),
+            "label": job.config.label, "model_describe": job.model_describe, "updated": _now(),
         })
         write_json_atomic(job.dirs.score / "score.json", job.scorer.settings())
     markers = RankMarkers(job.dirs.score / "ranks" / ctx.shared_token(), ctx.rank)
@@ -417,13 +423,13 @@ def _merge(job: Job, world_size: int) -> Outcome:
         for length in ("context_len", "target_len", "length"):
             cell[f"{length}_mean"] = float(np.mean([r[length] for r in members]))
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H-%M-%S.%f")
-    out = Path(job.config.output_dir) / model_dirname(job.config.model)
+    out = Path(job.config.output_dir) / model_dirname(job.config.entry)
     samples_path, results_path = out / f"samples_{stamp}.jsonl", out / f"results_{stamp}.json"
     with atomic_path(samples_path) as tmp:
         tmp.write_text("".join(json.dumps(row, allow_nan=False) + "\n" for row in rows))
     results = {
         "loopnav_version": __version__, **_git_info(), "date": _now(),
-        "model": job.config.model, "model_describe": job.model_describe,
+        "model": job.config.entry, "registered_model": job.config.model, "model_describe": job.model_describe,
         "results": cells,
         "fvd": _fvd_per_split(job),
         "higher_is_better": {name: HIGHER_IS_BETTER[name] for name in job.scorer.status},
@@ -535,7 +541,7 @@ def evaluate(config: EvalConfig, model: WorldModel | None = None, progress: Prog
             "protocol": PROTOCOL_VERSION, "schema_version": SCHEMA_VERSION, "seed": config.seed,
             "device_type": _device_type(config.device),  # CPU and GPU kernels differ in the last bits
         }
-        run = Path(config.output_dir) / model_dirname(config.model) / f"run-{sha256_json(run_settings)[:16]}"
+        run = Path(config.output_dir) / model_dirname(config.entry) / f"run-{sha256_json(run_settings)[:16]}"
         dirs = RunDirs(run, run / f"score-{sha256_json(scorer.settings())[:16]}")
         job = Job(config, items, n_original, dirs, run_settings, scorer, model, model.describe(), started)
         return run_job(job, ctx, progress)
@@ -562,6 +568,7 @@ def score(predictions: Path, data: Path | None = None, output_dir: Path | None =
     with DistContext.start() as ctx:
         config = EvalConfig(data=data, output_dir=Path(output_dir) if output_dir else run.parent.parent,
                             model=settings["model"], model_args=settings["model_args"], seed=settings["seed"],
+                            label=record["label"],
                             metrics=metrics, eval_size=eval_size, device=ctx.device(device),
                             metric_batch_size=metric_batch_size, fvd_mode=fvd_mode, resume=resume, **selection)
         items, n_original = select_trajectories(data, config.split, config.tasks, config.ranges, config.limit)

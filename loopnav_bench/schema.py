@@ -3,7 +3,8 @@
 A `Trajectory` holds
   frames   uint8   [T, H, W, 3]  RGB
   poses    float64 [T, 5]        (x, y, z, yaw, pitch), see POSE_CONVENTION
-  actions  float32 [T, A]        one fixed-width vector per frame, layout named by meta["action_layout"]
+  actions  float32 [T, A]        one fixed-width vector per frame, layout named by meta["action_layout"];
+                                 actions[i] is the control that produced frames[i] (LoopNav's (a_t, s_t+1) packets)
   offset   int                   context = frames [0, offset), evaluated target = frames [offset, T)
   meta     dict                  REQUIRED_META keys and anything else a source wants to keep
   raw_actions                    the source's own per-frame action records (JSON-able), kept verbatim

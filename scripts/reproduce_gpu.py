@@ -61,6 +61,7 @@ MARGIN_SECONDS = 30.0       # a training chunk is sized to end this long before 
 KILL_GRACE_SECONDS = 20.0   # between SIGINT at the deadline and SIGKILL
 SPEED_SAFETY = 0.9          # a chunk is sized for this fraction of the time its speed estimate allows
 ACTION_DIM = len(ACTION_LAYOUTS["vizdoom-v1"])  # the action layout the entries are trained on
+SHIPPED_BYTES_PER_WEIGHT = 2  # checkpoints ship as fp16 exports, like worldpack/checkpoints/tiny
 MB = 1e6
 
 
@@ -105,13 +106,13 @@ def missing_entries(config: dict[str, Any]) -> list[str]:
 
 
 def worldpack_weight_bytes(preset: str, variant: str) -> int:
-    """fp32 bytes of a WorldPack's weights at `preset`, counted on the meta device (nothing allocated)."""
+    """Bytes of a WorldPack's shipped (fp16) weights at `preset`, counted on the meta device (nothing allocated)."""
     settings = get_preset(preset)
     with torch.device("meta"):
         model = WorldPack(WorldPackConfig(latent_channels=settings.autoencoder.latent_channels,
                                           latent_size=settings.autoencoder.latent_size, action_dim=ACTION_DIM,
                                           variant=variant, **settings.model))
-    return 4 * sum(t.numel() for t in (*model.parameters(), *model.buffers()))
+    return SHIPPED_BYTES_PER_WEIGHT * sum(t.numel() for t in (*model.parameters(), *model.buffers()))
 
 
 def preflight_sizes(config: dict[str, Any]) -> None:
@@ -123,7 +124,7 @@ def preflight_sizes(config: dict[str, Any]) -> None:
             variant = _flag(entry["train_args"], "--variant", "full")
             size = worldpack_weight_bytes(config["train"]["preset"], variant)
             if size > limit:
-                too_big.append(f"{entry['name']}: {size / MB:.1f} MB ({size // 4:,} fp32 weights)")
+                too_big.append(f"{entry['name']}: {size / MB:.1f} MB ({size // SHIPPED_BYTES_PER_WEIGHT:,} weights in fp16)")
     if too_big:
         raise PipelineError(f"the {config['train']['preset']!r} preset's EMA weights file would exceed "
                             f"[checks] max_file_mb = {config['checks']['max_file_mb']} MB: " + "; ".join(too_big))
@@ -177,7 +178,8 @@ def build_steps(config: dict[str, Any], workdir: Path, skip: list[str] = ()) -> 
         model_args = evaluate.get("model_args", {}).get(entry["model"])
         optional = {"--limit": evaluate.get("limit"), "--model-args": model_args}
         return once(f"evaluate-{entry['name']}", loopnav(
-            "evaluate", "--model", entry["model"], "--checkpoint", workdir / "train" / entry["name"], "--data", data,
+            "evaluate", "--model", entry["model"], "--label", entry["name"], "--checkpoint", workdir / "train" / entry["name"],
+            "--data", data,
             "--split", evaluate["split"], "--device", evaluate["device"], "--batch-size", evaluate["batch_size"],
             "--output-dir", workdir / "results" / entry["name"],
             *[part for flag, value in optional.items() if value is not None for part in (flag, value)]))
@@ -407,37 +409,40 @@ class Pipeline:
         return chunk
 
 
-def shipped_files(step_dir: Path) -> list[Path]:
-    """The files of a checkpoint that inference needs: all but the optimizer state."""
-    return sorted(p for p in step_dir.iterdir() if p.is_file() and p.name != ckpt.TRAIN_STATE)
+def export_checked(run_dir: Path, dest: Path, max_file_mb: float) -> None:
+    """Export a run's inference files as shipped (fp16, no optimizer state; `worldpack.checkpoint.export`) into
+    `dest`, and fail when any of them is over the size limit."""
+    ckpt.export(run_dir, dest)
+    too_big = [f"{p.name} {p.stat().st_size / MB:.1f} MB" for p in sorted(dest.iterdir())
+               if p.stat().st_size > max_file_mb * MB]
+    if too_big:
+        raise PipelineError(f"{ckpt.resolve(run_dir)}: {', '.join(too_big)}: over the {max_file_mb} MB limit on a "
+                            "shipped checkpoint file ([checks] max_file_mb); choose a smaller preset")
 
 
 def check_checkpoint_sizes(run_dir: Path, max_file_mb: float) -> None:
-    if not (run_dir / ckpt.LATEST).exists():
-        return
-    step_dir = ckpt.resolve(run_dir)
-    too_big = [f"{p.name} {p.stat().st_size / MB:.1f} MB" for p in shipped_files(step_dir)
-               if p.stat().st_size > max_file_mb * MB]
-    if too_big:
-        raise PipelineError(f"{step_dir}: {', '.join(too_big)}: over the {max_file_mb} MB limit on a shipped "
-                            "checkpoint file ([checks] max_file_mb); choose a smaller preset")
+    if (run_dir / ckpt.LATEST).exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            export_checked(run_dir, Path(tmp), max_file_mb)
 
 
 def install_checkpoints(config: dict[str, Any], workdir: Path, repo: Path = REPO) -> list[Path]:
-    """Copy each entry's final checkpoint (EMA weights, config, autoencoder; no optimizer state) to its ships_to
-    folder, replacing what is there only once the new copy is complete."""
+    """Export each entry's final checkpoint (fp16 EMA weights, config, autoencoder; no optimizer state) to its
+    ships_to folder, replacing what is there only once the new copy is complete."""
     installed = []
     for entry in config["entry"]:
         run = workdir / "train" / entry["name"]
         step = trained_step(run)
         if step < config["train"]["steps"]:
             raise PipelineError(f"{run}: trained {step} of {config['train']['steps']} steps; finish the pipeline first")
-        check_checkpoint_sizes(run, config["checks"]["max_file_mb"])
         target = repo / entry["ships_to"]
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        for path in shipped_files(ckpt.resolve(run)):
-            shutil.copy2(path, staging / path.name)
+        try:
+            export_checked(run, staging, config["checks"]["max_file_mb"])
+        except PipelineError:
+            shutil.rmtree(staging)
+            raise
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)

@@ -265,3 +265,17 @@ def test_cli_evaluate_then_score(tiny_shards, tmp_path):
     result = runner.invoke(app, ["evaluate", "--model", "copy-last", "--data", str(tiny_shards), "-o", str(out),
                                  "--eval-size", "12x"])
     assert result.exit_code == 2 and "is not N or HxW" in result.output
+
+
+def test_labels_keep_two_entries_of_one_model_apart_on_the_leaderboard(tiny_shards, tmp_path):
+    from leaderboard.results import group_runs, load_runs
+
+    out = tmp_path / "out"
+    plain = evaluate(_config(tiny_shards, out, label="copy-last-a"))
+    other = evaluate(_config(tiny_shards, out, label="copy-last-b", seed=1))
+    assert (plain.results["model"], plain.results["registered_model"]) == ("copy-last-a", "copy-last")
+    assert plain.results_path.parent.name == "copy-last-a" and other.results_path.parent.name == "copy-last-b"
+    (group,) = group_runs(load_runs(out))
+    assert [run.model for run in group.runs] == ["copy-last-a", "copy-last-b"] and not group.superseded
+    rescored = score(out / "copy-last-a" / plain.results["run_key"], metrics=PIXEL)
+    assert rescored.results["model"] == "copy-last-a"

@@ -189,13 +189,13 @@ def test_every_entry_is_probed_before_long_training(rg, config, tmp_path):
 
 def test_preflight_measures_worldpack_weights(rg, config):
     size = rg.worldpack_weight_bytes("tiny", "full")
-    assert size > 4e6  # about a million fp32 weights
+    assert size > 2e6  # about a million weights, shipped in fp16
     rg.preflight_sizes(config | {"checks": {"max_file_mb": size / rg.MB * 1.01}})
-    with pytest.raises(rg.PipelineError, match=r"worldpack-full: .* MB .* fp32 weights"):
+    with pytest.raises(rg.PipelineError, match=r"worldpack-full: .* MB .* weights in fp16"):
         rg.preflight_sizes(config | {"checks": {"max_file_mb": size / rg.MB * 0.99}})
 
 
-def test_install_copies_final_ema_checkpoints_only(rg, config, tmp_path):
+def test_install_exports_final_ema_checkpoints_only(rg, config, tmp_path):
     workdir, repo = tmp_path / "work", tmp_path / "repo"
     with pytest.raises(rg.PipelineError, match="finish the pipeline first"):
         rg.install_checkpoints(config, workdir, repo)
@@ -207,6 +207,8 @@ def test_install_copies_final_ema_checkpoints_only(rg, config, tmp_path):
     for path in installed:
         assert sorted(p.name for p in path.iterdir()) == [ckpt.CONFIG, ckpt.WEIGHTS]
         assert ckpt.read_config(path)["step"] == 3000
+        assert {str(t.dtype) for t in ckpt.load_tensors(path / ckpt.WEIGHTS).values() if t.is_floating_point()} \
+            <= {"torch.float16"}                                        # shipped as fp16 exports
         assert not list(path.parent.glob(f".{path.name}.*"))          # no staging folder left behind
 
 

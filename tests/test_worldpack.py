@@ -92,6 +92,20 @@ def test_select_context_fills_recent_then_retrieved_slots():
     assert early.tolist() == [1, 0, -1, -1]
 
 
+def test_action_conditioning_sums_the_controls_that_led_to_the_target():
+    """Schema: actions[i] produced frames[i]; going from frame 4 to frame 7 took actions 5, 6 and 7."""
+    T = 30
+    poses = np.zeros((T, 5))
+    poses[:, 0] = np.arange(T)
+    actions = np.zeros((T, 2), np.float32)
+    actions[:, 0] = 2.0 ** np.arange(T)  # each subset of steps has its own sum
+    latents = torch.zeros(T, 4, 8, 8)
+    example = build_example(latents, poses, actions, current=7, last_seen=4, layout=VARIANTS["base"],
+                            params=PAPER_PARAMS, units_per_block=1.0)
+    assert example["action"][0].item() == 2**5 + 2**6 + 2**7
+    assert example["time_shift"].item() == 3
+
+
 def test_relative_pose_is_in_the_origin_frame():
     origin = np.array([10.0, 0.0, 0.0, math.pi / 2, 0.0])  # looking along +y
     ahead = np.array([10.0, 64.0, 0.0, math.pi, 0.1])      # 2 blocks (of 32 units) ahead, turned left

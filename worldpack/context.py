@@ -3,8 +3,9 @@
 One function, `build_example`, serves training and rollout alike, so the model is trained on exactly the context
 layout it is evaluated with. Frame `current` is the target; `last_seen` is the most recent frame the model is given
 (current − 1 in an autoregressive rollout; up to `max_time_shift` frames earlier in training, as NWM samples goal
-offsets). The action conditioning is the sum of actions[last_seen:current], i.e. actions[i] is taken to act between
-frames i and i+1, and the pose delta is the target's pose in last_seen's local frame.
+offsets). The action conditioning is the sum of actions(last_seen, current], the controls that led from the last seen
+frame to the target (schema: actions[i] produced frames[i]), and the pose delta is the target's pose in last_seen's
+local frame.
 
 Ablation variants (`VARIANTS`) are layouts of packing levels per slot (level ℓ = kernel patch·2^ℓ):
   full            1 recent at level 0, 2 at level 1, 8 at level 2, then 8 retrieved at level 2 (19 frames, paper)
@@ -79,11 +80,11 @@ def build_example(latents: torch.Tensor, poses: np.ndarray, actions: np.ndarray,
     valid = slots >= 0
     safe = np.where(valid, slots, last_seen)
     return {
-        "context": latents[torch.from_numpy(safe)],
+        "context": latents.index_select(0, torch.from_numpy(safe)),  # latents[idx] goes through the thread pool: ms on a busy CPU
         "context_valid": torch.from_numpy(valid),
         "context_time": torch.from_numpy(np.where(valid, slots - current, 0).astype(np.float32)),
         "context_pose": torch.from_numpy(relative_pose(poses[current], poses[safe], units_per_block)),
-        "action": torch.from_numpy(np.asarray(actions[last_seen:current], np.float32).sum(axis=0)),
+        "action": torch.from_numpy(np.asarray(actions[last_seen + 1:current + 1], np.float32).sum(axis=0)),
         "pose_delta": torch.from_numpy(relative_pose(poses[last_seen], poses[current], units_per_block)),
         "time_shift": torch.tensor(float(current - last_seen)),
     }

@@ -1,4 +1,5 @@
-"""WorldPack behind the harness's WorldModel API (registered as "worldpack").
+"""Models trained here, behind the harness's WorldModel API: the shared checkpoint-loading adapter and lockstep
+rollout (also used by the NWM and DIAMOND baselines), and WorldPack itself (registered as "worldpack").
 
 A rollout encodes the context frames, then for each target step picks the context exactly as in training
 (context.build_example: recent frames plus memories retrieved with the known pose of the frame being predicted),
@@ -14,10 +15,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 from loopnav_bench.models import RolloutRequest, WorldModel
 from worldpack import checkpoint as ckpt
@@ -28,43 +30,86 @@ from worldpack.train import load_autoencoder
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "tiny"
 
 
-class WorldPackModel(WorldModel):
-    name = "worldpack"
+class CheckpointedModel(WorldModel):
+    """The WorldModel adapter of a model trained with `fit`: loads the EMA weights of a training run (or a step
+    folder) into `network_class(config_class.from_dict(...))`, on the committed tiny checkpoint when none is given.
+    Model args `sampler_steps=N` and `solver=euler|heun` override the checkpoint's sampler."""
+
+    config_class: Any
+    network_class: Callable[[Any], nn.Module]
+    default_checkpoint: Path
 
     def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0,
                  sampler_steps: int | None = None, solver: str | None = None, **model_args: Any):
-        super().__init__(checkpoint, device, seed, **model_args)
-        self.step_dir = ckpt.resolve(checkpoint or DEFAULT_CHECKPOINT)
+        # sampler settings change the frames, so they stay in model_args, which key evaluate's resume
+        super().__init__(checkpoint, device, seed, sampler_steps=sampler_steps, solver=solver, **model_args)
+        if model_args:
+            raise ValueError(f"{self.name} takes the model args sampler_steps and solver, not {sorted(model_args)}")
+        self.step_dir = ckpt.resolve(checkpoint or self.default_checkpoint)
+        self.checkpoint = str(self.step_dir)  # what was loaded, the default included: evaluate hashes it
         self.saved = ckpt.read_config(self.step_dir)
-        if self.saved.get("model") != "worldpack":
-            raise ValueError(f"{self.step_dir / ckpt.CONFIG}: holds a {self.saved.get('model')!r} model, not worldpack")
-        config = WorldPackConfig.from_dict(self.saved["config"])
-        edm = replace(config.edm, **{k: v for k, v in (("steps", sampler_steps), ("solver", solver)) if v is not None})
-        self.config = replace(config, edm=edm)
-        self.model = WorldPack(self.config)
+        if self.saved.get("model") != self.name:
+            raise ValueError(f"{self.step_dir / ckpt.CONFIG}: holds a {self.saved.get('model')!r} model, "
+                             f"not {self.name}")
+        config = self.config_class.from_dict(self.saved["config"])
+        overrides = {k: v for k, v in (("steps", sampler_steps), ("solver", solver)) if v is not None}
+        self.config = replace(config, edm=replace(config.edm, **overrides))
+        self.model = self.network_class(self.config)
         self.model.load_state_dict(ckpt.load_tensors(self.step_dir / ckpt.WEIGHTS))
         self.model.to(device).eval()
-        self.codec, _ = load_autoencoder(self.step_dir, device)
-        self.sampler_args = {"sampler_steps": edm.steps, "solver": edm.solver}
 
     def rollout(self, request: RolloutRequest) -> np.ndarray:
         return self.rollout_batch([request])[0]
 
-    @torch.no_grad()
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "checkpoint": str(self.step_dir),
+                "sampler_steps": self.config.edm.steps, "solver": self.config.edm.solver,
+                "trained_steps": self.saved["step"], "data": self.saved["data"]}
+
+
+@torch.no_grad()
+def lockstep_rollout(buffers: list[torch.Tensor], offsets: list[int], seeds: list[int],
+                     conditioning: Callable[[int, int], dict[str, torch.Tensor]],
+                     sample: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor],
+                     device: str | torch.device) -> list[torch.Tensor]:
+    """Fill each buffers[i][offsets[i]:] one frame at a time, all trajectories advancing together as one batch.
+
+    conditioning(i, t) gives trajectory i's inputs for predicting its frame t; it reads buffers[i], whose frames
+    before t are real (context) or already predicted. sample(batch, noise) returns the next frames. Each trajectory
+    draws its noise from its own generator seeded with seeds[i], so its frames do not depend on its batch.
+    Returns the predicted part of every buffer.
+    """
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    for step in range(max((len(b) - o for b, o in zip(buffers, offsets)), default=0)):
+        active = [i for i, (b, o) in enumerate(zip(buffers, offsets)) if o + step < len(b)]
+        items = [conditioning(i, offsets[i] + step) for i in active]
+        batch = {key: value.to(device) for key, value in collate(items).items()}
+        noise = torch.cat([torch.randn(1, *buffers[i].shape[1:], generator=generators[i]) for i in active])
+        for i, frame in zip(active, sample(batch, noise.to(device)).cpu()):
+            buffers[i][offsets[i] + step] = frame
+    return [b[o:] for b, o in zip(buffers, offsets)]
+
+
+class WorldPackModel(CheckpointedModel):
+    name = "worldpack"
+    config_class, network_class, default_checkpoint = WorldPackConfig, WorldPack, DEFAULT_CHECKPOINT
+
+    def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0, **model_args: Any):
+        super().__init__(checkpoint, device, seed, **model_args)
+        self.codec, _ = load_autoencoder(self.step_dir, device)
+
     def rollout_batch(self, requests: list[RolloutRequest]) -> list[np.ndarray]:
         states = [self._start(r) for r in requests]
-        horizon = max(r.horizon for r in requests)
-        for step in range(horizon):
-            active = [s for s in states if step < s["request"].horizon]
-            current = [s["offset"] + step for s in active]
-            examples = [build_example(s["latents"], s["poses"], s["actions"], t, t - 1, self.config.layout,
-                                      self.config.retrieval, s["units"]) for s, t in zip(active, current)]
-            batch = {k: v.to(self.device) for k, v in collate(examples).items()}
-            noise = torch.cat([torch.randn(self.model.noise_shape(1), generator=s["generator"]) for s in active])
-            predicted = self.model.sample(batch, noise.to(self.device))
-            for s, t, latent in zip(active, current, predicted):
-                s["latents"][t] = latent
-        return [self.codec.decode(s["latents"][s["offset"]:]) for s in states]
+        buffers = [s["latents"] for s in states]
+
+        def conditioning(i: int, t: int) -> dict[str, torch.Tensor]:
+            s = states[i]  # the context exactly as in training: recent frames plus memories retrieved at pose t
+            return build_example(buffers[i], s["poses"], s["actions"], t, t - 1, self.config.layout,
+                                 self.config.retrieval, s["units"])
+
+        predicted = lockstep_rollout(buffers, [s["offset"] for s in states], [r.seed for r in requests],
+                                     conditioning, self.model.sample, self.device)
+        return [self.codec.decode(latents) for latents in predicted]
 
     def _start(self, request: RolloutRequest) -> dict[str, Any]:
         width = request.context_actions.shape[1]
@@ -77,12 +122,9 @@ class WorldPackModel(WorldModel):
         return {"request": request, "offset": len(context), "latents": latents,
                 "poses": np.concatenate([request.context_poses, request.target_poses]),
                 "actions": np.concatenate([request.context_actions, request.target_actions]),
-                "units": float(request.meta.get("units_per_block", 1.0)),
-                "generator": torch.Generator().manual_seed(request.seed)}
+                "units": float(request.meta.get("units_per_block", 1.0))}
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "checkpoint": str(self.step_dir), "variant": self.config.variant,
+        return {**super().describe(), "variant": self.config.variant,
                 "context_frames": self.config.layout.frames, "effective_context": self.model.effective_context(),
-                "retrieval": self.config.retrieval.to_dict(), **self.sampler_args,
-                "image_size": self.codec.image_size,
-                "trained_steps": self.saved["step"], "data": self.saved["data"]}
+                "retrieval": self.config.retrieval.to_dict(), "image_size": self.codec.image_size}
