@@ -26,7 +26,6 @@ import random
 import re
 import shutil
 import subprocess
-import tarfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -128,19 +127,6 @@ def checkpoint_sha256(path: str | None) -> str | None:
 # ---------------------------------------------------------------------------------------------------- selection
 
 
-def _read_metas(shard: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(key, meta) of each sample in a shard, reading only the small meta.json members (frames are skipped)."""
-    try:
-        with tarfile.open(shard) as tar:
-            for member in tar:
-                directory, _, base = member.name.rpartition("/")
-                key, _, suffix = base.partition(".")
-                if member.isfile() and suffix == "meta.json":
-                    yield (f"{directory}/{key}" if directory else key), json.loads(tar.extractfile(member).read())
-    except (tarfile.TarError, EOFError, json.JSONDecodeError) as err:
-        raise EvaluationError(f"{shard}: not a readable shard ({err})") from None
-
-
 def select_trajectories(data: Path, splits: list[str], tasks: list[str] | None = None,
                         ranges: list[int] | None = None, limit: int | None = None) -> tuple[list[Item], int]:
     """The deterministic trajectory list (manifest order) of `splits`, filtered by task and range, and the count
@@ -161,9 +147,10 @@ def select_trajectories(data: Path, splits: list[str], tasks: list[str] | None =
     for split in splits:
         for shard in manifest["splits"][split]["shards"]:
             path = resolve_within(data, shard["path"], "shard path")
-            for key, meta in _read_metas(path):
+            for sample in iter_tar_samples(path, fields={"meta.json"}):  # frames are not read here
+                meta = json.loads(sample["meta.json"])
                 if (tasks is None or meta["task"] in tasks) and (ranges is None or int(meta["range"]) in ranges):
-                    items.append(Item(len(items), key, path, meta))
+                    items.append(Item(len(items), sample["__key__"], path, meta))
     if not items:
         raise EvaluationError(f"{data}: no trajectory of split {splits} matches tasks {tasks} and ranges {ranges}")
     return items[:limit], len(items)

@@ -103,8 +103,10 @@ def decode_sample(sample: dict[str, Any], where: str = "") -> Trajectory:
 # ---------------------------------------------------------------------------------------------------- reading
 
 
-def iter_tar_samples(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Group a webdataset tar's members into samples, splitting each name at the first dot of its basename."""
+def iter_tar_samples(path: str | Path, fields: set[str] | None = None) -> Iterator[dict[str, Any]]:
+    """Group a webdataset tar's members into samples, splitting each name at the first dot of its basename.
+
+    With `fields`, only those members are read (e.g. {"meta.json"} to list trajectories without their frames)."""
     sample: dict[str, Any] = {}
     try:
         with tarfile.open(path) as tar:
@@ -113,7 +115,7 @@ def iter_tar_samples(path: str | Path) -> Iterator[dict[str, Any]]:
                     continue
                 directory, _, base = member.name.rpartition("/")
                 key, dot, field = base.partition(".")
-                if not dot:
+                if not dot or (fields is not None and field not in fields):
                     continue
                 key = f"{directory}/{key}" if directory else key
                 if sample and sample["__key__"] != key:
