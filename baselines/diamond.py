@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.common import Preset, get_preset, loop_config
+from baselines.common import Preset, get_preset
 from worldpack.world_model import CheckpointedModel, lockstep_rollout
 from loopnav_bench.console import ProgressFn
 from loopnav_bench.models import RolloutRequest
@@ -46,7 +46,7 @@ from loopnav_bench.schema import ACTION_LAYOUTS, Trajectory
 from worldpack.autoencoder import frames_to_tensor, tensor_to_frames
 from worldpack.data import data_identity, load_split
 from worldpack.diffusion import EDM, EDMConfig
-from worldpack.train import TrainOptions, fit
+from worldpack.train import TrainOptions, fit, loop_config
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "diamond-tiny"
 
@@ -351,8 +351,9 @@ def train_diamond(options: TrainOptions, progress: ProgressFn | None = None) -> 
     run_config = {"model": "diamond", "config": config.to_dict(), "preset": options.preset, "action_layout": layout,
                   "action_bits": action_mapping(layout).names(), "data": data_identity(options.data)}
     torch.manual_seed(options.seed)  # initialisation; every training step reseeds itself
-    return fit(Diamond(config), FrameBatches(trajectories, config), loop_config(options, preset), options.output_dir,
-               run_config, device=options.device, resume=options.resume, progress=progress, description="diamond")
+    loop = loop_config(options, preset.steps, preset.batch_size, preset.lr, preset.ema_decay)
+    return fit(Diamond(config), FrameBatches(trajectories, config), loop, options.output_dir, run_config,
+               device=options.device, resume=options.resume, progress=progress, description="diamond")
 
 # ------------------------------------------------------------------------------------------------ rollout
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from loopnav_bench.models import RolloutRequest, WorldModel
-from loopnav_bench.schema import wrap_angle
+from loopnav_bench.schema import units_per_block, wrap_angle
 
 
 class CopyLastModel(WorldModel):
@@ -60,7 +60,7 @@ class NearestPoseModel(WorldModel):
     def nearest_context_index(self, request: RolloutRequest) -> np.ndarray:
         """For each target step, the index of the context frame with the nearest pose (latest one on ties)."""
         distance = pose_distance(request.context_poses, request.target_poses,
-                                 float(request.meta.get("units_per_block", 1.0)), self.yaw_weight, self.pitch_weight)
+                                 units_per_block(request.meta), self.yaw_weight, self.pitch_weight)
         latest_first = distance[:, ::-1]
         return distance.shape[1] - 1 - np.argmin(latest_first, axis=1)
 

@@ -25,7 +25,7 @@ trained on our frames (worldpack/autoencoder.py) instead of the SD VAE; sizes ar
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +33,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from baselines.common import Preset, get_preset, loop_config
+from baselines.common import Preset, get_preset
 from worldpack.world_model import CheckpointedModel, lockstep_rollout
 from loopnav_bench.console import ProgressFn
 from loopnav_bench.models import RolloutRequest
-from loopnav_bench.schema import Trajectory, wrap_angle
+from loopnav_bench.schema import Trajectory, units_per_block, wrap_angle
 from worldpack.cdit import CDiT, TimestepEmbedder
-from worldpack.data import EncodedTrajectory, data_identity, encode_trajectories, load_split
+from worldpack.data import EncodedTrajectory
 from worldpack.diffusion import EDM, EDMConfig
-from worldpack.train import TrainOptions, fit, load_autoencoder, train_autoencoder
+from worldpack.train import TrainOptions, fit, latent_data, load_autoencoder, loop_config
 
 ACTION_MIN = np.array([-2.5, -4.0])  # NWM's action_stats for (dx, dy) in waypoint spacings
 ACTION_MAX = np.array([5.0, 4.0])
@@ -96,7 +96,7 @@ def goal_action(current: np.ndarray, goal: np.ndarray, units_per_block: float, s
 
 def waypoint_spacing(trajectories: list[Trajectory]) -> float:
     """Mean planar distance between consecutive frames, in blocks (NWM's metric_waypoint_spacing, measured)."""
-    steps = [np.linalg.norm(np.diff(t.poses[:, :2], axis=0), axis=1) / float(t.meta.get("units_per_block", 1.0))
+    steps = [np.linalg.norm(np.diff(t.poses[:, :2], axis=0), axis=1) / units_per_block(t.meta)
              for t in trajectories]
     mean = float(np.concatenate(steps).mean())
     if not mean > 0:
@@ -211,24 +211,18 @@ def train_nwm(options: TrainOptions, progress: ProgressFn | None = None) -> Path
     if options.variant != "full":
         raise ValueError(f"--variant {options.variant!r} applies to worldpack only; NWM has a fixed 4-frame context")
     preset = get_preset(PRESETS, options.preset, "nwm")
-    trajectories = load_split(options.data, progress=progress)
-    ae_path = options.autoencoder
-    if ae_path is None:
-        stage = replace(options, output_dir=options.output_dir / "autoencoder", steps=options.autoencoder_steps,
-                        batch_size=None, lr=None)
-        ae_path = train_autoencoder(stage, progress, trajectories)
-    codec, codec_spec = load_autoencoder(ae_path)
-    encoded = encode_trajectories(trajectories, codec.encode, progress)
-    latent = encoded[0].latents.shape
+    data = latent_data(options, progress)
+    latent = data.encoded[0].latents.shape
     config = NWMConfig(latent_channels=latent[1], latent_size=latent[-1],
-                       waypoint_spacing=waypoint_spacing(trajectories), **preset.model)
+                       waypoint_spacing=waypoint_spacing(data.trajectories), **preset.model)
     torch.manual_seed(options.seed)  # initialisation; every training step reseeds itself
     model = NWM(config)
-    run_config = {"model": "nwm", "config": config.to_dict(), "preset": options.preset, "autoencoder": codec_spec,
-                  "action_layout": trajectories[0].meta["action_layout"], "data": data_identity(options.data)}
-    extra = {"autoencoder.safetensors": codec.state_dict()} if codec_spec["kind"] == "ours" else {}
-    return fit(model, GoalBatches(encoded, config), loop_config(options, preset), options.output_dir, run_config,
-               device=options.device, resume=options.resume, extra_files=extra, progress=progress, description="nwm")
+    run_config = {"model": "nwm", "config": config.to_dict(), "preset": options.preset, "autoencoder": data.codec_spec,
+                  "action_layout": data.trajectories[0].meta["action_layout"], "data": data.identity}
+    loop = loop_config(options, preset.steps, preset.batch_size, preset.lr, preset.ema_decay)
+    return fit(model, GoalBatches(data.encoded, config), loop, options.output_dir, run_config,
+               device=options.device, resume=options.resume, extra_files=data.extra_files, progress=progress,
+               description="nwm")
 
 
 class NWMModel(CheckpointedModel):
@@ -246,7 +240,7 @@ class NWMModel(CheckpointedModel):
         """One frame per step, the goal always the next frame; see `lockstep_rollout`."""
         latents = [self._latents(r) for r in requests]
         poses = [np.concatenate([r.context_poses, r.target_poses]) for r in requests]
-        units = [float(r.meta.get("units_per_block", 1.0)) for r in requests]
+        units = [units_per_block(r.meta) for r in requests]
 
         def conditioning(i: int, goal: int) -> dict[str, torch.Tensor]:
             action = goal_action(poses[i][goal - 1], poses[i][goal], units[i], self.config.waypoint_spacing)

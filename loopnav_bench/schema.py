@@ -76,6 +76,11 @@ def wrap_angle(angle: np.ndarray | float) -> np.ndarray | float:
     return float(wrapped) if np.ndim(angle) == 0 else wrapped
 
 
+def units_per_block(meta: dict[str, Any]) -> float:
+    """How many of a trajectory's position units make one Minecraft block (1 when the source does not say)."""
+    return float(meta.get("units_per_block", 1.0))
+
+
 def make_key(*parts: Any) -> str:
     """A webdataset-safe sample key: no dots (webdataset splits the key at the first dot), no spaces."""
     key = "_".join(str(p) for p in parts if p not in (None, ""))

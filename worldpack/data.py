@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from loopnav_bench.console import ProgressFn
-from loopnav_bench.schema import Trajectory
+from loopnav_bench.schema import Trajectory, units_per_block
 from loopnav_bench.shards import load_manifest, manifest_hash, read_trajectories
 from worldpack.autoencoder import frames_to_tensor
 from worldpack.context import ContextLayout, build_example, collate
@@ -45,10 +45,6 @@ def data_identity(data: str | Path, split: str = "train") -> dict[str, str]:
     return {"path": str(data), "split": split, "source": manifest["source"], "manifest_hash": manifest_hash(data)}
 
 
-def units_per_block(traj: Trajectory) -> float:
-    return float(traj.meta.get("units_per_block", 1.0))
-
-
 class ImageBatches:
     """Random frames, resized once to the autoencoder's size and kept as uint8."""
 
@@ -74,7 +70,7 @@ def encode_trajectories(trajectories: list[Trajectory], encode: Callable[[np.nda
     out = []
     for i, traj in enumerate(trajectories):
         latents = torch.cat([encode(traj.frames[s:s + chunk]).cpu() for s in range(0, len(traj), chunk)])
-        out.append(EncodedTrajectory(latents, traj.poses, traj.actions, units_per_block(traj)))
+        out.append(EncodedTrajectory(latents, traj.poses, traj.actions, units_per_block(traj.meta)))
         if progress:
             progress("encode frames", i + 1, len(trajectories))
     return out

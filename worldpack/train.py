@@ -19,7 +19,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,7 +31,8 @@ from loopnav_bench.console import ProgressFn
 from loopnav_bench.schema import Trajectory
 from worldpack import checkpoint as ckpt
 from worldpack.autoencoder import Autoencoder, AutoencoderConfig, DiffusersAutoencoder
-from worldpack.data import BatchBuilder, ContextBatches, ImageBatches, data_identity, encode_trajectories, load_split
+from worldpack.data import (BatchBuilder, ContextBatches, EncodedTrajectory, ImageBatches, data_identity,
+                            encode_trajectories, load_split)
 from worldpack.model import WorldPack, WorldPackConfig
 from worldpack.presets import get_preset
 from worldpack.retrieval import RETRIEVAL_PRESETS
@@ -237,9 +238,11 @@ def fit(model: nn.Module, batches: BatchBuilder, loop: LoopConfig, output_dir: P
 # ------------------------------------------------------------------------------------------------ trainers
 
 
-def _loop_config(options: TrainOptions, steps: int, batch_size: int, lr: float) -> LoopConfig:
+def loop_config(options: TrainOptions, steps: int, batch_size: int, lr: float,
+                ema_decay: float = LoopConfig.ema_decay) -> LoopConfig:
+    """A model's default loop settings, with the command line's overrides."""
     return LoopConfig(steps=options.steps or steps, batch_size=options.batch_size or batch_size, lr=options.lr or lr,
-                      seed=options.seed, save_every=options.save_every)
+                      seed=options.seed, ema_decay=ema_decay, save_every=options.save_every)
 
 
 def train_autoencoder(options: TrainOptions, progress: ProgressFn | None = None,
@@ -251,7 +254,7 @@ def train_autoencoder(options: TrainOptions, progress: ProgressFn | None = None,
     model = Autoencoder(preset.autoencoder)
     run_config = {"model": "autoencoder", "config": preset.autoencoder.to_dict(), "preset": options.preset,
                   "data": data_identity(options.data)}
-    loop = _loop_config(options, preset.autoencoder_steps, preset.batch_size, 1e-3)
+    loop = loop_config(options, preset.autoencoder_steps, preset.batch_size, 1e-3)
     return fit(model, ImageBatches(trajectories, preset.autoencoder.image_size), loop, options.output_dir, run_config,
                device=options.device, resume=options.resume, progress=progress, description="autoencoder")
 
@@ -279,29 +282,45 @@ def load_autoencoder(path: Path, device: str | torch.device = "cpu") -> tuple[Au
     return model.to(device).eval(), {"kind": "ours", "config": config}
 
 
-def train_worldpack(options: TrainOptions, progress: ProgressFn | None = None) -> Path:
-    """Stage 2 (stage 1 first, into output_dir/autoencoder, unless --autoencoder is given): the diffusion model."""
-    preset = get_preset(options.preset)
+@dataclass
+class LatentData:
+    """The train split in a model's latent space: where every latent-space trainer (WorldPack, NWM) starts."""
+
+    trajectories: list[Trajectory]
+    encoded: list[EncodedTrajectory]
+    codec_spec: dict[str, Any]                   # recorded in the run config: which latent space
+    extra_files: dict[str, dict[str, torch.Tensor]]  # our autoencoder's weights travel inside every checkpoint
+    identity: dict[str, Any]                     # data_identity of the train split
+
+
+def latent_data(options: TrainOptions, progress: ProgressFn | None = None) -> LatentData:
+    """Stage 1 (the autoencoder, into output_dir/autoencoder) unless --autoencoder names one, then the train split
+    encoded with it on the training device."""
     trajectories = load_split(options.data, progress=progress)
     ae_path = options.autoencoder
     if ae_path is None:
-        stage = {"output_dir": options.output_dir / "autoencoder", "steps": options.autoencoder_steps,
-                 "batch_size": None, "lr": None}
-        ae_path = train_autoencoder(TrainOptions(**{**asdict(options), **stage}), progress, trajectories)
-    device = _Distributed.start(options.device).device
-    codec, codec_spec = load_autoencoder(ae_path, device)
+        stage = replace(options, output_dir=options.output_dir / "autoencoder", steps=options.autoencoder_steps,
+                        batch_size=None, lr=None)
+        ae_path = train_autoencoder(stage, progress, trajectories)
+    codec, codec_spec = load_autoencoder(ae_path, _Distributed.start(options.device).device)
     encoded = encode_trajectories(trajectories, codec.encode, progress)
-    source = data_identity(options.data)["source"]
-    latent = encoded[0].latents.shape
-    config = WorldPackConfig(latent_channels=latent[1], latent_size=latent[-1], action_dim=trajectories[0].actions.shape[1],
-                             variant=options.variant, retrieval=RETRIEVAL_PRESETS.get(source, RETRIEVAL_PRESETS["paper"]),
-                             **preset.model)
+    extra = {"autoencoder.safetensors": codec.state_dict()} if codec_spec["kind"] == "ours" else {}
+    return LatentData(trajectories, encoded, codec_spec, extra, data_identity(options.data))
+
+
+def train_worldpack(options: TrainOptions, progress: ProgressFn | None = None) -> Path:
+    """Stage 2 (after `latent_data`'s stage 1): the diffusion model."""
+    preset = get_preset(options.preset)
+    data = latent_data(options, progress)
+    latent, first = data.encoded[0].latents.shape, data.trajectories[0]
+    retrieval = RETRIEVAL_PRESETS.get(data.identity["source"], RETRIEVAL_PRESETS["paper"])
+    config = WorldPackConfig(latent_channels=latent[1], latent_size=latent[-1], action_dim=first.actions.shape[1],
+                             variant=options.variant, retrieval=retrieval, **preset.model)
     torch.manual_seed(options.seed)
     model = WorldPack(config)
-    batches = ContextBatches(encoded, config.layout, config.retrieval, config.max_time_shift)
-    run_config = {"model": "worldpack", "config": config.to_dict(), "preset": options.preset, "autoencoder": codec_spec,
-                  "action_layout": trajectories[0].meta["action_layout"], "data": data_identity(options.data)}
-    extra = {"autoencoder.safetensors": codec.state_dict()} if codec_spec["kind"] == "ours" else {}
-    loop = _loop_config(options, preset.steps, preset.batch_size, preset.lr)
+    batches = ContextBatches(data.encoded, config.layout, config.retrieval, config.max_time_shift)
+    run_config = {"model": "worldpack", "config": config.to_dict(), "preset": options.preset,
+                  "autoencoder": data.codec_spec, "action_layout": first.meta["action_layout"], "data": data.identity}
+    loop = loop_config(options, preset.steps, preset.batch_size, preset.lr)
     return fit(model, batches, loop, options.output_dir, run_config, device=options.device, resume=options.resume,
-               extra_files=extra, progress=progress, description=f"worldpack ({options.variant})")
+               extra_files=data.extra_files, progress=progress, description=f"worldpack ({options.variant})")

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from loopnav_bench.models import RolloutRequest, WorldModel
+from loopnav_bench.schema import units_per_block
 from worldpack import checkpoint as ckpt
 from worldpack.context import build_example, collate
 from worldpack.model import WorldPack, WorldPackConfig
@@ -117,12 +118,12 @@ class WorldPackModel(CheckpointedModel):
             raise ValueError(f"trajectory {request.id!r}: actions have {width} components "
                              f"({request.meta.get('action_layout')}), but {self.step_dir} was trained on "
                              f"{self.config.action_dim} ({self.saved.get('action_layout')})")
-        context = self.codec.encode(request.context_frames)
+        context = self.codec.encode(request.context_frames).cpu()  # lockstep_rollout's buffers live on the CPU
         latents = torch.cat([context, context.new_zeros((request.horizon, *context.shape[1:]))])
         return {"request": request, "offset": len(context), "latents": latents,
                 "poses": np.concatenate([request.context_poses, request.target_poses]),
                 "actions": np.concatenate([request.context_actions, request.target_actions]),
-                "units": float(request.meta.get("units_per_block", 1.0))}
+                "units": units_per_block(request.meta)}
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "variant": self.config.variant,
