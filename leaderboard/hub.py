@@ -116,10 +116,8 @@ this grouping (and marks numbers computed with unverified metric weights) when p
 """
 
 
-def build_commit(runs: list[Run], repo_id: str, existing_paths: Iterable[str] = (),
-                 allow_partial: bool = False) -> list[CommitFile]:
+def build_commit(files: list[CommitFile], repo_id: str, existing_paths: Iterable[str] = ()) -> list[CommitFile]:
     """Every file of the commit: the runs' files and a card listing them together with `existing_paths` in the repo."""
-    files = run_files(runs, allow_partial)
     card = dataset_card(repo_id, [*existing_paths, *(f.path_in_repo for f in files)])
     return [*files, CommitFile(CARD_PATH, card.encode())]
 
@@ -151,7 +149,7 @@ def push(runs: list[Run], repo_id: str, *, api: Any = None, private: bool = Fals
     """
     from huggingface_hub import CommitOperationAdd, HfApi, get_token, is_offline_mode
 
-    run_files(runs, allow_partial)  # refuse incomplete runs before touching the network
+    files = run_files(runs, allow_partial)  # refuses incomplete runs before touching the network
     if is_offline_mode():
         raise PushError("HF_HUB_OFFLINE is set, so nothing can be pushed; unset it, or use --dry-run DIR to write "
                         "the commit to a folder")
@@ -162,7 +160,7 @@ def push(runs: list[Run], repo_id: str, *, api: Any = None, private: bool = Fals
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         head = api.repo_info(repo_id, repo_type="dataset").sha
         existing = api.list_repo_files(repo_id, repo_type="dataset", revision=head)
-        files = build_commit(runs, repo_id, existing, allow_partial)
+        files = build_commit(files, repo_id, existing)
         _refuse_token_leak(files)
         models = ", ".join(sorted({r.model for r in runs}))
         return api.create_commit(

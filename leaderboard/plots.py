@@ -19,7 +19,7 @@ from leaderboard.bootstrap import BootstrapSpec, mean_ci
 from leaderboard.results import Group, Run, range_order
 from leaderboard.table import DAGGER, SET_METRIC, metric_direction
 from loopnav_bench.fileio import atomic_path
-from loopnav_bench.metrics.aggregate import CAPS
+from loopnav_bench.metrics import cap_values
 
 
 def end_aligned(series: list[list[float]]) -> np.ndarray:
@@ -32,8 +32,7 @@ def _curves(run: Run, split: str, task: str, range_: str, metric: str) -> np.nda
     series = [r["metrics"][metric] for r in run.cell_rows(split, task, range_) if r["metrics"].get(metric)]
     if not series:
         return None
-    values = end_aligned(series)
-    return np.minimum(values, CAPS[metric]) if metric in CAPS else values  # PSNR of identical frames is +inf
+    return cap_values(metric, end_aligned(series))  # PSNR of identical frames is capped as in the table
 
 
 def plot_group(group: Group, metrics: list[str], out_dir: Path, spec: BootstrapSpec = BootstrapSpec()) -> list[Path]:

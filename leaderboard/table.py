@@ -24,9 +24,9 @@ from rich.text import Text
 
 from leaderboard.bootstrap import BootstrapSpec, mean_ci
 from leaderboard.results import Group, ResultsError, Run, range_order
-from loopnav_bench.metrics import trajectory_mean
+from loopnav_bench.metrics import FRAME_METRICS, trajectory_mean
 
-METRIC_ORDER = ("ssim", "psnr", "lpips", "dreamsim")  # per-frame metrics, as the papers order them
+METRIC_ORDER = FRAME_METRICS  # per-frame metrics, in the papers' order
 SET_METRIC = "fvd"
 DAGGER = "†"
 

@@ -265,7 +265,7 @@ def leaderboard(
 
     from leaderboard.plots import plot_leaderboard
     from leaderboard.results import ResultsError, group_runs, load_runs
-    from leaderboard.table import FORMATS, build_leaderboard
+    from leaderboard.table import FORMATS, available_metrics, build_leaderboard
 
     if results is None:
         fail("--results DIR is required (a directory written by `loopnav evaluate`)")
@@ -274,7 +274,7 @@ def leaderboard(
     try:
         groups = group_runs(load_runs(results))
         board = build_leaderboard(groups, _csv(metric))
-        written = plot_leaderboard(groups, [*board.tables[0].metrics], plot) if plot else []
+        written = plot_leaderboard(groups, _csv(metric) or available_metrics(groups), plot) if plot else []
     except (ResultsError, FileNotFoundError) as err:
         fail(str(err))
     rendered = FORMATS[format](board)
@@ -296,13 +296,13 @@ def leaderboard_push(
     allow_partial: bool = typer.Option(False, "--allow-partial", help="Also push runs that evaluated fewer trajectories than selected."),
 ) -> None:
     """Upload results and per-trajectory rows to a Hub dataset repo in one commit, with a dataset card."""
-    from leaderboard.hub import PushError, build_commit, push, write_tree
+    from leaderboard.hub import PushError, build_commit, push, run_files, write_tree
     from leaderboard.results import ResultsError, load_runs
 
     try:
         runs = load_runs(results)
         if dry_run is not None:
-            written = write_tree(build_commit(runs, repo_id, allow_partial=allow_partial), dry_run)
+            written = write_tree(build_commit(run_files(runs, allow_partial), repo_id), dry_run)
             console.print(f"[green]dry run:[/] wrote {len(written)} files of the commit to {dry_run} (nothing uploaded)")
             return
         info = push(runs, repo_id, private=private, create_pr=create_pr, allow_partial=allow_partial)

@@ -421,7 +421,7 @@ def _merge(job: Job, world_size: int) -> Outcome:
         "fvd": _fvd_per_split(job),
         "higher_is_better": {name: HIGHER_IS_BETTER[name] for name in job.scorer.status},
         "metrics": job.scorer.status,
-        "weights_status": weights_status(),
+        "weights_status": weights_status(job.scorer.status),  # only the files of the metrics this run used
         "eval_size": list(job.scorer.eval_size) if job.scorer.eval_size else "native",
         "resize_filter": RESIZE_FILTER,
         "protocol": {"version": PROTOCOL_VERSION, "schema_version": SCHEMA_VERSION,
