@@ -76,7 +76,7 @@ class CDiTBlock(nn.Module):
     def __init__(self, hidden: int, heads: int, mlp_ratio: float = 4.0):
         super().__init__()
         norm = lambda: nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)  # noqa: E731
-        self.norm_self, self.norm_context, self.norm_cross, self.norm_mlp = norm(), norm(), norm(), norm()
+        self.norm_self, self.norm_cross, self.norm_mlp = norm(), norm(), norm()
         self.self_attn, self.cross_attn = Attention(hidden, heads), Attention(hidden, heads)
         width = int(hidden * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(hidden, width), nn.GELU(approximate="tanh"), nn.Linear(width, hidden))
@@ -85,11 +85,12 @@ class CDiTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, c: torch.Tensor, rope_x, rope_context,
                 context_mask: torch.Tensor | None) -> torch.Tensor:
+        """`context` comes layer-normalised (CDiT does it once: it is the same in every block)."""
         (shift_sa, scale_sa, gate_sa, shift_ctx, scale_ctx, shift_ca, scale_ca, gate_ca,
          shift_mlp, scale_mlp, gate_mlp) = self.ada_ln(c).chunk(11, dim=-1)
         h = modulate(self.norm_self(x), shift_sa, scale_sa)
         x = x + gate_sa[:, None] * self.self_attn(h, h, rope_x, rope_x)
-        kv = modulate(self.norm_context(context), shift_ctx, scale_ctx)
+        kv = modulate(context, shift_ctx, scale_ctx)
         h = modulate(self.norm_cross(x), shift_ca, scale_ca)
         x = x + gate_ca[:, None] * self.cross_attn(h, kv, rope_x, rope_context, context_mask)
         return x + gate_mlp[:, None] * self.mlp(modulate(self.norm_mlp(x), shift_mlp, scale_mlp))
@@ -118,6 +119,7 @@ class CDiT(nn.Module):
         super().__init__()
         self.rope = TemporalRoPE(hidden // heads, rope_theta)
         self.blocks = nn.ModuleList(CDiTBlock(hidden, heads, mlp_ratio) for _ in range(depth))
+        self.norm_context = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)  # no weights: shared by blocks
         self.final = FinalLayer(hidden, out_features)
         self.initialize_weights()
 
@@ -137,6 +139,7 @@ class CDiT(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor, c: torch.Tensor, x_time: torch.Tensor,
                 context_time: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
         rope_x, rope_context = self.rope.tables(x_time), self.rope.tables(context_time)
+        context = self.norm_context(context)
         for block in self.blocks:
             x = block(x, context, c, rope_x, rope_context, context_mask)
         return self.final(x, c)
