@@ -36,6 +36,7 @@ from loopnav_bench.schema import ACTION_LAYOUTS
 from worldpack.context import VARIANTS
 from worldpack.data import ContextBatches, EncodedTrajectory
 from worldpack.model import WorldPack, WorldPackConfig
+from worldpack.packing import tokens_per_frame
 from worldpack.presets import PRESETS, get_preset
 from worldpack.retrieval import RETRIEVAL_PRESETS
 from worldpack.train import LoopConfig, fit
@@ -68,10 +69,9 @@ def synthetic_trajectories(config: WorldPackConfig, seed: int) -> list[EncodedTr
 
 
 def tokens_per_example(config: WorldPackConfig) -> tuple[int, int]:
-    """(target tokens, context tokens) of one training example: a slot at kernel k gives (latent / k)² tokens."""
-    target = (config.latent_size // config.patch) ** 2
-    context = sum((config.latent_size // kernel) ** 2 for kernel in config.kernels)
-    return target, context
+    """(target tokens, context tokens) of one training example, counted as the model patchifies (padded)."""
+    grid = (config.latent_size, config.latent_size)
+    return tokens_per_frame(grid, config.patch), sum(tokens_per_frame(grid, kernel) for kernel in config.kernels)
 
 
 def flops_per_step(model: WorldPack, batch: dict[str, torch.Tensor], device: torch.device) -> int:

@@ -29,6 +29,7 @@ import torch
 from loopnav_bench.fileio import write_json_atomic
 from worldpack.context import build_example, collate
 from worldpack.model import WorldPack, WorldPackConfig
+from worldpack.packing import tokens_per_frame
 from worldpack.presets import get_preset
 from worldpack.retrieval import VIZDOOM_PARAMS
 
@@ -88,7 +89,7 @@ def measure(variant: str, preset: str, device: str, batch: int, repeats: int) ->
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
     return {"variant": variant, "context_frames": config.layout.frames, "effective_context": model.effective_context(),
-            "target_tokens": (config.latent_size // config.patch) ** 2, "context_tokens": context_tokens,
+            "target_tokens": tokens_per_frame((config.latent_size, config.latent_size), config.patch), "context_tokens": context_tokens,
             "denoiser_ms": denoiser_ms, "frame_ms": frame_ms, "evaluations_per_frame": 2 * config.edm.steps - 1,
             "peak_memory_mb": peak / 2**20, "parameters": sum(p.numel() for p in model.parameters())}
 
