@@ -8,7 +8,7 @@ to cond/4 channels and the four are concatenated; EDM preconditioning with σ_da
 log σ ~ N(-0.4, 1.2²), sampling with 3 Euler steps on the Karras schedule (σ 5 → 2e-3, ρ 7), and every generated
 frame quantised to 8 bits before it becomes context. It works on pixels, with no autoencoder: `small` at the data's
 resolution (64×64 for ViZDoom), `tiny` at 32×32, the image size of the tiny WorldPack and NWM autoencoder.
-The EDM code is the one shared with WorldPack and NWM (worldpack/diffusion.py); DIAMOND's offset noise (σ_offset 0.3)
+The EDM code is the one shared with WorldPack and NWM (modelkit/diffusion.py); DIAMOND's offset noise (σ_offset 0.3)
 and its context-noise augmentation are not used.
 
 Pairing: actions[i] is the control that produced frame i (schema, all sources). To predict frame t from frames
@@ -38,15 +38,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.common import Preset, get_preset
-from worldpack.world_model import CheckpointedModel, lockstep_rollout
-from loopnav_bench.console import ProgressFn
 from loopnav_bench.models import RolloutRequest
-from loopnav_bench.schema import ACTION_LAYOUTS, Trajectory
-from worldpack.autoencoder import frames_to_tensor, tensor_to_frames
-from worldpack.data import data_identity, load_split
-from worldpack.diffusion import EDM, EDMConfig
-from worldpack.train import TrainOptions, fit, loop_config
+from loopnav_bench.schema import ACTION_LAYOUTS
+from modelkit.adapter import CheckpointedModel, lockstep_rollout, rollout_buffer
+from modelkit.autoencoder import frames_to_tensor, tensor_to_frames
+from modelkit.diffusion import EDM, EDMConfig
+from modelkit.presets import Preset
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "diamond-tiny"
 
@@ -304,58 +301,10 @@ def quantise(frames: torch.Tensor) -> torch.Tensor:
     """[-1, 1] floats rounded to the nearest of the 256 values uint8 pixels can take."""
     return ((frames + 1) * 127.5).round() / 127.5 - 1
 
-# ------------------------------------------------------------------------------------------------ training
-
-
 def step_window(t: int, context: int) -> tuple[np.ndarray, np.ndarray]:
     """Frame indices t-K … t-1 and action indices t-K+1 … t for predicting frame t (clamped at the first frame)."""
     frames = np.maximum(np.arange(t - context, t), 0)
     return frames, frames + 1
-
-
-class FrameBatches:
-    """Random (trajectory, frame t ≥ context) pairs: pixels resized once to the model's size and kept as uint8."""
-
-    def __init__(self, trajectories: list[Trajectory], config: DiamondConfig):
-        mapping = action_mapping(config.action_layout)
-        self.context = config.context
-        self.frames = [frames_to_tensor(t.frames, config.image_size).add(1).mul(127.5).round().byte()
-                       for t in trajectories]
-        self.actions = [torch.from_numpy(mapping(t.actions)) for t in trajectories]
-        lengths = np.array([max(len(f) - self.context, 0) for f in self.frames], dtype=np.float64)
-        if lengths.sum() == 0:
-            raise ValueError(f"no trajectory is longer than the {self.context}-frame context")
-        self.weights = lengths / lengths.sum()
-
-    def __call__(self, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
-        context, actions, target = [], [], []
-        for i in rng.choice(len(self.frames), size=batch_size, p=self.weights):
-            t = int(rng.integers(self.context, len(self.frames[i])))
-            frame_index, action_index = (torch.from_numpy(a) for a in step_window(t, self.context))
-            context.append(self.frames[i][frame_index])
-            actions.append(self.actions[i][action_index])
-            target.append(self.frames[i][t])
-        to_float = lambda x: torch.stack(x).float() / 127.5 - 1  # noqa: E731
-        return {"context": to_float(context), "actions": torch.stack(actions), "target": to_float(target)}
-
-
-def train_diamond(options: TrainOptions, progress: ProgressFn | None = None) -> Path:
-    """`loopnav train --model diamond`: the denoiser on the train split's pixels at the data's resolution."""
-    if options.variant != "full" or options.autoencoder is not None:
-        raise ValueError("DIAMOND works in pixel space with a fixed 4-frame context: --variant and --autoencoder "
-                         "do not apply")
-    preset = get_preset(PRESETS, options.preset, "diamond")
-    trajectories = load_split(options.data, progress=progress)
-    layout = trajectories[0].meta["action_layout"]
-    config = DiamondConfig(**{"image_size": trajectories[0].frames.shape[1], "action_layout": layout, **preset.model})
-    run_config = {"model": "diamond", "config": config.to_dict(), "preset": options.preset, "action_layout": layout,
-                  "action_bits": action_mapping(layout).names(), "data": data_identity(options.data)}
-    torch.manual_seed(options.seed)  # initialisation; every training step reseeds itself
-    loop = loop_config(options, preset.steps, preset.batch_size, preset.lr, preset.ema_decay)
-    return fit(Diamond(config), FrameBatches(trajectories, config), loop, options.output_dir, run_config,
-               device=options.device, resume=options.resume, progress=progress, description="diamond")
-
-# ------------------------------------------------------------------------------------------------ rollout
 
 
 class DiamondModel(CheckpointedModel):
@@ -375,7 +324,7 @@ class DiamondModel(CheckpointedModel):
             if r.meta.get("action_layout") != self.config.action_layout:
                 raise ValueError(f"trajectory {r.id!r}: action layout {r.meta.get('action_layout')!r}, but "
                                  f"{self.step_dir} was trained on {self.config.action_layout!r}")
-        frames = [self._frames(r) for r in requests]
+        frames = [rollout_buffer(self._to_model, r) for r in requests]
         actions = [torch.from_numpy(self.mapping(np.concatenate([r.context_actions, r.target_actions])))
                    for r in requests]
 
@@ -387,11 +336,11 @@ class DiamondModel(CheckpointedModel):
                                      conditioning, self.model.sample, self.device)
         return [tensor_to_frames(p) for p in predicted]
 
-    def _frames(self, request: RolloutRequest) -> torch.Tensor:
-        """The context frames at the model's size, as 8-bit values in [-1, 1], then room for the predicted ones."""
-        context = quantise(frames_to_tensor(request.context_frames, self.config.image_size))
-        return torch.cat([context, context.new_zeros((request.horizon, *context.shape[1:]))])
+    def _to_model(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 frames at the model's size, as 8-bit values in [-1, 1] (what its predictions are too)."""
+        return quantise(frames_to_tensor(frames, self.config.image_size))
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "context_frames": self.config.context, "image_size": self.config.image_size, "action_layout": self.config.action_layout,
+        return {**super().describe(), "context_frames": self.config.context, "image_size": self.config.image_size,
+                "action_layout": self.config.action_layout,
                 "action_bits": self.mapping.names()}

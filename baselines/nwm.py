@@ -1,6 +1,6 @@
 """NWM, the Navigation World Model of Bar et al. 2025 (facebookresearch/nwm), as a LoopNav baseline.
 
-A CDiT (worldpack/cdit.py, the blocks WorldPack also uses) predicts the latent of a goal frame from the latents of
+A CDiT (modelkit/cdit.py, the blocks WorldPack also uses) predicts the latent of a goal frame from the latents of
 the 4 frames that end at the current one. What is NWM's own and kept here:
   - positions: one learned embedding per frame slot and per patch, `pos_embed [context + 1, patches, D]`
     (N(0, 0.02)); the context slots come first, the goal slot last. NWM has no RoPE: the shared blocks' temporal
@@ -17,9 +17,9 @@ the 4 frames that end at the current one. What is NWM's own and kept here:
   - rollout: one frame at a time (offset +1, rel_t = 1/128), the context a sliding window over real and predicted
     frames, the action the known pose of the next frame relative to the last one.
 
-Substituted: the diffusion is the shared few-step EDM (worldpack/diffusion.py, sampled with 3 Euler steps) instead
+Substituted: the diffusion is the shared few-step EDM (modelkit/diffusion.py, sampled with 3 Euler steps) instead
 of NWM's 1000-step DDPM with learned variance and 250 sampling steps; the latent space is a small autoencoder
-trained on our frames (worldpack/autoencoder.py) instead of the SD VAE; sizes are `tiny` (CPU) and `small`
+trained on our frames (modelkit/autoencoder.py) instead of the SD VAE; sizes are `tiny` (CPU) and `small`
 (WorldPack's small width and depth, so the two differ only in context; under 16 MB shipped in fp16).
 """
 
@@ -33,15 +33,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from baselines.common import Preset, get_preset
-from worldpack.world_model import CheckpointedModel, lockstep_rollout
-from loopnav_bench.console import ProgressFn
 from loopnav_bench.models import RolloutRequest
-from loopnav_bench.schema import Trajectory, units_per_block, wrap_angle
-from worldpack.cdit import CDiT, TimestepEmbedder
-from worldpack.data import EncodedTrajectory
-from worldpack.diffusion import EDM, EDMConfig
-from worldpack.train import TrainOptions, fit, latent_data, load_autoencoder, loop_config
+from loopnav_bench.schema import units_per_block, wrap_angle
+from modelkit.adapter import CheckpointedModel, lockstep_rollout, rollout_buffer
+from modelkit.autoencoder import load_autoencoder
+from modelkit.cdit import CDiT, TimestepEmbedder
+from modelkit.diffusion import EDM, EDMConfig
+from modelkit.presets import Preset
 
 ACTION_MIN = np.array([-2.5, -4.0])  # NWM's action_stats for (dx, dy) in waypoint spacings
 ACTION_MAX = np.array([5.0, 4.0])
@@ -77,10 +75,10 @@ class NWMConfig:
 PRESETS: dict[str, Preset] = {
     # trains on a CPU in minutes; a rollout only ever asks for the next frame, so goals stay close
     "tiny": Preset(model={"hidden": 96, "depth": 4, "heads": 4, "goal_offsets": (1, 4)}, steps=2500, batch_size=16,
-                   lr=3e-4, ema_decay=0.99),
+                   lr=3e-4, ema_decay=0.99, autoencoder="tiny"),
     # WorldPack's small width and depth; NWM's offsets of ±64 frames, past included
     "small": Preset(model={"hidden": 160, "depth": 8, "heads": 5, "goal_offsets": (-64, 64)}, steps=100_000,
-                    batch_size=64, lr=1e-4, ema_decay=0.9999),
+                    batch_size=64, lr=1e-4, ema_decay=0.9999, autoencoder="small"),
 }
 
 
@@ -92,16 +90,6 @@ def goal_action(current: np.ndarray, goal: np.ndarray, units_per_block: float, s
     normalised = 2 * (local - ACTION_MIN) / (ACTION_MAX - ACTION_MIN) - 1
     dyaw = wrap_angle(np.asarray(goal[..., 3], np.float64) - current[3])
     return np.concatenate([normalised, np.asarray(dyaw)[..., None]], axis=-1).astype(np.float32)
-
-
-def waypoint_spacing(trajectories: list[Trajectory]) -> float:
-    """Mean planar distance between consecutive frames, in blocks (NWM's metric_waypoint_spacing, measured)."""
-    steps = [np.linalg.norm(np.diff(t.poses[:, :2], axis=0), axis=1) / units_per_block(t.meta)
-             for t in trajectories]
-    mean = float(np.concatenate(steps).mean())
-    if not mean > 0:
-        raise ValueError("the training trajectories never move: the waypoint spacing would be 0")
-    return mean
 
 
 class ActionEmbedder(nn.Module):
@@ -168,63 +156,6 @@ def context_window(current: int, context: int) -> np.ndarray:
     return np.maximum(np.arange(current - context + 1, current + 1), 0)
 
 
-class GoalBatches:
-    """NWM training items: a context window ending at a random frame, and `goals_per_context` goals around it."""
-
-    def __init__(self, encoded: list[EncodedTrajectory], config: NWMConfig):
-        self.encoded, self.config = encoded, config
-        # the current frames that have at least one goal in range, per trajectory
-        self.currents = [np.array([c for c in range(config.context - 1, len(e.latents))
-                                   if len(self._offsets(c, len(e.latents)))]) for e in encoded]
-        counts = np.array([len(c) for c in self.currents], dtype=np.float64)
-        if counts.sum() == 0:
-            raise ValueError(f"no trajectory is long enough for a context of {config.context} frames and a goal")
-        self.weights = counts / counts.sum()
-
-    def _offsets(self, current: int, length: int) -> np.ndarray:
-        low, high = self.config.goal_offsets
-        offsets = np.arange(max(low, -current), min(high, length - 1 - current) + 1)
-        return offsets[offsets != 0]
-
-    def __call__(self, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
-        goals = self.config.goals_per_context
-        if batch_size % goals:
-            raise ValueError(f"batch size {batch_size} is not a multiple of goals_per_context {goals}")
-        items: dict[str, list[torch.Tensor]] = {"context": [], "target": [], "action": [], "rel_t": []}
-        for t in rng.choice(len(self.encoded), size=batch_size // goals, p=self.weights):
-            e = self.encoded[t]
-            current = int(rng.choice(self.currents[t]))
-            offsets = rng.choice(self._offsets(current, len(e.latents)), size=goals)
-            context = e.latents.index_select(0, torch.from_numpy(context_window(current, self.config.context)))
-            action = goal_action(e.poses[current], e.poses[current + offsets], e.units_per_block,
-                                 self.config.waypoint_spacing)
-            items["context"] += [context] * goals
-            items["target"].append(e.latents.index_select(0, torch.from_numpy(current + offsets)))
-            items["action"].append(torch.from_numpy(action))
-            items["rel_t"].append(torch.from_numpy(offsets / TIME_SCALE).float())
-        return {k: torch.stack(v) if k == "context" else torch.cat(v) for k, v in items.items()}
-
-
-def train_nwm(options: TrainOptions, progress: ProgressFn | None = None) -> Path:
-    """`loopnav train --model nwm`: the latent space first (as WorldPack's stage 1, into output_dir/autoencoder)
-    unless --autoencoder names one (pass worldpack/checkpoints/tiny to share WorldPack's), then the CDiT."""
-    if options.variant != "full":
-        raise ValueError(f"--variant {options.variant!r} applies to worldpack only; NWM has a fixed 4-frame context")
-    preset = get_preset(PRESETS, options.preset, "nwm")
-    data = latent_data(options, progress)
-    latent = data.encoded[0].latents.shape
-    config = NWMConfig(latent_channels=latent[1], latent_size=latent[-1],
-                       waypoint_spacing=waypoint_spacing(data.trajectories), **preset.model)
-    torch.manual_seed(options.seed)  # initialisation; every training step reseeds itself
-    model = NWM(config)
-    run_config = {"model": "nwm", "config": config.to_dict(), "preset": options.preset, "autoencoder": data.codec_spec,
-                  "action_layout": data.trajectories[0].meta["action_layout"], "data": data.identity}
-    loop = loop_config(options, preset.steps, preset.batch_size, preset.lr, preset.ema_decay)
-    return fit(model, GoalBatches(data.encoded, config), loop, options.output_dir, run_config,
-               device=options.device, resume=options.resume, extra_files=data.extra_files, progress=progress,
-               description="nwm")
-
-
 class NWMModel(CheckpointedModel):
     """NWM behind the WorldModel API (registered as "nwm"). Without --checkpoint the committed tiny checkpoint
     (baselines/checkpoints/nwm-tiny) is used. Model args: `sampler_steps=N`, `solver=euler|heun`."""
@@ -238,7 +169,7 @@ class NWMModel(CheckpointedModel):
 
     def rollout_batch(self, requests: list[RolloutRequest]) -> list[np.ndarray]:
         """One frame per step, the goal always the next frame; see `lockstep_rollout`."""
-        latents = [self._latents(r) for r in requests]
+        latents = [rollout_buffer(self.codec.encode, r) for r in requests]
         poses = [np.concatenate([r.context_poses, r.target_poses]) for r in requests]
         units = [units_per_block(r.meta) for r in requests]
 
@@ -250,11 +181,6 @@ class NWMModel(CheckpointedModel):
         predicted = lockstep_rollout(latents, [len(r.context_frames) for r in requests], [r.seed for r in requests],
                                      conditioning, self.model.sample, self.device)
         return [self.codec.decode(p.to(self.device)) for p in predicted]
-
-    def _latents(self, request: RolloutRequest) -> torch.Tensor:
-        """The context frames' latents, then room for the predicted ones."""
-        context = self.codec.encode(request.context_frames).cpu()
-        return torch.cat([context, context.new_zeros((request.horizon, *context.shape[1:]))])
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "context_frames": self.config.context, "image_size": self.codec.image_size,

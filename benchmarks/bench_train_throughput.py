@@ -3,7 +3,7 @@
     python benchmarks/bench_train_throughput.py --preset small --device cuda --dtype bf16 [--variant full]
     python benchmarks/bench_train_throughput.py --preset tiny --device cpu --dtype fp32 --steps 6   # smoke run
 
-The loop timed is `worldpack.train.fit` itself (batch building, autocast forward and backward, gradient clipping,
+The loop timed is `modelkit.train.fit` itself (batch building, autocast forward and backward, gradient clipping,
 AdamW, EMA), fed by the same `ContextBatches` builder as `loopnav train`, over synthetic latent trajectories of the
 preset's latent size (random latents, random-walk poses), so no data set is needed. Step time is taken between the
 per-step progress callbacks, which follow a device sync (the loss is read back each step), after `--warmup` steps
@@ -34,12 +34,15 @@ from torch.utils.flop_counter import FlopCounterMode
 from loopnav_bench.fileio import write_json_atomic
 from loopnav_bench.schema import ACTION_LAYOUTS
 from worldpack.context import VARIANTS
-from worldpack.data import ContextBatches, EncodedTrajectory
+from modelkit.train import LoopConfig, fit
+from modelkit.train_data import EncodedTrajectory
 from worldpack.model import WorldPack, WorldPackConfig
 from worldpack.packing import tokens_per_frame
-from worldpack.presets import PRESETS, get_preset
+from modelkit.autoencoder import preset_config
+from modelkit.presets import get_preset
+from worldpack.presets import PRESETS
 from worldpack.retrieval import RETRIEVAL_PRESETS
-from worldpack.train import LoopConfig, fit
+from worldpack.train import ContextBatches
 
 # Peak dense bf16 tensor-core FLOP/s (no sparsity), from the vendors' data sheets, matched against the device name.
 PEAK_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0}
@@ -86,9 +89,9 @@ def flops_per_step(model: WorldPack, batch: dict[str, torch.Tensor], device: tor
 
 def measure(preset: str, variant: str, device: torch.device, batch_size: int, steps: int, warmup: int,
             peak: float | None, seed: int = 0) -> dict:
-    settings = get_preset(preset)
-    config = WorldPackConfig(latent_channels=settings.autoencoder.latent_channels,
-                             latent_size=settings.autoencoder.latent_size,
+    settings = get_preset(PRESETS, preset, "worldpack")
+    config = WorldPackConfig(latent_channels=preset_config(settings.autoencoder).latent_channels,
+                             latent_size=preset_config(settings.autoencoder).latent_size,
                              action_dim=ACTION_DIM, variant=variant, retrieval=RETRIEVAL_PRESETS["vizdoom"],
                              **settings.model)
     batches = ContextBatches(synthetic_trajectories(config, seed), config.layout, config.retrieval,
@@ -156,7 +159,7 @@ def main() -> None:
     if args.steps < 1 or args.warmup < 1:
         parser.error("--steps and --warmup must be at least 1 (the first step also allocates and autotunes)")
     peak = args.peak_tflops or peak_tflops(device)
-    result = measure(args.preset, args.variant, device, args.batch_size or get_preset(args.preset).batch_size,
+    result = measure(args.preset, args.variant, device, args.batch_size or get_preset(PRESETS, args.preset, "worldpack").batch_size,
                      args.steps, args.warmup, peak)
     result.update(dtype=expected, device=str(device), device_name=torch.cuda.get_device_name(device)
                   if device.type == "cuda" else platform.processor() or platform.machine(),

@@ -30,7 +30,9 @@ from loopnav_bench.fileio import write_json_atomic
 from worldpack.context import build_example, collate
 from worldpack.model import WorldPack, WorldPackConfig
 from worldpack.packing import tokens_per_frame
-from worldpack.presets import get_preset
+from modelkit.autoencoder import preset_config
+from modelkit.presets import get_preset
+from worldpack.presets import PRESETS
 from worldpack.retrieval import VIZDOOM_PARAMS
 
 VARIANTS = ("full", "base")
@@ -58,8 +60,8 @@ def measure(variant: str, preset: str, device: str, batch: int, repeats: int) ->
     if dev.type == "cpu":
         torch.set_num_threads(1)
     torch.manual_seed(0)
-    p = get_preset(preset)
-    config = WorldPackConfig(latent_size=p.autoencoder.latent_size, latent_channels=p.autoencoder.latent_channels,
+    p = get_preset(PRESETS, preset, "worldpack")
+    config = WorldPackConfig(latent_size=preset_config(p.autoencoder).latent_size, latent_channels=preset_config(p.autoencoder).latent_channels,
                              variant=variant, retrieval=VIZDOOM_PARAMS, **p.model)
     model = WorldPack(config).to(dev).eval()
     # a straight corridor walked out and back, long enough that every slot (recent and retrieved) is filled

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from leaderboard.results import SAMPLES_PREFIX, Run
+from leaderboard.results import Run
+from loopnav_bench.contract import SAMPLES_PREFIX, model_dirname
 from loopnav_bench.fileio import resolve_within, write_bytes_atomic
 
 CARD_PATH = "README.md"
 LATEST = "latest"
-_UNSAFE = re.compile(r'[/\\:"<>|?*\[\]\s]+')  # lm-eval's model-name sanitiser, plus whitespace
 
 
 class PushError(RuntimeError):
@@ -33,10 +33,6 @@ class PushError(RuntimeError):
 class CommitFile:
     path_in_repo: str
     content: bytes
-
-
-def model_folder(name: str) -> str:
-    return _UNSAFE.sub("__", name).strip(".") or "model"
 
 
 def split_name(timestamp: str) -> str:
@@ -55,7 +51,7 @@ def run_files(runs: list[Run], allow_partial: bool = False) -> list[CommitFile]:
     files: dict[str, CommitFile] = {}
     for run in runs:
         for path in (run.results_path, run.samples_path):
-            target = f"{model_folder(run.model)}/{path.name}"
+            target = f"{model_dirname(run.model)}/{path.name}"
             if target in files:
                 raise PushError(f"two runs of {run.model} share timestamp {run.timestamp}; both would be "
                                 f"{target} (see {path})")

@@ -14,12 +14,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from loopnav_bench.contract import RESULTS_KEYS, RESULTS_PREFIX, ROW_KEYS, results_files
 from loopnav_bench.fileio import read_json
 
-RESULTS_PREFIX, SAMPLES_PREFIX = "results_", "samples_"
-REQUIRED_KEYS = ("model", "data.manifest_hash", "n_trajectories", "eval_size", "higher_is_better", "metrics", "results")
 POOLED = (None, "all", "*")  # task/range values of pooled aggregate cells, which the per-cell table skips
-ROW_KEYS = ("id", "split", "task", "range", "length", "context_len", "target_len", "metrics")
 
 
 class ResultsError(ValueError):
@@ -133,7 +131,7 @@ def load_run(results_path: Path) -> Run:
     results = read_json(results_path)
     if not isinstance(results, dict):
         raise ResultsError(f"{results_path}: expected a JSON object, got {type(results).__name__}")
-    for dotted in REQUIRED_KEYS:
+    for dotted in RESULTS_KEYS:
         try:
             _lookup(results, dotted)
         except KeyError:
@@ -141,8 +139,7 @@ def load_run(results_path: Path) -> Run:
     for name, cell in results["results"].items():
         if not isinstance(cell, dict) or not {"split", "task", "range"} <= cell.keys():
             raise ResultsError(f"{results_path}: results[{name!r}] lacks split/task/range")
-    timestamp = results_path.stem[len(RESULTS_PREFIX):]
-    samples_path = results_path.with_name(f"{SAMPLES_PREFIX}{timestamp}.jsonl")
+    _, samples_path = results_files(results_path.parent, results_path.stem[len(RESULTS_PREFIX):])
     if not samples_path.is_file():
         raise ResultsError(f"{results_path}: its per-trajectory rows {samples_path.name} are missing")
     return Run(results_path, samples_path, results)

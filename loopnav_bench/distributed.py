@@ -1,6 +1,10 @@
-"""Running one evaluation over several processes (`torchrun --nproc-per-node N`), failing fast when one of them fails.
+"""The process group and device of every command (`evaluate`, `train`), alone or under `torchrun --nproc-per-node N`.
 
-Each rank takes every `world_size`-th trajectory of the deterministic list (no resampling, ranks with nothing to do are
+`DistContext.start()` joins the group torchrun describes (gloo for evaluation, whose collectives are CPU-only; NCCL
+for training on GPUs) and `device("auto")` resolves to CUDA when there is one, else the CPU; under torchrun a bare
+"cuda" is this rank's local GPU.
+
+Evaluation fails fast when one rank fails: each rank takes every `world_size`-th trajectory of the deterministic list (no resampling, ranks with nothing to do are
 fine), writes its rows to disk, then leaves a `rank-<r>.done` or `rank-<r>.failed` marker. Ranks look for a failed peer
 between batches and stop early; at the end one all_reduce (gloo, bounded by a timeout) tells every rank how many
 failed, so all of them exit non-zero together instead of waiting on a dead peer. Rank 0 then merges from the rows.
@@ -15,11 +19,22 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from loopnav_bench.fileio import read_json, write_json_atomic
 
 TIMEOUT_ENV = "LOOPNAV_DIST_TIMEOUT"  # seconds a rank waits for its slowest peer at the final all_reduce
 DEFAULT_TIMEOUT_S = 1800
+DEFAULT_DEVICE = "auto"  # evaluate and train alike: CUDA when there is one
+
+
+def resolve_device(device: str) -> str:
+    """"auto" is CUDA when available, else the CPU; anything else is kept."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class PeerFailed(RuntimeError):
@@ -38,8 +53,9 @@ class DistContext:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def device(self, device: str) -> str:
-        """A bare "cuda" means one GPU per rank under torchrun: this rank's local GPU."""
+    def device(self, device: str = DEFAULT_DEVICE) -> str:
+        """`resolve_device`, and a bare "cuda" under torchrun is this rank's local GPU."""
+        device = resolve_device(device)
         return f"cuda:{self.local_rank}" if device == "cuda" and self.world_size > 1 else device
 
     def __enter__(self) -> "DistContext":
@@ -49,17 +65,43 @@ class DistContext:
         self.close()
 
     @classmethod
-    def start(cls) -> "DistContext":
-        """Join the process group torchrun describes in the environment (RANK, WORLD_SIZE, MASTER_ADDR, ...), if any."""
+    def start(cls, backend: str = "gloo") -> "DistContext":
+        """Join the process group torchrun describes in the environment (RANK, WORLD_SIZE, MASTER_ADDR, ...), if any,
+        or the one this process already joined."""
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         if world_size == 1:
             return cls()
+        import torch
         import torch.distributed as dist
 
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
         if not dist.is_initialized():
+            if backend == "nccl":  # NCCL binds each rank to its GPU
+                torch.cuda.set_device(local_rank)
             timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)))
-            dist.init_process_group("gloo", timeout=timeout)  # CPU collectives only: the models never communicate
-        return cls(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+            dist.init_process_group(backend, timeout=timeout)
+        return cls(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank)
+
+    @classmethod
+    def for_device(cls, device: str) -> "DistContext":
+        """Join with the backend that suits `device`'s collectives: NCCL on GPUs (training), gloo on the CPU."""
+        return cls.start("nccl" if resolve_device(device).startswith("cuda") else "gloo")
+
+    def mean(self, value: Any) -> float:
+        """A scalar tensor averaged over the ranks, as a float (one sync)."""
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            value = value.detach().clone()
+            dist.all_reduce(value)
+            value /= self.world_size
+        return float(value.detach())
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
 
     def shared_token(self) -> str:
         """A fresh id that every rank agrees on (rank 0 draws it): names this attempt's marker folder."""

@@ -8,8 +8,8 @@ scored against ground-truth frames [offset, T), both resized with `metrics.resiz
 Layout under the output directory (the run and score folders are named by hashes of every setting that changes
 their contents, so a changed setting never reuses stale work and a rerun resumes where the last one stopped):
 
-    <out>/<model>/results_<ts>.json                     aggregates, FVD, config, seeds, data, environment
-    <out>/<model>/samples_<ts>.jsonl                    one row per trajectory with per-frame metric series
+    <out>/<model>/results_<ts>.json                     the results contract (contract.py): aggregates, FVD,
+    <out>/<model>/samples_<ts>.jsonl                    config, seeds, data, environment; one row per trajectory
     <out>/<model>/run-<key>/run.json                    what produced the predictions (model, args, checkpoint, data)
     <out>/<model>/run-<key>/predictions/<id>.npz        predicted target frames, uint8 [T - offset, h, w, 3]
     <out>/<model>/run-<key>/score-<key>/score.json      scoring settings (eval size, metrics, weights, FVD mode)
@@ -35,7 +35,8 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from loopnav_bench import __version__
-from loopnav_bench.distributed import DistContext, PeerFailed, RankMarkers
+from loopnav_bench.contract import data_identity, model_dirname, results_files, timestamp
+from loopnav_bench.distributed import DEFAULT_DEVICE, DistContext, PeerFailed, RankMarkers
 from loopnav_bench.fileio import atomic_path, read_json, resolve_within, sha256_file, sha256_json, write_json_atomic
 from loopnav_bench.models import RolloutRequest, WorldModel, load_model
 from loopnav_bench.schema import SCHEMA_VERSION, Trajectory
@@ -65,7 +66,7 @@ class EvalConfig:
     limit: int | None = None
     metrics: list[str] | None = None  # frame metric names and/or "fvd"; None: all of them
     eval_size: tuple[int, int] | None = None  # (height, width); None: each trajectory's native size
-    device: str = "cpu"
+    device: str = DEFAULT_DEVICE
     batch_size: int = 8  # trajectories per rollout_batch call
     metric_batch_size: int = 32  # frames per metric forward pass
     seed: int = 0
@@ -105,11 +106,6 @@ def parse_eval_size(text: str | None) -> tuple[int, int] | None:
         raise EvaluationError(f"--eval-size {text!r} is not N or HxW (e.g. 64 or 64x96) with positive sizes")
     height = int(match.group(1))
     return height, int(match.group(2) or height)
-
-
-def model_dirname(name: str) -> str:
-    """A folder name for a model (lm-eval's rule: characters that paths or shells mind become '__')."""
-    return re.sub(r'[/:"<>|\\?*\[\]\s]', "__", name)
 
 
 def checkpoint_sha256(path: str | None) -> str | None:
@@ -234,11 +230,11 @@ class Scorer:
 
     def __init__(self, names: list[str] | None, device: str, batch_size: int, eval_size: tuple[int, int] | None,
                  fvd_mode: str):
-        from loopnav_bench.metrics import FRAME_METRICS, FVD as FVDMetric, MetricUnavailable, load_frame_metric
+        from loopnav_bench.metrics import FRAME_METRICS, METRICS, MetricUnavailable, load_frame_metric
 
-        names = list(names) if names is not None else [*FRAME_METRICS, FVD]
-        if unknown := sorted(set(names) - {*FRAME_METRICS, FVD}):
-            raise EvaluationError(f"unknown metric {unknown}; choose from {[*FRAME_METRICS, FVD]}")
+        names = list(names) if names is not None else list(METRICS)
+        if unknown := sorted(set(names) - set(METRICS)):
+            raise EvaluationError(f"unknown metric {unknown}; choose from {list(METRICS)}")
         self.frame_names = [n for n in FRAME_METRICS if n in names]  # registry order, whatever the order given
         self.eval_size, self.fvd_mode, self.device_type = eval_size, fvd_mode, _device_type(device)
         self.frame_metrics: dict[str, Any] = {}
@@ -255,7 +251,7 @@ class Scorer:
         self.fvd = None
         if FVD in names:
             try:
-                self.fvd = FVDMetric(mode=fvd_mode, device=device)
+                self.fvd = METRICS[FVD].load()(mode=fvd_mode, device=device)
                 self.status[FVD] = {"available": True, "verified": bool(self.fvd.info.get("verified")), "reason": None,
                                     "info": dict(self.fvd.info), "mode": fvd_mode}
             except MetricUnavailable as err:
@@ -409,9 +405,8 @@ def _merge(job: Job, world_size: int) -> Outcome:
         members = [r for r in rows if f"{r['split']}/{r['task']}/{r['range']}" == key]
         for length in ("context_len", "target_len", "length"):
             cell[f"{length}_mean"] = float(np.mean([r[length] for r in members]))
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H-%M-%S.%f")
-    out = Path(job.config.output_dir) / model_dirname(job.config.entry)
-    samples_path, results_path = out / f"samples_{stamp}.jsonl", out / f"results_{stamp}.json"
+    results_path, samples_path = results_files(Path(job.config.output_dir) / model_dirname(job.config.entry),
+                                               timestamp())
     with atomic_path(samples_path) as tmp:
         tmp.write_text("".join(json.dumps(row, allow_nan=False) + "\n" for row in rows))
     results = {
@@ -429,7 +424,7 @@ def _merge(job: Job, world_size: int) -> Outcome:
                      "scored": "frames [offset, T)"},
         "config": {**asdict(job.config), "data": str(job.config.data), "output_dir": str(job.config.output_dir)},
         "seeds": {"seed": job.config.seed, "per_trajectory": "models.request_seed(seed, id): sha256(f'{seed}:{id}')[:4]"},
-        "data": {"path": str(Path(job.config.data).resolve()), **_data_identity(job.config.data)},
+        "data": data_identity(job.config.data),
         "n_trajectories": {"original": job.n_original, "effective": len(job.items)},
         "run_key": job.dirs.run.name, "score_key": job.dirs.score.name,
         "run_dir": str(job.dirs.run), "samples_file": samples_path.name,
@@ -478,12 +473,6 @@ def _git_info() -> dict[str, Any]:
     if head.returncode != 0:
         return {"git_hash": None, "git_dirty": None}
     return {"git_hash": head.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}
-
-
-def _data_identity(data: Path) -> dict[str, Any]:
-    manifest = load_manifest(data)
-    return {"manifest_hash": manifest_hash(data), "source": manifest["source"], "source_settings": manifest["settings"],
-            "schema_version": manifest["schema_version"], "prepared": manifest["created"]}
 
 
 def _environment(device: str, world_size: int) -> dict[str, Any]:
@@ -536,7 +525,7 @@ def evaluate(config: EvalConfig, model: WorldModel | None = None, progress: Prog
 
 def score(predictions: Path, data: Path | None = None, output_dir: Path | None = None,
           metrics: list[str] | None = None, eval_size: tuple[int, int] | None = None, fvd_mode: str = "default",
-          device: str = "cpu", metric_batch_size: int = 32, resume: bool = False,
+          device: str = DEFAULT_DEVICE, metric_batch_size: int = 32, resume: bool = False,
           progress: Progress | None = None) -> Outcome | None:
     """Re-score the saved predictions of an earlier `evaluate` run (its run folder or its predictions folder)
     without the model. The data must be the same prepared set (checked by manifest hash)."""

@@ -1,28 +1,30 @@
-"""The world-model API and the model registry.
+"""The world-model API.
 
 A model meets the harness only here. `loopnav evaluate` builds a `RolloutRequest` from a trajectory: the context
 (frames, poses and actions of [0, offset)) and the target's poses and actions for [offset, T). The target frames are
 never in the request. The model returns the T - offset target frames, generated autoregressively, at whatever
 resolution it works at; the harness resizes predictions and ground truth to the evaluation size the same way.
 
-Registering a model: add `name -> "module:Class"` to MODELS, or, from another package, an entry point in the
-`loopnav.models` group (`[project.entry-points."loopnav.models"] mymodel = "mypkg.model:MyModel"`). Entries load
-lazily, so `loopnav models` never imports torch models it does not need.
+Registering a model: an entry point in the `loopnav.models` group
+(`[project.entry-points."loopnav.models"] mymodel = "mypkg.model:MyModel"`), as loopnav's own models are declared in
+its pyproject.toml (see `loopnav_bench.registry`). Entries load lazily, so `loopnav models` imports no model.
 """
 
 from __future__ import annotations
 
 import difflib
 import hashlib
-import importlib
+import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
+from loopnav_bench.registry import MODELS
 from loopnav_bench.schema import Trajectory
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -74,40 +76,11 @@ class WorldModel(ABC):
         return {"name": self.name, "model_args": self.model_args, "checkpoint": self.checkpoint}
 
 
-MODELS: dict[str, str] = {
-    "dummy": "baselines.floors:DummyModel",
-    "copy-last": "baselines.floors:CopyLastModel",
-    "nearest-pose": "baselines.floors:NearestPoseModel",
-    "nwm": "baselines.nwm:NWMModel",
-    "diamond": "baselines.diamond:DiamondModel",
-    "worldpack": "worldpack.world_model:WorldPackModel",
-}
-ENTRY_POINT_GROUP = "loopnav.models"
-
-
-class UnknownModelError(KeyError):
-    def __str__(self) -> str:  # KeyError would quote the message
-        return self.args[0]
-
-
-def registry() -> dict[str, str]:
-    """Built-in models plus those other packages register through the `loopnav.models` entry-point group."""
-    found = dict(MODELS)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(ep.name, ep.value)
-    return found
-
-
 def model_class(name: str) -> type[WorldModel]:
-    entries = registry()
-    if name not in entries:
-        close = difflib.get_close_matches(name, entries, n=3)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise UnknownModelError(f"Unknown model {name!r}.{hint} Available: {', '.join(sorted(entries))}")
-    module, _, attr = entries[name].partition(":")
-    cls = getattr(importlib.import_module(module), attr)
+    cls = MODELS.load(name)
     if not (isinstance(cls, type) and issubclass(cls, WorldModel)):
-        raise TypeError(f"model {name!r} -> {entries[name]} is not a loopnav_bench.models.WorldModel subclass")
+        raise TypeError(f"model {name!r} -> {MODELS.entries()[name].value} is not a loopnav_bench.models.WorldModel "
+                        "subclass")
     return cls
 
 
@@ -120,6 +93,23 @@ def parse_model_args(text: str | None) -> dict[str, Any]:
             raise ValueError(f"--model-args item {item!r} is not key=value")
         args[key.strip()] = _parse_value(value.strip())
     return args
+
+
+def bind_args(cls: type[T], args: dict[str, Any], owner: str) -> T:
+    """Model args as the dataclass `cls` that declares them: an unknown name is an error with "did you mean", and a
+    value must have its field's annotated type (an int also does for a float)."""
+    hints = typing.get_type_hints(cls)
+    for key, value in args.items():
+        if key not in hints:
+            close = difflib.get_close_matches(key, hints, n=1)
+            hint = f" Did you mean {close[0]}?" if close else ""
+            raise ValueError(f"{owner} takes no model arg {key!r}.{hint} It takes: {', '.join(hints) or 'none'}")
+        allowed = tuple(t for t in typing.get_args(hints[key]) or (hints[key],) if t is not type(None))
+        allowed += (int,) if float in allowed else ()
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            names = " or ".join(t.__name__ for t in allowed)
+            raise ValueError(f"{owner}: model arg {key}={value!r} is not of type {names}")
+    return cls(**args)
 
 
 def _parse_value(value: str) -> Any:

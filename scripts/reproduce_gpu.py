@@ -45,12 +45,14 @@ from typing import Any, BinaryIO, Callable, Protocol, TextIO
 import torch
 
 from loopnav_bench.fileio import atomic_path, read_json, sha256_json, write_json_atomic
-from loopnav_bench.models import registry
+from loopnav_bench.models import parse_model_args
+from loopnav_bench.registry import MODELS, TRAINERS
 from loopnav_bench.schema import ACTION_LAYOUTS
-from worldpack import checkpoint as ckpt
+from modelkit import checkpoint as ckpt
 from worldpack.model import WorldPack, WorldPackConfig
-from worldpack.presets import get_preset
-from worldpack.train import TRAINERS
+from modelkit.autoencoder import preset_config
+from modelkit.presets import get_preset
+from worldpack.presets import PRESETS
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "configs" / "reproduce.toml"
@@ -94,23 +96,23 @@ def load_config(path: Path, dry_run: bool) -> dict[str, Any]:
     if not names or len(set(names)) != len(names) or None in names:
         raise PipelineError(f"{path}: needs [[entry]] tables, each with a unique name")
     for entry in config["entry"]:
-        if missing := [k for k in ("model", "train_args", "autoencoder", "ships_to") if k not in entry]:
+        if missing := [k for k in ("model", "model_args", "autoencoder", "ships_to") if k not in entry]:
             raise PipelineError(f"{path}: entry {entry['name']!r} lacks {', '.join(missing)}")
     return config
 
 
 def missing_entries(config: dict[str, Any]) -> list[str]:
     """Entries whose model has no trainer (`loopnav train`) or no registered WorldModel (`loopnav evaluate`)."""
-    models = registry()
-    return [e["name"] for e in config["entry"] if e["model"] not in TRAINERS or e["model"] not in models]
+    trainers, models = TRAINERS.names(), MODELS.names()
+    return [e["name"] for e in config["entry"] if e["model"] not in trainers or e["model"] not in models]
 
 
 def worldpack_weight_bytes(preset: str, variant: str) -> int:
     """Bytes of a WorldPack's shipped (fp16) weights at `preset`, counted on the meta device (nothing allocated)."""
-    settings = get_preset(preset)
+    settings = get_preset(PRESETS, preset, "worldpack")
     with torch.device("meta"):
-        model = WorldPack(WorldPackConfig(latent_channels=settings.autoencoder.latent_channels,
-                                          latent_size=settings.autoencoder.latent_size, action_dim=ACTION_DIM,
+        model = WorldPack(WorldPackConfig(latent_channels=preset_config(settings.autoencoder).latent_channels,
+                                          latent_size=preset_config(settings.autoencoder).latent_size, action_dim=ACTION_DIM,
                                           variant=variant, **settings.model))
     return SHIPPED_BYTES_PER_WEIGHT * sum(t.numel() for t in (*model.parameters(), *model.buffers()))
 
@@ -121,17 +123,13 @@ def preflight_sizes(config: dict[str, Any]) -> None:
     too_big = []
     for entry in config["entry"]:
         if entry["model"] == "worldpack":
-            variant = _flag(entry["train_args"], "--variant", "full")
+            variant = parse_model_args(entry["model_args"]).get("variant", "full")
             size = worldpack_weight_bytes(config["train"]["preset"], variant)
             if size > limit:
                 too_big.append(f"{entry['name']}: {size / MB:.1f} MB ({size // SHIPPED_BYTES_PER_WEIGHT:,} weights in fp16)")
     if too_big:
         raise PipelineError(f"the {config['train']['preset']!r} preset's EMA weights file would exceed "
                             f"[checks] max_file_mb = {config['checks']['max_file_mb']} MB: " + "; ".join(too_big))
-
-
-def _flag(args: list[str], name: str, default: str) -> str:
-    return args[args.index(name) + 1] if name in args else default
 
 
 # ------------------------------------------------------------------------------------------------ steps
@@ -150,7 +148,7 @@ class Step:
 
 
 def loopnav(*args: object) -> list[str]:
-    return [sys.executable, "-m", "loopnav_bench.cli", *map(str, args)]
+    return [sys.executable, "-m", "loopnav", *map(str, args)]
 
 
 def benchmark(script: str, args: list[str], out: Path) -> list[str]:
@@ -172,7 +170,8 @@ def build_steps(config: dict[str, Any], workdir: Path, skip: list[str] = ()) -> 
             train_dir=run, total=total, probe=train["probe_steps"])
 
     def entry_args(entry: dict[str, Any]) -> list:
-        return [*entry["train_args"], *(["--autoencoder", autoencoder] if entry["autoencoder"] else [])]
+        args = ",".join(filter(None, [entry["model_args"], f"autoencoder={autoencoder}" if entry["autoencoder"] else ""]))
+        return ["--model-args", args] if args else []
 
     def evaluation(entry: dict[str, Any]) -> Step:
         model_args = evaluate.get("model_args", {}).get(entry["model"])
@@ -410,7 +409,7 @@ class Pipeline:
 
 
 def export_checked(run_dir: Path, dest: Path, max_file_mb: float) -> None:
-    """Export a run's inference files as shipped (fp16, no optimizer state; `worldpack.checkpoint.export`) into
+    """Export a run's inference files as shipped (fp16, no optimizer state; `modelkit.checkpoint.export`) into
     `dest`, and fail when any of them is over the size limit."""
     ckpt.export(run_dir, dest)
     too_big = [f"{p.name} {p.stat().st_size / MB:.1f} MB" for p in sorted(dest.iterdir())
@@ -490,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         skip = missing_entries(config)
         if skip and not args.dry_run_cpu:
             raise PipelineError(f"no trainer or no registered model for: {', '.join(skip)} "
-                                f"(trainers: {', '.join(sorted(TRAINERS))})")
+                                f"(trainers: {', '.join(TRAINERS.names())})")
         for name in skip:
             print(f"dry run: skipping entry {name!r}: its model has no trainer or no registered WorldModel yet")
         pipeline = Pipeline(build_steps(config, workdir, skip), workdir, config)

@@ -11,7 +11,7 @@ import pytest
 from raw_fixtures import make_loopnav_root, make_recon_root
 from typer.testing import CliRunner
 
-from loopnav_bench.cli import app
+from loopnav.cli import app
 from loopnav_bench.shards import shard_paths
 
 runner = CliRunner()
@@ -124,7 +124,7 @@ def test_inspect_unknown_id(prepared):
 def test_hub_prepare_offline_fails_at_once(tmp_path):
     """HF_HUB_OFFLINE is read when huggingface_hub is imported, so this needs a fresh interpreter."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="300")
-    result = subprocess.run([sys.executable, "-m", "loopnav_bench.cli", "prepare", "--source", "loopnav", "--hub-repo",
+    result = subprocess.run([sys.executable, "-m", "loopnav", "prepare", "--source", "loopnav", "--hub-repo",
                              "kevinLian/LoopNav", "--out", str(tmp_path / "o")], capture_output=True, text=True, env=env,
                             timeout=120)
     assert result.returncode == 2, result.stderr

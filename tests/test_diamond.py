@@ -5,18 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import SyntheticSource, check_rollout_contract, loss_after_steps, make_trajectory
+from conftest import loss_after_steps, make_trajectory
 from torch import nn
-from typer.testing import CliRunner
 
 from baselines.diamond import (ACTION_MAPPINGS, LOOPNAV_CAMERA, VIZDOOM_CAMERA, Diamond, DiamondConfig, DiamondModel,
-                               FrameBatches, action_mapping, step_window, train_diamond)
-from loopnav_bench.cli import app
-from loopnav_bench.models import RolloutRequest, load_model
+                               action_mapping, step_window)
+from baselines.diamond_train import FrameBatches
+from loopnav_bench.models import RolloutRequest
 from loopnav_bench.schema import ACTION_LAYOUTS
-from loopnav_bench.shards import prepare
-from worldpack import checkpoint as ckpt
-from worldpack.train import TrainOptions
+from modelkit import checkpoint as ckpt
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 SMALL = DiamondConfig(image_size=16, channels=(8, 16), depths=(1, 1), attention=(False, True), cond_channels=16)
@@ -113,47 +110,11 @@ def test_optimizer_steps_on_one_batch_lower_its_loss():
     assert after < 0.8 * before
 
 
-@pytest.fixture(scope="module")
-def diamond_checkpoint(tmp_path_factory):
-    """`train_diamond` (tiny preset, 32 px) for 2 steps on synthetic 16 px shards."""
-    root = tmp_path_factory.mktemp("diamond")
-    prepare(SyntheticSource(), root / "shards")
-    options = TrainOptions(data=root / "shards", output_dir=root / "run", steps=2, batch_size=4, save_every=2)
-    return train_diamond(options)
-
-
-def test_trained_checkpoint_records_its_data(diamond_checkpoint):
-    saved = ckpt.read_config(diamond_checkpoint)
-    assert saved["model"] == "diamond" and saved["step"] == 2 and saved["data"]["manifest_hash"]
-    assert saved["action_bits"] == action_mapping("vizdoom-v1").names()
-
-
-def test_save_load_round_trip_gives_identical_outputs(diamond_checkpoint, tmp_path):
-    model = randomised()
-    ckpt.write_step(tmp_path, 0, {**ckpt.read_config(diamond_checkpoint), "config": SMALL.to_dict(), "step": 0},
-                    {ckpt.WEIGHTS: model.state_dict()})
-    loaded = DiamondModel(checkpoint=str(tmp_path)).model
-    batch = _batch()
-    x, c_noise = torch.randn(3, 3, 16, 16), torch.full((3,), 0.3)
-    with torch.no_grad():
-        assert torch.equal(model.denoiser(x, c_noise, batch), loaded.denoiser(x, c_noise, batch))
-
-
-def test_rollout_is_uint8_of_the_right_length_and_seeded(diamond_checkpoint):
-    model = load_model("diamond", checkpoint=str(diamond_checkpoint), sampler_steps=2)
-    check_rollout_contract(model, size=32)
-
-
-def test_loopnav_train_dispatches_to_diamond(diamond_checkpoint, tmp_path):
-    shards = diamond_checkpoint.parent.parent / "shards"
-    result = CliRunner().invoke(app, ["train", "--model", "diamond", "--data", str(shards), "--output-dir",
-                                      str(tmp_path), "--steps", "1", "--batch-size", "2"])
-    assert result.exit_code == 0, result.output
-    assert ckpt.read_config(ckpt.resolve(tmp_path))["model"] == "diamond"
-
-
-def test_rollout_rejects_another_action_layout(diamond_checkpoint):
+def test_rollout_rejects_another_action_layout(tmp_path):
+    torch.manual_seed(0)
+    ckpt.write_step(tmp_path, 0, {"model": "diamond", "config": SMALL.to_dict(), "step": 0},
+                    {ckpt.WEIGHTS: Diamond(SMALL).state_dict()})
     request = RolloutRequest.from_trajectory(make_trajectory(0, length=14, size=16))
     request.meta["action_layout"] = "recon-v1"
     with pytest.raises(ValueError, match="recon-v1"):
-        DiamondModel(checkpoint=str(diamond_checkpoint)).rollout(request)
+        DiamondModel(checkpoint=str(tmp_path)).rollout(request)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import loopnav_bench.metrics as metrics
 from baselines.floors import CopyLastModel
-from loopnav_bench.cli import app
+from loopnav.cli import app
 from loopnav_bench.evaluate import EvalConfig, EvaluationError, evaluate, parse_eval_size, score
 from loopnav_bench.models import RolloutRequest, WorldModel
 from loopnav_bench.shards import manifest_hash, prepare, read_trajectories
@@ -34,7 +34,7 @@ def no_lpips_no_fvd(monkeypatch):
             raise metrics.MetricUnavailable("fvd: i3d weights missing (test)")
 
     monkeypatch.setattr(metrics, "load_frame_metric", load)
-    monkeypatch.setattr(metrics, "FVD", NoFVD)
+    monkeypatch.setattr(metrics.fvd, "FVD", NoFVD)  # where the fvd spec loads it from
 
 
 def _config(data, out, **overrides) -> EvalConfig:
@@ -230,7 +230,7 @@ def test_fvd_gets_every_video_of_the_split_at_the_eval_size(tiny_shards, tmp_pat
             calls.append(([v.shape for v in predicted], [v.shape for v in target]))
             return {"value": 1.5, "frames": sum(len(v) for v in target)}
 
-    monkeypatch.setattr(metrics, "FVD", RecordingFVD)
+    monkeypatch.setattr(metrics.fvd, "FVD", RecordingFVD)
     outcome = evaluate(_config(tiny_shards, tmp_path / "out", metrics=["ssim", "fvd"], eval_size=(12, 12),
                                fvd_mode="loopnav-v1"))
     assert calls == [([(12, 12, 12, 3)] * 4, [(12, 12, 12, 3)] * 4)]

@@ -30,7 +30,7 @@ def _torchrun(args: list[str], nproc: int = 2, plugins: Path | None = None, time
     if plugins is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(plugins), env.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "loopnav_bench.cli", "evaluate", *args]
+               "-m", "loopnav", "evaluate", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env,
                           cwd=Path(__file__).resolve().parent.parent)
 

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from leaderboard.hub import PushError, push
 from leaderboard.results import load_runs
-from loopnav_bench.cli import app
+from loopnav.cli import app
 from test_leaderboard import results_tree, write_run
 
 FAKE_TOKEN = "hf_FAKEtokenNEVERtoBEwritten0123456789"
@@ -187,7 +187,7 @@ def test_hf_hub_offline_gives_a_clear_error(tmp_path):
     """HF_HUB_OFFLINE is read when huggingface_hub is imported, so it is set in a fresh process."""
     results = results_tree(tmp_path / "results")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_TOKEN": FAKE_TOKEN, "COLUMNS": "200"}
-    proc = subprocess.run([sys.executable, "-m", "loopnav_bench.cli", "leaderboard", "push", "--results", str(results),
+    proc = subprocess.run([sys.executable, "-m", "loopnav", "leaderboard", "push", "--results", str(results),
                            "--repo-id", REPO], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "HF_HUB_OFFLINE is set" in proc.stderr and "--dry-run" in proc.stderr

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from leaderboard.bootstrap import BootstrapSpec, mean_ci
 from leaderboard.results import ResultsError, group_runs, load_runs
 from leaderboard.table import build_leaderboard, render_csv, render_html, render_json, render_markdown, to_records
-from loopnav_bench.cli import app
+from loopnav.cli import app
 
 METRICS = {"ssim": True, "psnr": True, "lpips": False, "dreamsim": False, "fvd": False}
 MANIFEST, OTHER_MANIFEST = "a" * 64, "b" * 64

@@ -1,4 +1,4 @@
-"""The model registry: built-ins, entry-point plugins, "did you mean" errors, model args, and `loopnav models`."""
+"""The registry: built-ins declared as entry points, plug-ins, "did you mean" errors, model args, `loopnav models`."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import pytest
 from conftest import install_model_plugin
 from typer.testing import CliRunner
 
-from loopnav_bench.cli import app
-from loopnav_bench.models import MODELS, UnknownModelError, WorldModel, load_model, model_class, parse_model_args, registry
+from loopnav.cli import app
+from loopnav_bench.models import WorldModel, bind_args, load_model, model_class, parse_model_args
+from loopnav_bench.registry import MODELS, SOURCES, TRAINERS, UnknownNameError
 
 PLUGIN = """
 class Plugin(WorldModel):
@@ -19,7 +20,7 @@ class Plugin(WorldModel):
 
 
 def test_unknown_model_suggests_close_names():
-    with pytest.raises(UnknownModelError) as err:
+    with pytest.raises(UnknownNameError) as err:
         model_class("copy-lst")
     message = str(err.value)
     assert "Did you mean: copy-last" in message
@@ -27,7 +28,7 @@ def test_unknown_model_suggests_close_names():
 
 
 def test_unknown_model_without_close_name_lists_available():
-    with pytest.raises(UnknownModelError, match="Available: ") as err:
+    with pytest.raises(UnknownNameError, match="Available: ") as err:
         model_class("zzzzzz")
     assert "Did you mean" not in str(err.value)
 
@@ -41,21 +42,22 @@ def test_floor_models_load_by_name():
 def test_entry_point_plugin_is_registered_and_loads(tmp_path, monkeypatch):
     entry = install_model_plugin(tmp_path, "my-model", PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert registry()["my-model"] == entry
+    assert MODELS.entries()["my-model"].value == entry
     model = load_model("my-model", answer=42)
     assert type(model).__name__ == "Plugin" and model.model_args == {"answer": 42}
 
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 0, result.output
     line = next(line for line in result.output.splitlines() if "my-model" in line)
-    assert "entry-point" in line
-    assert "builtin" in next(line for line in result.output.splitlines() if "copy-last" in line)
+    assert "loopnav_plugin_my_model" in line  # the package that registers it
+    assert "loopnav" in next(line for line in result.output.splitlines() if "copy-last" in line)
+    assert "yes" in next(line for line in result.output.splitlines() if "worldpack" in line)  # it trains
 
 
 def test_builtin_name_wins_over_a_plugin_of_the_same_name(tmp_path, monkeypatch):
     install_model_plugin(tmp_path, "copy-last", PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert registry()["copy-last"] == MODELS["copy-last"]
+    assert MODELS.entries()["copy-last"].value == "baselines.floors:CopyLastModel"
 
 
 def test_entry_that_is_not_a_world_model_is_rejected(tmp_path, monkeypatch):
@@ -77,3 +79,36 @@ def test_cli_unknown_model_is_a_clear_error(tiny_shards, tmp_path):
                                       "-o", str(tmp_path / "out")])
     assert result.exit_code == 2
     assert "Did you mean: nearest-pose" in result.output
+
+
+def test_every_builtin_is_declared_as_an_entry_point_and_loads():
+    assert {"worldpack", "nwm", "diamond", "copy-last", "nearest-pose", "dummy"} <= set(MODELS.names())
+    assert set(TRAINERS.names()) == {"autoencoder", "worldpack", "nwm", "diamond"}
+    assert set(SOURCES.names()) >= {"vizdoom", "loopnav", "recon"}
+    for registry in (MODELS, TRAINERS, SOURCES):
+        for name, entry in registry.entries().items():
+            assert entry.dist is not None
+            if entry.dist.name == "loopnav":
+                assert registry.load(name) is not None, name
+    with pytest.raises(UnknownNameError, match="Did you mean: worldpack"):
+        TRAINERS.load("worldpak")
+    with pytest.raises(UnknownNameError, match="Did you mean: vizdoom"):
+        SOURCES.load("vizdom")
+
+
+def test_bind_args_checks_names_and_types():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Args:
+        variant: str = "full"
+        steps: int | None = None
+        scale: float = 1.0
+
+    assert bind_args(Args, {"variant": "base", "steps": 3, "scale": 2}, "m") == Args("base", 3, 2)
+    with pytest.raises(ValueError, match="no model arg 'varient'. Did you mean variant"):
+        bind_args(Args, {"varient": "base"}, "m")
+    with pytest.raises(ValueError, match="steps='abc' is not of type int"):
+        bind_args(Args, {"steps": "abc"}, "m")
+    with pytest.raises(ValueError, match="scale=True"):
+        bind_args(Args, {"scale": True}, "m")

@@ -5,18 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import SyntheticSource, check_rollout_contract, loss_after_steps
+from conftest import loss_after_steps
 from torch import nn
-from typer.testing import CliRunner
 
-from baselines.nwm import NWM, TIME_SCALE, GoalBatches, NWMConfig, NWMModel, goal_action, train_nwm
-from loopnav_bench.cli import app
-from loopnav_bench.models import load_model
-from loopnav_bench.shards import prepare
-from worldpack import checkpoint as ckpt
-from worldpack.autoencoder import Autoencoder, AutoencoderConfig
-from worldpack.data import EncodedTrajectory
-from worldpack.train import TrainOptions
+from baselines.nwm import NWM, TIME_SCALE, NWMConfig, goal_action
+from baselines.nwm_train import GoalBatches
+from modelkit.train_data import EncodedTrajectory
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 SMALL = NWMConfig(latent_channels=4, latent_size=4, patch=2, hidden=32, depth=1, heads=2)
@@ -94,54 +88,3 @@ def test_optimizer_steps_on_one_batch_lower_its_loss():
     batch = _batch(model)
     before, after = loss_after_steps(model, batch, lr=1e-3)
     assert after < 0.8 * before
-
-
-@pytest.fixture(scope="module")
-def nwm_checkpoint(tmp_path_factory):
-    """`train_nwm` for 2 steps on synthetic shards, with an (untrained) 16 px autoencoder checkpoint."""
-    root = tmp_path_factory.mktemp("nwm")
-    prepare(SyntheticSource(), root / "shards")
-    ae_config = AutoencoderConfig(image_size=16, channels=(8, 16), latent_channels=4)
-    torch.manual_seed(0)
-    ckpt.write_step(root / "ae", 0, {"model": "autoencoder", "config": ae_config.to_dict()},
-                    {ckpt.WEIGHTS: Autoencoder(ae_config).state_dict()})
-    return train_nwm(TrainOptions(data=root / "shards", output_dir=root / "run", steps=2, batch_size=4,
-                                  autoencoder=root / "ae", save_every=2))
-
-
-def test_trained_checkpoint_records_its_data(nwm_checkpoint):
-    saved = ckpt.read_config(nwm_checkpoint)
-    assert saved["model"] == "nwm" and saved["step"] == 2 and saved["data"]["manifest_hash"]
-    assert saved["config"]["waypoint_spacing"] > 0 and saved["autoencoder"]["kind"] == "ours"
-
-
-def test_save_load_round_trip_gives_identical_outputs(nwm_checkpoint, tmp_path):
-    model = randomised()
-    saved = ckpt.read_config(nwm_checkpoint)
-    ckpt.write_step(tmp_path, 0, {**saved, "config": SMALL.to_dict(), "step": 0},
-                    {ckpt.WEIGHTS: model.state_dict(),
-                     "autoencoder.safetensors": ckpt.load_tensors(nwm_checkpoint / "autoencoder.safetensors")})
-    loaded = NWMModel(checkpoint=str(tmp_path)).model
-    batch = _batch(model)
-    x, c_noise = torch.randn(4, 4, 4, 4), torch.full((4,), 0.3)
-    with torch.no_grad():
-        assert torch.equal(model.denoiser(x, c_noise, batch), loaded.denoiser(x, c_noise, batch))
-
-
-def test_rollout_is_uint8_of_the_right_length_and_seeded(nwm_checkpoint):
-    model = load_model("nwm", checkpoint=str(nwm_checkpoint), sampler_steps=2)
-    check_rollout_contract(model, size=16)
-
-
-def test_loopnav_train_dispatches_to_nwm(nwm_checkpoint, tmp_path):
-    root = nwm_checkpoint.parent.parent  # holds the synthetic shards and autoencoder the fixture made
-    result = CliRunner().invoke(app, ["train", "--model", "nwm", "--data", str(root / "shards"), "--autoencoder",
-                                      str(root / "ae"), "--output-dir", str(tmp_path), "--steps", "1",
-                                      "--batch-size", "4"])
-    assert result.exit_code == 0, result.output
-    assert ckpt.read_config(ckpt.resolve(tmp_path))["model"] == "nwm"
-
-
-def test_rollout_rejects_unknown_model_args(nwm_checkpoint):
-    with pytest.raises(ValueError, match="sampler_steps"):
-        NWMModel(checkpoint=str(nwm_checkpoint), guidance=2)

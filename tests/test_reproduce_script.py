@@ -1,7 +1,7 @@
 """scripts/reproduce_gpu.py: chunk planning, time boxing, resume from the state file, size checks, installing.
 
 The pipeline runs here on a fake command runner and a fake clock: training commands write real checkpoints
-(worldpack.checkpoint format, tiny tensors) up to their --steps target and advance the clock as a run with start-up
+(modelkit.checkpoint format, tiny tensors) up to their --steps target and advance the clock as a run with start-up
 overhead and a fixed step time would; a command that would pass its timeout is cut there, as the real runner does.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from worldpack import checkpoint as ckpt
+from modelkit import checkpoint as ckpt
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_gpu.py"
 
@@ -143,9 +143,11 @@ def test_time_boxed_runs_resume_until_everything_is_done(rg, config, tmp_path):
     trains = [argv for argv in machine.commands if "train" in argv and argv[argv.index("--model") + 1] != "autoencoder"]
     assert {argv[argv.index("--batch-size") + 1] for argv in trains} == {"4"}
     latent = {e["model"] for e in config["entry"] if e["autoencoder"]}
-    assert {argv[argv.index("--autoencoder") + 1] for argv in trains if argv[argv.index("--model") + 1] in latent} \
-        == {str(tmp_path / "train" / "autoencoder")}
-    assert not any("--autoencoder" in argv for argv in trains if argv[argv.index("--model") + 1] not in latent)
+    shared = f"autoencoder={tmp_path / 'train' / 'autoencoder'}"
+    model_args = {argv[argv.index("--model") + 1]: argv[argv.index("--model-args") + 1] if "--model-args" in argv else ""
+                  for argv in trains}
+    assert all(shared in args.split(",") for model, args in model_args.items() if model in latent)
+    assert not any("autoencoder=" in args for model, args in model_args.items() if model not in latent)
 
 
 def test_an_interrupted_step_is_run_again(rg, config, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from metrics_standins import isolate_caches
 from typer.testing import CliRunner
 
-from loopnav_bench.cli import app
+from loopnav.cli import app
 from loopnav_bench.metrics import FVD, MetricUnavailable, load_frame_metric, weights_status
 from loopnav_bench.metrics import weights
 from loopnav_bench.metrics.weights import WeightFile, WeightsDownloadError

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from worldpack.context import VARIANTS, build_example, collate, relative_pose, select_context
-from worldpack.diffusion import EDM, EDMConfig
+from modelkit.adapter import collate
+from worldpack.context import VARIANTS, build_example, relative_pose, select_context
+from modelkit.diffusion import EDM, EDMConfig
 from worldpack.model import WorldPack, WorldPackConfig
 from worldpack.packing import PackedPatchEmbed, effective_context, tokens_per_frame
 from worldpack.retrieval import PAPER_PARAMS, RetrievalParams, retrieval_scores, retrieve
-from worldpack.rope import TemporalRoPE
+from modelkit.rope import TemporalRoPE
 
 TEST_MODEL = {"hidden": 32, "depth": 2, "heads": 2}
 

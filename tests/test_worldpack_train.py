@@ -17,10 +17,11 @@ from typer.testing import CliRunner
 
 from conftest import make_trajectory
 from test_worldpack import one_thread  # noqa: F401  (autouse fixture: one intra-op thread)
-from loopnav_bench.cli import app
+from loopnav.cli import app
 from loopnav_bench.models import RolloutRequest, load_model
-from worldpack import checkpoint as ckpt
-from worldpack.train import TrainOptions, get_trainer
+from modelkit import checkpoint as ckpt
+from loopnav_bench.registry import UnknownNameError
+from loopnav_bench.train import TrainOptions, train
 
 FAST = {"batch_size": 4, "save_every": 2}
 
@@ -38,13 +39,13 @@ def shards(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def autoencoder(shards, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wp") / "ae"
-    return get_trainer("autoencoder")(TrainOptions(data=shards, output_dir=out, steps=2, **FAST))
+    return train("autoencoder", TrainOptions(data=shards, output_dir=out, steps=2, **FAST))
 
 
-def _train(shards: Path, autoencoder: Path, out: Path, steps: int, resume: bool = False, **extra) -> Path:
-    options = TrainOptions(data=shards, output_dir=out, steps=steps, resume=resume, autoencoder=autoencoder,
-                           **{**FAST, **extra})
-    return get_trainer("worldpack")(options)
+def _train(shards: Path, autoencoder: Path, out: Path, steps: int, resume: bool = False, **model_args) -> Path:
+    options = TrainOptions(data=shards, output_dir=out, steps=steps, resume=resume, **FAST,
+                           model_args={"autoencoder": str(autoencoder), **model_args})
+    return train("worldpack", options)
 
 
 def test_resume_reproduces_the_uninterrupted_run(shards, autoencoder, tmp_path):
@@ -67,17 +68,19 @@ def test_existing_run_needs_resume_and_unknown_trainers_are_named(shards, autoen
     _train(shards, autoencoder, tmp_path / "run", steps=1)
     with pytest.raises(FileExistsError, match="--resume"):
         _train(shards, autoencoder, tmp_path / "run", steps=2)
-    with pytest.raises(ValueError, match="same --preset and --variant"):
+    with pytest.raises(ValueError, match="same --preset and --model-args"):
         _train(shards, autoencoder, tmp_path / "run", steps=2, resume=True, variant="base")
-    with pytest.raises(ValueError, match="Did you mean: worldpack"):
-        get_trainer("worldpak")
+    with pytest.raises(ValueError, match="no model arg 'varaint'. Did you mean variant"):
+        _train(shards, autoencoder, tmp_path / "other", steps=1, varaint="base")
+    with pytest.raises(UnknownNameError, match="Did you mean: worldpack"):
+        train("worldpak", TrainOptions(data=shards, output_dir=tmp_path / "x"))
 
 
 def test_cli_trains_both_stages_and_the_model_rolls_out(shards, tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", "--model", "worldpack", "--data", str(shards), "--output-dir", str(out),
-                                      "--steps", "2", "--autoencoder-steps", "2", "--batch-size", "4",
-                                      "--variant", "retrieval-only"])
+                                      "--steps", "2", "--batch-size", "4",
+                                      "--model-args", "variant=retrieval-only,autoencoder_steps=2"])
     assert result.exit_code == 0, result.output
     assert (out / "autoencoder" / ckpt.LATEST).exists() and (out / ckpt.LATEST).exists()
     config = ckpt.read_config(ckpt.resolve(out))
@@ -119,8 +122,8 @@ def test_ddp_on_two_gloo_processes(shards, autoencoder, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
-               "-m", "loopnav_bench.cli", "train", "--data", str(shards), "--output-dir", str(out),
-               "--autoencoder", str(autoencoder), "--steps", "2", "--batch-size", "4", "--device", "cpu"]
+               "-m", "loopnav", "train", "--data", str(shards), "--output-dir", str(out),
+               "--model-args", f"autoencoder={autoencoder}", "--steps", "2", "--batch-size", "4", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
@@ -129,7 +132,7 @@ def test_ddp_on_two_gloo_processes(shards, autoencoder, tmp_path):
 
 
 def test_autoencoder_stage_scales_latents_and_round_trips_shapes(autoencoder):
-    from worldpack.train import load_autoencoder
+    from modelkit.autoencoder import load_autoencoder
 
     codec, spec = load_autoencoder(autoencoder)
     assert spec["kind"] == "ours" and float(codec.latent_std) != 1.0  # the running std moved during training
@@ -147,7 +150,7 @@ def test_a_diffusers_vae_folder_needs_diffusers(tmp_path):
         pass
     else:
         pytest.skip("diffusers is installed: loading a real AutoencoderKL needs its weights, which tests cannot fetch")
-    from worldpack.train import load_autoencoder
+    from modelkit.autoencoder import load_autoencoder
 
     (tmp_path / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL"}))
     with pytest.raises(ImportError, match="diffusers"):

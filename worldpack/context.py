@@ -88,7 +88,3 @@ def build_example(latents: torch.Tensor, poses: np.ndarray, actions: np.ndarray,
         "pose_delta": torch.from_numpy(relative_pose(poses[last_seen], poses[current], units_per_block)),
         "time_shift": torch.tensor(float(current - last_seen)),
     }
-
-
-def collate(examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    return {key: torch.stack([e[key] for e in examples]) for key in examples[0]}

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from worldpack.cdit import CDiT, TimestepEmbedder, VectorEmbedder
+from modelkit.cdit import CDiT, TimestepEmbedder, VectorEmbedder
 from worldpack.context import VARIANTS, ContextLayout
-from worldpack.diffusion import EDM, EDMConfig
+from modelkit.diffusion import EDM, EDMConfig
 from worldpack.packing import PackedPatchEmbed, effective_context
 from worldpack.retrieval import RETRIEVAL_PRESETS, RetrievalParams
 

@@ -1,5 +1,4 @@
-"""Models trained here, behind the harness's WorldModel API: the shared checkpoint-loading adapter and lockstep
-rollout (also used by the NWM and DIAMOND baselines), and WorldPack itself (registered as "worldpack").
+"""WorldPack behind the harness's WorldModel API (registered as "worldpack"), on the kit's checkpoint adapter.
 
 A rollout encodes the context frames, then for each target step picks the context exactly as in training
 (context.build_example: recent frames plus memories retrieved with the known pose of the frame being predicted),
@@ -13,82 +12,20 @@ is used. Model args: `sampler_steps=N`, `solver=euler|heun` override the checkpo
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from loopnav_bench.models import RolloutRequest, WorldModel
+from loopnav_bench.models import RolloutRequest
 from loopnav_bench.schema import units_per_block
-from worldpack import checkpoint as ckpt
-from worldpack.context import build_example, collate
+from modelkit.adapter import CheckpointedModel, lockstep_rollout, rollout_buffer
+from modelkit.autoencoder import load_autoencoder
+from worldpack.context import build_example
 from worldpack.model import WorldPack, WorldPackConfig
-from worldpack.train import load_autoencoder
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "tiny"
-
-
-class CheckpointedModel(WorldModel):
-    """The WorldModel adapter of a model trained with `fit`: loads the EMA weights of a training run (or a step
-    folder) into `network_class(config_class.from_dict(...))`, on the committed tiny checkpoint when none is given.
-    Model args `sampler_steps=N` and `solver=euler|heun` override the checkpoint's sampler."""
-
-    config_class: Any
-    network_class: Callable[[Any], nn.Module]
-    default_checkpoint: Path
-
-    def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0,
-                 sampler_steps: int | None = None, solver: str | None = None, **model_args: Any):
-        # sampler settings change the frames, so they stay in model_args, which key evaluate's resume
-        super().__init__(checkpoint, device, seed, sampler_steps=sampler_steps, solver=solver, **model_args)
-        if model_args:
-            raise ValueError(f"{self.name} takes the model args sampler_steps and solver, not {sorted(model_args)}")
-        self.step_dir = ckpt.resolve(checkpoint or self.default_checkpoint)
-        self.checkpoint = str(self.step_dir)  # what was loaded, the default included: evaluate hashes it
-        self.saved = ckpt.read_config(self.step_dir)
-        if self.saved.get("model") != self.name:
-            raise ValueError(f"{self.step_dir / ckpt.CONFIG}: holds a {self.saved.get('model')!r} model, "
-                             f"not {self.name}")
-        config = self.config_class.from_dict(self.saved["config"])
-        overrides = {k: v for k, v in (("steps", sampler_steps), ("solver", solver)) if v is not None}
-        self.config = replace(config, edm=replace(config.edm, **overrides))
-        self.model = self.network_class(self.config)
-        self.model.load_state_dict(ckpt.load_tensors(self.step_dir / ckpt.WEIGHTS))
-        self.model.to(device).eval()
-
-    def rollout(self, request: RolloutRequest) -> np.ndarray:
-        return self.rollout_batch([request])[0]
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "checkpoint": str(self.step_dir),
-                "sampler_steps": self.config.edm.steps, "solver": self.config.edm.solver,
-                "trained_steps": self.saved["step"], "data": self.saved["data"]}
-
-
-@torch.no_grad()
-def lockstep_rollout(buffers: list[torch.Tensor], offsets: list[int], seeds: list[int],
-                     conditioning: Callable[[int, int], dict[str, torch.Tensor]],
-                     sample: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor],
-                     device: str | torch.device) -> list[torch.Tensor]:
-    """Fill each buffers[i][offsets[i]:] one frame at a time, all trajectories advancing together as one batch.
-
-    conditioning(i, t) gives trajectory i's inputs for predicting its frame t; it reads buffers[i], whose frames
-    before t are real (context) or already predicted. sample(batch, noise) returns the next frames. Each trajectory
-    draws its noise from its own generator seeded with seeds[i], so its frames do not depend on its batch.
-    Returns the predicted part of every buffer.
-    """
-    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-    for step in range(max((len(b) - o for b, o in zip(buffers, offsets)), default=0)):
-        active = [i for i, (b, o) in enumerate(zip(buffers, offsets)) if o + step < len(b)]
-        items = [conditioning(i, offsets[i] + step) for i in active]
-        batch = {key: value.to(device) for key, value in collate(items).items()}
-        noise = torch.cat([torch.randn(1, *buffers[i].shape[1:], generator=generators[i]) for i in active])
-        for i, frame in zip(active, sample(batch, noise.to(device)).cpu()):
-            buffers[i][offsets[i] + step] = frame
-    return [b[o:] for b, o in zip(buffers, offsets)]
 
 
 class WorldPackModel(CheckpointedModel):
@@ -118,9 +55,8 @@ class WorldPackModel(CheckpointedModel):
             raise ValueError(f"trajectory {request.id!r}: actions have {width} components "
                              f"({request.meta.get('action_layout')}), but {self.step_dir} was trained on "
                              f"{self.config.action_dim} ({self.saved.get('action_layout')})")
-        context = self.codec.encode(request.context_frames).cpu()  # lockstep_rollout's buffers live on the CPU
-        latents = torch.cat([context, context.new_zeros((request.horizon, *context.shape[1:]))])
-        return {"request": request, "offset": len(context), "latents": latents,
+        return {"request": request, "offset": len(request.context_frames),
+                "latents": rollout_buffer(self.codec.encode, request),
                 "poses": np.concatenate([request.context_poses, request.target_poses]),
                 "actions": np.concatenate([request.context_actions, request.target_actions]),
                 "units": units_per_block(request.meta)}

@@ -16,10 +16,9 @@ import torch
 
 from loopnav_bench.metrics import pixel, weights
 from loopnav_bench.metrics.pixel import Frames, as_pair, to_unit_nchw
+from loopnav_bench.metrics.specs import FRAME_METRICS, METRICS
 from loopnav_bench.metrics.weights import MetricUnavailable
 
-FRAME_METRICS = ("ssim", "psnr", "lpips", "dreamsim")
-HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "lpips": False, "dreamsim": False, "fvd": False}
 DREAMSIM_SIZE = 224  # DreamSim's own preprocessing: bicubic resize to 224x224, values in [0, 1]
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # uint8 [B,H,W,3] x2 -> [B]
@@ -70,7 +69,7 @@ def _lpips_model(files: dict, device: str) -> torch.nn.Module:
     return model.eval().requires_grad_(False).to(device)
 
 
-def _load_lpips(device: str, variant: Optional[str]) -> tuple[ScoreFn, dict]:
+def load_lpips(device: str, variant: Optional[str]) -> tuple[ScoreFn, dict]:
     files, info = weights.require("lpips", variant)
     try:
         model = _lpips_model(files, device)
@@ -87,7 +86,7 @@ def _load_lpips(device: str, variant: Optional[str]) -> tuple[ScoreFn, dict]:
                    "input_range": "[-1, 1]"}
 
 
-def _load_dreamsim(device: str, variant: Optional[str]) -> tuple[ScoreFn, dict]:
+def load_dreamsim(device: str, variant: Optional[str]) -> tuple[ScoreFn, dict]:
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms.functional import resize
 
@@ -116,20 +115,20 @@ def _load_dreamsim(device: str, variant: Optional[str]) -> tuple[ScoreFn, dict]:
                    "input": f"bicubic (antialiased) resize to {DREAMSIM_SIZE}x{DREAMSIM_SIZE}, [0, 1]"}
 
 
-def _pixel_score(name: str, device: str) -> ScoreFn:
-    if name == "ssim":
-        return lambda pred, target: torch.from_numpy(pixel.ssim(pred, target, device=device))
-    return lambda pred, target: torch.from_numpy(pixel.psnr(pred, target))
-
-
-_PIXEL_INFO = {
-    "ssim": "loopnav torch float64: Gaussian 11x11 sigma 1.5, K1 0.01, K2 0.03, population covariance, valid region "
+def load_ssim(device: str, variant: Optional[str]) -> tuple[ScoreFn, dict]:
+    info = ("loopnav torch float64: Gaussian 11x11 sigma 1.5, K1 0.01, K2 0.03, population covariance, valid region "
             "(5 px border cropped), per channel on [0, 1]; equals skimage structural_similarity(gaussian_weights=True, "
-            "sigma=1.5, use_sample_covariance=False, data_range=1)",
-    "psnr": "10*log10(1/MSE) per frame on [0, 1]; +inf for identical frames",
-}
-_LOADERS: dict[str, Callable[[str, Optional[str]], tuple[ScoreFn, dict]]] = {
-    "lpips": _load_lpips, "dreamsim": _load_dreamsim}
+            "sigma=1.5, use_sample_covariance=False, data_range=1)")
+    return (lambda pred, target: torch.from_numpy(pixel.ssim(pred, target, device=device))), _no_weights(info)
+
+
+def load_psnr(device: str, variant: Optional[str]) -> tuple[ScoreFn, dict]:
+    info = "10*log10(1/MSE) per frame on [0, 1]; +inf for identical frames"
+    return (lambda pred, target: torch.from_numpy(pixel.psnr(pred, target))), _no_weights(info)
+
+
+def _no_weights(implementation: str) -> dict:
+    return {"implementation": implementation, "variant": None, "verified": True, "weights": []}
 
 
 def load_frame_metric(name: str, device: str = "cpu", batch_size: int = 32,
@@ -138,8 +137,5 @@ def load_frame_metric(name: str, device: str = "cpu", batch_size: int = 32,
     unverified (see `loopnav weights check`), ValueError for an unknown name."""
     if name not in FRAME_METRICS:
         raise ValueError(f"unknown frame metric {name!r}; choose from {', '.join(FRAME_METRICS)}")
-    if name in _PIXEL_INFO:
-        info = {"implementation": _PIXEL_INFO[name], "variant": None, "verified": True, "weights": []}
-        return FrameMetric(name, _pixel_score(name, device), info, batch_size)
-    score, info = _LOADERS[name](device, variant)
+    score, info = METRICS[name].load()(device, variant)
     return FrameMetric(name, score, info, batch_size)

@@ -30,6 +30,7 @@ from typing import Iterable, Optional
 
 from loopnav_bench.console import ProgressFn
 from loopnav_bench.fileio import atomic_path, resolve_within, sha256_file
+from loopnav_bench.metrics.specs import METRICS
 
 ALLOW_UNVERIFIED_ENV = "LOOPNAV_ALLOW_UNVERIFIED_WEIGHTS"
 OFFLINE_ENVS = ("LOOPNAV_OFFLINE", "HF_HUB_OFFLINE")
@@ -179,7 +180,7 @@ REGISTRY: tuple[WeightFile, ...] = (
                     "Loaded with torch.jit.load, which runs the archive's code: only use a file you trust."),
 )
 
-DEFAULT_VARIANTS = {"lpips": "alex", "dreamsim": "ensemble", "fvd": "styleganv"}
+DEFAULT_VARIANTS = {name: spec.default_variant for name, spec in METRICS.items() if spec.default_variant}
 
 
 def files_for(metric: str, variant: Optional[str] = None) -> list[WeightFile]:

@@ -8,10 +8,10 @@ same bytes as one.
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from typing import Any
 
+from loopnav_bench.registry import SOURCES
 from loopnav_bench.schema import Trajectory
 
 
@@ -45,15 +45,10 @@ class Source(ABC):
         return []
 
 
-SOURCES = {
-    "loopnav": "loopnav_bench.sources.loopnav:LoopNavSource",
-    "recon": "loopnav_bench.sources.recon:ReconSource",
-    "vizdoom": "loopnav_bench.sources.vizdoom:VizDoomSource",
-}
-
-
 def source_class(name: str) -> type[Source]:
-    if name not in SOURCES:
-        raise ValueError(f"unknown source {name!r}; choose one of {sorted(SOURCES)}")
-    module, cls = SOURCES[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    """A registered source (entry-point group `loopnav.sources`, see loopnav_bench.registry) by name."""
+    cls = SOURCES.load(name)
+    if not (isinstance(cls, type) and issubclass(cls, Source)):
+        raise TypeError(f"source {name!r} -> {SOURCES.entries()[name].value} is not a loopnav_bench.sources.Source "
+                        "subclass")
+    return cls

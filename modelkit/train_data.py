@@ -1,6 +1,7 @@
-"""Training batches from a prepared shard set: images for the autoencoder, context/target latents for WorldPack.
+"""Training data from a prepared shard set: the train split, random frames for the autoencoder, and trajectories
+encoded into a latent space for the latent models' own batch builders.
 
-Both builders are called as `builder(rng, batch_size) -> batch dict` with a numpy Generator the training loop seeds
+Batch builders are called as `builder(rng, batch_size) -> batch dict` with a numpy Generator the training loop seeds
 from (seed, rank, step), which is what makes a resumed run draw the same batches as an uninterrupted one.
 """
 
@@ -15,10 +16,8 @@ import torch
 
 from loopnav_bench.console import ProgressFn
 from loopnav_bench.schema import Trajectory, units_per_block
-from loopnav_bench.shards import load_manifest, manifest_hash, read_trajectories
-from worldpack.autoencoder import frames_to_tensor
-from worldpack.context import ContextLayout, build_example, collate
-from worldpack.retrieval import RetrievalParams
+from loopnav_bench.shards import load_manifest, read_trajectories
+from modelkit.autoencoder import frames_to_tensor
 
 BatchBuilder = Callable[[np.random.Generator, int], dict[str, torch.Tensor]]
 
@@ -37,12 +36,6 @@ def load_split(data: str | Path, split: str = "train", progress: ProgressFn | No
     if len(layouts) > 1:
         raise ValueError(f"{data}: one model needs one action layout, found {sorted(layouts)}")
     return trajectories
-
-
-def data_identity(data: str | Path, split: str = "train") -> dict[str, str]:
-    """What a checkpoint records about its training data."""
-    manifest = load_manifest(data)
-    return {"path": str(data), "split": split, "source": manifest["source"], "manifest_hash": manifest_hash(data)}
 
 
 class ImageBatches:
@@ -74,27 +67,3 @@ def encode_trajectories(trajectories: list[Trajectory], encode: Callable[[np.nda
         if progress:
             progress("encode frames", i + 1, len(trajectories))
     return out
-
-
-class ContextBatches:
-    """Random (trajectory, target frame, time shift) triples turned into WorldPack examples by `build_example`."""
-
-    def __init__(self, encoded: list[EncodedTrajectory], layout: ContextLayout, params: RetrievalParams,
-                 max_time_shift: int):
-        self.encoded, self.layout, self.params, self.max_time_shift = encoded, layout, params, max_time_shift
-        lengths = np.array([len(e.latents) - 1 for e in encoded], dtype=np.float64)  # targets per trajectory
-        if lengths.sum() <= 0:
-            raise ValueError("no trajectory has two frames or more")
-        self.weights = lengths / lengths.sum()
-
-    def __call__(self, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
-        examples = []
-        for t in rng.choice(len(self.encoded), size=batch_size, p=self.weights):
-            e = self.encoded[t]
-            current = int(rng.integers(1, len(e.latents)))
-            last_seen = current - int(rng.integers(1, min(self.max_time_shift, current) + 1))
-            example = build_example(e.latents, e.poses, e.actions, current, last_seen, self.layout, self.params,
-                                    e.units_per_block)
-            example["target"] = e.latents[current]
-            examples.append(example)
-        return collate(examples)

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from loopnav_bench.console import console, progress_bar
+from loopnav_bench.distributed import DEFAULT_DEVICE
 
 app = typer.Typer(
     name="loopnav",
@@ -53,6 +54,7 @@ def prepare(
     overwrite: bool = typer.Option(False, help="Replace an existing set in --out prepared with other settings."),
 ) -> None:
     """Convert a data source into webdataset shards with poses, actions and a manifest."""
+    from loopnav_bench.registry import UnknownNameError
     from loopnav_bench.shards import ShardError, prepare as run_prepare
     from loopnav_bench.sources import source_class
 
@@ -69,7 +71,7 @@ def prepare(
         src = cls(**given)
         with progress_bar() as progress:
             manifest = run_prepare(src, out, workers=workers, overwrite=overwrite, progress=progress)
-    except (ShardError, ValueError, FileNotFoundError, ConnectionError) as err:
+    except (ShardError, ValueError, FileNotFoundError, ConnectionError, UnknownNameError) as err:
         fail(str(err))
     _print_manifest(manifest)
     console.print(f"[green]wrote[/] {out / 'manifest.json'}")
@@ -143,7 +145,7 @@ def _print_manifest(manifest: dict) -> None:
 _METRICS = typer.Option(None, help="Comma-separated metrics: frame metrics (ssim, psnr, lpips, dreamsim) and fvd. Default: all.")
 _EVAL_SIZE = typer.Option(None, "--eval-size", help="Score at N or HxW pixels (e.g. 64, 64x96); default: the data's native size.")
 _FVD_MODE = typer.Option("default", "--fvd-mode", help="FVD settings: default or loopnav-v1.")
-_DEVICE = typer.Option("cpu", help="Torch device for the model and the metrics, e.g. cuda:0.")
+_DEVICE = typer.Option(DEFAULT_DEVICE, help="Torch device: auto (CUDA when there is one), cpu, cuda or cuda:N.")
 
 
 @app.command(rich_help_panel=EVAL)
@@ -169,7 +171,8 @@ def evaluate(
 ) -> None:
     """Roll a model out on the return legs, save its predictions, score them and write results (torchrun-ready)."""
     from loopnav_bench.evaluate import EvalConfig, evaluate as run_evaluate, parse_eval_size
-    from loopnav_bench.models import UnknownModelError, parse_model_args
+    from loopnav_bench.models import parse_model_args
+    from loopnav_bench.registry import UnknownNameError
 
     try:
         config = EvalConfig(data=data, output_dir=output_dir, model=model, model_args=parse_model_args(model_args),
@@ -179,7 +182,7 @@ def evaluate(
                             fvd_mode=fvd_mode, resume=resume, label=label)
         with progress_bar() as progress:
             outcome = run_evaluate(config, progress=progress)
-    except (ValueError, FileNotFoundError, UnknownModelError) as err:
+    except (ValueError, FileNotFoundError, UnknownNameError) as err:
         fail(str(err))
     if outcome is not None:
         _print_results(outcome)
@@ -213,14 +216,16 @@ def score(
 
 @app.command(rich_help_panel=EVAL)
 def models() -> None:
-    """List the registered world models: built in, or added by other packages through the loopnav.models entry point."""
-    from loopnav_bench.models import MODELS, registry
+    """List the registered world models (entry-point group loopnav.models), which of them `loopnav train` can train,
+    and the package that registers each."""
+    from loopnav_bench.registry import MODELS, TRAINERS
 
+    trainable = set(TRAINERS.names())
     table = Table(title="world models")
-    for column in ("name", "entry", "source"):
+    for column in ("name", "entry", "trains", "package"):
         table.add_column(column)
-    for name, entry in sorted(registry().items()):
-        table.add_row(name, entry, "builtin" if name in MODELS else "entry-point")
+    for name, entry in sorted(MODELS.entries().items()):
+        table.add_row(name, entry.value, "yes" if name in trainable else "", entry.dist.name if entry.dist else "?")
     console.print(table)
 
 
@@ -399,36 +404,35 @@ def weights_path(metrics: Optional[list[str]] = _WEIGHT_METRICS) -> None:
 
 @app.command(rich_help_panel=TRAIN)
 def train(
-    model: str = typer.Option("worldpack", help="What to train: worldpack, nwm, diamond, or autoencoder "
-                                                "(its latent space alone)."),
+    model: str = typer.Option("worldpack", help="What to train: a model with a registered trainer (see `loopnav "
+                                                "models`), or autoencoder (a latent space alone)."),
     data: Path = typer.Option(..., help="A directory written by `loopnav prepare`; its train split is used."),
     output_dir: Path = typer.Option(Path("runs/worldpack"), help="Checkpoints go here (step-N/ folders and `latest`)."),
     preset: str = typer.Option("tiny", help="Model size: tiny (CPU, minutes) or small (GPU)."),
+    model_args: Optional[str] = typer.Option(None, "--model-args", "--model_args", "-a", help="k=v,k2=v2 for the "
+                                             "model's trainer, e.g. variant=base (worldpack) or autoencoder=PATH."),
     steps: Optional[int] = typer.Option(None, help="Optimizer steps (default: the preset's)."),
     resume: bool = typer.Option(False, help="Continue the run in --output-dir from its latest checkpoint."),
-    variant: str = typer.Option("full", help="worldpack context: full, base, pack-only or retrieval-only."),
     batch_size: Optional[int] = typer.Option(None, help="Global batch size, split over torchrun processes."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the preset's)."),
     seed: int = typer.Option(0, help="Seed of batches, noise and initialisation."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    autoencoder: Optional[Path] = typer.Option(None, help="worldpack: a trained autoencoder run (or a local diffusers "
-                                               "AutoencoderKL folder) instead of training one first."),
-    autoencoder_steps: Optional[int] = typer.Option(None, help="worldpack: steps of the autoencoder stage."),
+    device: str = _DEVICE,
     save_every: int = typer.Option(500, help="Save a checkpoint every N steps."),
 ) -> None:
     """Train a world model (run under `torchrun --nproc-per-node N` for data-parallel training)."""
+    from loopnav_bench.models import parse_model_args
+    from loopnav_bench.registry import UnknownNameError
     from loopnav_bench.schema import TrajectoryError
     from loopnav_bench.shards import ShardError
-    from worldpack.train import TrainOptions, get_trainer
+    from loopnav_bench.train import TrainOptions, train as run_train
 
-    options = TrainOptions(data=data, output_dir=output_dir, preset=preset, steps=steps, resume=resume, variant=variant,
-                           batch_size=batch_size, lr=lr, seed=seed, device=device, autoencoder=autoencoder,
-                           autoencoder_steps=autoencoder_steps, save_every=save_every)
     try:
-        trainer = get_trainer(model)
+        options = TrainOptions(data=data, output_dir=output_dir, preset=preset, steps=steps, resume=resume,
+                               batch_size=batch_size, lr=lr, seed=seed, device=device, save_every=save_every,
+                               model_args=parse_model_args(model_args))
         with progress_bar() as progress:
-            final = trainer(options, progress)
-    except (ShardError, TrajectoryError, FileNotFoundError, FileExistsError, ValueError) as err:
+            final = run_train(model, options, progress)
+    except (ShardError, TrajectoryError, FileNotFoundError, FileExistsError, ValueError, UnknownNameError) as err:
         fail(str(err))
     console.print(f"[green]checkpoint[/] {final}")
 

@@ -2,8 +2,8 @@
 
 NWM diffuses in the latent space of the frozen SD VAE (stabilityai/sd-vae-ft-ema, latents × 0.18215). Nothing can be
 downloaded here, so WorldPack ships `Autoencoder`: a residual conv encoder/decoder (downsampling 2^levels, 4 latent
-channels), trained with L1 + MSE reconstruction by `loopnav train --model autoencoder` (the first stage of
-`loopnav train --model worldpack` when no --autoencoder is given). It keeps a running std of its raw latents, and
+channels), trained with L1 + MSE reconstruction by `loopnav train --model autoencoder` (the first stage of every
+latent model's training when no `autoencoder=` model arg names one), sized by PRESETS. It keeps a running std of its raw latents, and
 `encode` divides by it, so latents have about unit variance (the role of SD's 0.18215), matching EDM's σ_data = 1.
 
 `DiffusersAutoencoder` wraps a local diffusers AutoencoderKL directory (diffusers is an optional import, not a
@@ -21,6 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from modelkit import checkpoint as ckpt
+from modelkit.presets import Preset, get_preset
 
 
 def frames_to_tensor(frames: np.ndarray | torch.Tensor, size: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -53,6 +56,9 @@ class AutoencoderConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "AutoencoderConfig":
         return cls(**{**d, "channels": tuple(d["channels"])})
+
+
+AUTOENCODER_FILE = "autoencoder.safetensors"  # our autoencoder's weights inside a latent model's checkpoint
 
 
 class ResBlock(nn.Module):
@@ -141,3 +147,39 @@ class DiffusersAutoencoder:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         return tensor_to_frames(self.vae.decode(latents / self.scaling_factor).sample)
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(model={"image_size": 32, "channels": (16, 32), "latent_channels": 4}, steps=500, batch_size=16,
+                   lr=1e-3),
+    "small": Preset(model={"image_size": 64, "channels": (64, 128), "latent_channels": 4}, steps=20_000,
+                    batch_size=64, lr=1e-3),
+}
+
+
+def preset_config(name: str) -> AutoencoderConfig:
+    """The AutoencoderConfig of preset `name` (what a latent model's preset names as its latent space)."""
+    return AutoencoderConfig.from_dict(get_preset(PRESETS, name, "autoencoder").model)
+
+
+def load_autoencoder(path: Path, device: str | torch.device = "cpu") -> tuple[Autoencoder | DiffusersAutoencoder, dict]:
+    """A trained autoencoder (run or step folder of `--model autoencoder`, or a latent model's checkpoint, whose
+    autoencoder travels with it), or a local diffusers AutoencoderKL directory. Returns it and its spec for configs."""
+    path = Path(path)
+    config_file = path / ckpt.CONFIG
+    if config_file.exists() and ckpt.read_config(path).get("_class_name") == "AutoencoderKL":
+        codec = DiffusersAutoencoder(str(path), device=str(device))
+        return codec, {"kind": "diffusers", "path": str(path), "image_size": codec.image_size}
+    step_dir = ckpt.resolve(path)
+    saved = ckpt.read_config(step_dir)
+    if saved["model"] == "autoencoder":
+        config, weights = saved["config"], ckpt.WEIGHTS
+    elif "autoencoder" in saved and saved["autoencoder"]["kind"] == "ours":
+        config, weights = saved["autoencoder"]["config"], AUTOENCODER_FILE
+    elif "autoencoder" in saved:
+        return load_autoencoder(Path(saved["autoencoder"]["path"]), device)
+    else:
+        raise ValueError(f"{step_dir / ckpt.CONFIG}: holds a {saved['model']!r} model, not an autoencoder")
+    model = Autoencoder(AutoencoderConfig.from_dict(config))
+    model.load_state_dict(ckpt.load_tensors(step_dir / weights))
+    return model.to(device).eval(), {"kind": "ours", "config": config}

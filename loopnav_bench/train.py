@@ -1,0 +1,45 @@
+"""`loopnav train`: what every trainer is given, and the dispatch to a model's trainer by name.
+
+A trainer is registered in the `loopnav.trainers` entry-point group (see `loopnav_bench.registry`) as
+`fn(options: TrainOptions, progress) -> Path` (the final checkpoint folder). What only one model understands (a
+WorldPack context variant, an autoencoder to reuse) travels in `options.model_args`, which the trainer validates with
+`loopnav_bench.models.bind_args`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from loopnav_bench.console import ProgressFn
+from loopnav_bench.distributed import DEFAULT_DEVICE
+from loopnav_bench.registry import TRAINERS
+
+
+@dataclass
+class TrainOptions:
+    """What `loopnav train` passes to a trainer. None means the preset's default."""
+
+    data: Path
+    output_dir: Path
+    preset: str = "tiny"
+    steps: int | None = None
+    resume: bool = False
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int = 0
+    device: str = DEFAULT_DEVICE
+    save_every: int = 500
+    model_args: dict[str, Any] = field(default_factory=dict)  # the model's own options (`--model-args k=v,...`)
+
+
+Trainer = Callable[[TrainOptions, "ProgressFn | None"], Path]
+
+
+def train(model: str, options: TrainOptions, progress: ProgressFn | None = None) -> Path:
+    """Run the trainer registered as `model`; returns its final checkpoint folder."""
+    trainer = TRAINERS.load(model)
+    if not callable(trainer):
+        raise TypeError(f"trainer {model!r} -> {TRAINERS.entries()[model].value} is not callable")
+    return trainer(options, progress)

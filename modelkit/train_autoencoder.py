@@ -1,0 +1,71 @@
+"""The latent stage every latent model starts from: the autoencoder trainer (`loopnav train --model autoencoder`),
+and the train split encoded with a trained (or given) autoencoder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from loopnav_bench.console import ProgressFn
+from loopnav_bench.contract import data_identity
+from loopnav_bench.distributed import DistContext
+from loopnav_bench.schema import Trajectory
+from loopnav_bench.train import TrainOptions
+from modelkit.autoencoder import AUTOENCODER_FILE, PRESETS, Autoencoder, load_autoencoder, preset_config
+from modelkit.presets import get_preset
+from modelkit.train import fit, loop_config
+from modelkit.train_data import EncodedTrajectory, ImageBatches, encode_trajectories, load_split
+
+
+def train_autoencoder(options: TrainOptions, progress: ProgressFn | None = None,
+                      trajectories: list[Trajectory] | None = None) -> Path:
+    """L1 + MSE reconstruction of train-split frames at the preset's image size."""
+    if options.model_args:
+        raise ValueError(f"the autoencoder takes no model args, got {sorted(options.model_args)}")
+    preset, config = get_preset(PRESETS, options.preset, "autoencoder"), preset_config(options.preset)
+    trajectories = trajectories or load_split(options.data, progress=progress)
+    torch.manual_seed(options.seed)  # initialisation; every training step reseeds itself
+    model = Autoencoder(config)
+    run_config = {"model": "autoencoder", "config": config.to_dict(), "preset": options.preset,
+                  "data": data_identity(options.data, "train")}
+    return fit(model, ImageBatches(trajectories, config.image_size), loop_config(options, preset), options.output_dir,
+               run_config, device=options.device, resume=options.resume, progress=progress, description="autoencoder")
+
+
+@dataclass
+class LatentArgs:
+    """The model args every latent model's trainer takes (`--model-args autoencoder=PATH,autoencoder_steps=N`)."""
+
+    autoencoder: str | None = None       # a trained autoencoder run, a latent model's checkpoint (its autoencoder
+                                         # travels with it) or a local diffusers AutoencoderKL folder
+    autoencoder_steps: int | None = None  # steps of the autoencoder stage when none is given
+
+
+@dataclass
+class LatentData:
+    """The train split in a model's latent space: where every latent model's trainer (WorldPack, NWM) starts."""
+
+    trajectories: list[Trajectory]
+    encoded: list[EncodedTrajectory]
+    codec_spec: dict[str, Any]                   # recorded in the run config: which latent space
+    extra_files: dict[str, dict[str, torch.Tensor]]  # our autoencoder's weights travel inside every checkpoint
+    identity: dict[str, Any]                     # data identity of the train split
+
+
+def latent_data(options: TrainOptions, autoencoder_preset: str, args: LatentArgs,
+                progress: ProgressFn | None = None) -> LatentData:
+    """The autoencoder of preset `autoencoder_preset` trained first (into output_dir/autoencoder) unless
+    `args.autoencoder` names one, then the train split encoded with it on the training device."""
+    trajectories = load_split(options.data, progress=progress)
+    ae_path = Path(args.autoencoder) if args.autoencoder else None
+    if ae_path is None:
+        stage = replace(options, output_dir=options.output_dir / "autoencoder", preset=autoencoder_preset,
+                        steps=args.autoencoder_steps, batch_size=None, lr=None, model_args={})
+        ae_path = train_autoencoder(stage, progress, trajectories)
+    codec, codec_spec = load_autoencoder(ae_path, DistContext.for_device(options.device).device(options.device))
+    encoded = encode_trajectories(trajectories, codec.encode, progress)
+    extra = {AUTOENCODER_FILE: codec.state_dict()} if codec_spec["kind"] == "ours" else {}
+    return LatentData(trajectories, encoded, codec_spec, extra, data_identity(options.data, "train"))
