@@ -37,7 +37,7 @@ from loopnav_bench.models import RolloutRequest
 from loopnav_bench.schema import units_per_block, wrap_angle
 from modelkit.adapter import CheckpointedModel, lockstep_rollout, rollout_buffer
 from modelkit.autoencoder import load_autoencoder
-from modelkit.cdit import CDiT, TimestepEmbedder
+from modelkit.cdit import CDiT, CDiTConfig, TimestepEmbedder
 from modelkit.diffusion import EDM, EDMConfig
 from modelkit.presets import Preset
 
@@ -48,14 +48,7 @@ DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "nwm-tiny"
 
 
 @dataclass(frozen=True)
-class NWMConfig:
-    latent_channels: int = 4
-    latent_size: int = 8
-    patch: int = 2
-    hidden: int = 96
-    depth: int = 4
-    heads: int = 4
-    mlp_ratio: float = 4.0
+class NWMConfig(CDiTConfig):
     context: int = 4                          # NWM's context_size
     goal_offsets: tuple[int, int] = (1, 4)    # goal offsets drawn in training, in frames (0 excluded)
     goals_per_context: int = 4                # NWM's goals_per_obs

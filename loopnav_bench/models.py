@@ -77,11 +77,7 @@ class WorldModel(ABC):
 
 
 def model_class(name: str) -> type[WorldModel]:
-    cls = MODELS.load(name)
-    if not (isinstance(cls, type) and issubclass(cls, WorldModel)):
-        raise TypeError(f"model {name!r} -> {MODELS.entries()[name].value} is not a loopnav_bench.models.WorldModel "
-                        "subclass")
-    return cls
+    return MODELS.load(name, subclass_of=WorldModel)
 
 
 def parse_model_args(text: str | None) -> dict[str, Any]:

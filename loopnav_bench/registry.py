@@ -39,14 +39,19 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self.entries())
 
-    def load(self, name: str) -> Any:
-        """The object `name` points to, imported now; an unknown name gets "Did you mean …?"."""
+    def load(self, name: str, subclass_of: type | None = None) -> Any:
+        """The object `name` points to, imported now; an unknown name gets "Did you mean …?". With `subclass_of`,
+        anything but a subclass of it is refused."""
         entries = self.entries()
         if name not in entries:
             close = difflib.get_close_matches(name, entries, n=3)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
             raise UnknownNameError(f"unknown {self.kind} {name!r}.{hint} Available: {', '.join(sorted(entries))}")
-        return entries[name].load()
+        found = entries[name].load()
+        if subclass_of is not None and not (isinstance(found, type) and issubclass(found, subclass_of)):
+            raise TypeError(f"{self.kind} {name!r} -> {entries[name].value} is not a "
+                            f"{subclass_of.__module__}.{subclass_of.__qualname__} subclass")
+        return found
 
 
 MODELS = Registry("model", "loopnav.models")

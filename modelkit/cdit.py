@@ -10,12 +10,26 @@ baseline: a model supplies target tokens, context tokens (with a validity mask) 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from modelkit.rope import TemporalRoPE
+
+
+@dataclass(frozen=True)
+class CDiTConfig:
+    """The sizes of a CDiT world model on latents (WorldPack, NWM extend it with their own fields)."""
+
+    latent_channels: int = 4
+    latent_size: int = 8
+    patch: int = 2
+    hidden: int = 96
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from modelkit.cdit import CDiT, TimestepEmbedder, VectorEmbedder
+from modelkit.cdit import CDiT, CDiTConfig, TimestepEmbedder, VectorEmbedder
 from worldpack.context import VARIANTS, ContextLayout
 from modelkit.diffusion import EDM, EDMConfig
 from worldpack.packing import PackedPatchEmbed, effective_context
@@ -24,14 +24,7 @@ from worldpack.retrieval import RETRIEVAL_PRESETS, RetrievalParams
 
 
 @dataclass(frozen=True)
-class WorldPackConfig:
-    latent_channels: int = 4
-    latent_size: int = 8
-    patch: int = 2
-    hidden: int = 96
-    depth: int = 4
-    heads: int = 4
-    mlp_ratio: float = 4.0
+class WorldPackConfig(CDiTConfig):
     action_dim: int = 4
     variant: str = "full"
     retrieval: RetrievalParams = field(default_factory=lambda: RETRIEVAL_PRESETS["paper"])

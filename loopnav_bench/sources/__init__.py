@@ -47,8 +47,4 @@ class Source(ABC):
 
 def source_class(name: str) -> type[Source]:
     """A registered source (entry-point group `loopnav.sources`, see loopnav_bench.registry) by name."""
-    cls = SOURCES.load(name)
-    if not (isinstance(cls, type) and issubclass(cls, Source)):
-        raise TypeError(f"source {name!r} -> {SOURCES.entries()[name].value} is not a loopnav_bench.sources.Source "
-                        "subclass")
-    return cls
+    return SOURCES.load(name, subclass_of=Source)
