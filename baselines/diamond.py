@@ -38,14 +38,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from loopnav_bench.models import RolloutRequest
+from loopnav_bench.models import SHIPPED_DIR, RolloutRequest
 from loopnav_bench.schema import ACTION_LAYOUTS
 from modelkit.adapter import CheckpointedModel, lockstep_rollout, rollout_buffer
 from modelkit.autoencoder import frames_to_tensor, tensor_to_frames
 from modelkit.diffusion import EDM, EDMConfig
 from modelkit.presets import Preset
 
-DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "diamond-tiny"
 
 # ------------------------------------------------------------------------------------------------ actions
 
@@ -312,7 +311,8 @@ class DiamondModel(CheckpointedModel):
     checkpoint (baselines/checkpoints/diamond-tiny) is used. Model args: `sampler_steps=N`, `solver=euler|heun`."""
 
     name = "diamond"
-    config_class, network_class, default_checkpoint = DiamondConfig, Diamond, DEFAULT_CHECKPOINT
+    shipped_dir = Path(__file__).parent / SHIPPED_DIR
+    config_class, network_class, default_checkpoint = DiamondConfig, Diamond, "diamond-tiny"
 
     @property
     def mapping(self) -> ActionMapping:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from loopnav_bench.models import RolloutRequest
+from loopnav_bench.models import SHIPPED_DIR, RolloutRequest
 from loopnav_bench.schema import units_per_block, wrap_angle
 from modelkit.adapter import CheckpointedModel, lockstep_rollout, rollout_buffer
 from modelkit.autoencoder import load_autoencoder
@@ -44,7 +44,6 @@ from modelkit.presets import Preset
 ACTION_MIN = np.array([-2.5, -4.0])  # NWM's action_stats for (dx, dy) in waypoint spacings
 ACTION_MAX = np.array([5.0, 4.0])
 TIME_SCALE = 128.0                   # rel_t = goal offset / 128, as NWM
-DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "nwm-tiny"
 
 
 @dataclass(frozen=True)
@@ -154,7 +153,8 @@ class NWMModel(CheckpointedModel):
     (baselines/checkpoints/nwm-tiny) is used. Model args: `sampler_steps=N`, `solver=euler|heun`."""
 
     name = "nwm"
-    config_class, network_class, default_checkpoint = NWMConfig, NWM, DEFAULT_CHECKPOINT
+    shipped_dir = Path(__file__).parent / SHIPPED_DIR
+    config_class, network_class, default_checkpoint = NWMConfig, NWM, "nwm-tiny"
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

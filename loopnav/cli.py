@@ -217,16 +217,27 @@ def score(
 @app.command(rich_help_panel=EVAL)
 def models() -> None:
     """List the registered world models (entry-point group loopnav.models), which of them `loopnav train` can train,
-    and the package that registers each."""
+    the checkpoints each ships (`--checkpoint NAME`), and the package that registers each."""
     from loopnav_bench.registry import MODELS, TRAINERS
 
     trainable = set(TRAINERS.names())
     table = Table(title="world models")
-    for column in ("name", "entry", "trains", "package"):
-        table.add_column(column)
+    for column in ("name", "entry", "trains", "shipped checkpoints", "package"):
+        table.add_column(column, overflow="fold")
     for name, entry in sorted(MODELS.entries().items()):
-        table.add_row(name, entry.value, "yes" if name in trainable else "", entry.dist.name if entry.dist else "?")
+        table.add_row(name, entry.value, "yes" if name in trainable else "", ", ".join(_shipped(entry)),
+                      entry.dist.name if entry.dist else "?")
     console.print(table)
+
+
+def _shipped(entry) -> list[str]:
+    """The checkpoints a model ships beside its module, found without importing it (so without torch)."""
+    import importlib.util
+
+    from loopnav_bench.models import SHIPPED_DIR, shipped_checkpoints
+
+    spec = importlib.util.find_spec(entry.module)
+    return list(shipped_checkpoints(Path(spec.origin).parent / SHIPPED_DIR, entry.name)) if spec and spec.origin else []
 
 
 def _print_results(outcome) -> None:
@@ -418,6 +429,8 @@ def train(
     seed: int = typer.Option(0, help="Seed of batches, noise and initialisation."),
     device: str = _DEVICE,
     save_every: int = typer.Option(500, help="Save a checkpoint every N steps."),
+    threads: Optional[int] = typer.Option(None, help="Torch CPU threads per process (default: the cores available, "
+                                                     "split over torchrun's local ranks)."),
 ) -> None:
     """Train a world model (run under `torchrun --nproc-per-node N` for data-parallel training)."""
     from loopnav_bench.models import parse_model_args
@@ -429,7 +442,7 @@ def train(
     try:
         options = TrainOptions(data=data, output_dir=output_dir, preset=preset, steps=steps, resume=resume,
                                batch_size=batch_size, lr=lr, seed=seed, device=device, save_every=save_every,
-                               model_args=parse_model_args(model_args))
+                               threads=threads, model_args=parse_model_args(model_args))
         with progress_bar() as progress:
             final = run_train(model, options, progress)
     except (ShardError, TrajectoryError, FileNotFoundError, FileExistsError, ValueError, UnknownNameError) as err:

@@ -76,8 +76,10 @@ class EvalConfig:
 
     @property
     def entry(self) -> str:
-        """What this run is called on the leaderboard: tells apart checkpoints or variants of one registered model."""
-        return self.label or self.model
+        """What this run is called on the leaderboard: --label, else the model with the model args given, e.g.
+        `worldpack[memory=off]`, so that variants of one registered model are told apart."""
+        args = ",".join(f"{key}={value}" for key, value in self.model_args.items())
+        return self.label or (f"{self.model}[{args}]" if args else self.model)
 
 
 @dataclass(frozen=True)
@@ -363,7 +365,7 @@ def run_job(job: Job, ctx: DistContext, progress: Progress | None = None) -> Out
         write_json_atomic(job.dirs.run / "run.json", {
             "run_settings": job.run_settings, "data": str(Path(job.config.data).resolve()),
             "selection": {k: getattr(job.config, k) for k in ("split", "tasks", "ranges", "limit")},
-            "label": job.config.label, "model_describe": job.model_describe, "updated": _now(),
+            "label": job.config.entry, "model_describe": job.model_describe, "updated": _now(),
         })
         write_json_atomic(job.dirs.score / "score.json", job.scorer.settings())
     markers = RankMarkers(job.dirs.score / "ranks" / ctx.shared_token(), ctx.rank)

@@ -73,3 +73,13 @@ def resolve_within(root: str | Path, relative: str | Path, what: str = "path") -
     if not candidate.is_relative_to(root):
         raise ValueError(f"{what} {str(relative)!r} escapes the data root {root}")
     return candidate
+
+
+def xdg_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+
+
+def loopnav_cache_dir() -> Path:
+    """Where loopnav keeps what it can make again (metric weights, cached latents): $LOOPNAV_CACHE_DIR, else
+    $XDG_CACHE_HOME/loopnav, else ~/.cache/loopnav."""
+    return Path(os.environ.get("LOOPNAV_CACHE_DIR") or xdg_cache() / "loopnav").expanduser()

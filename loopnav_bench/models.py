@@ -17,10 +17,12 @@ import hashlib
 import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
+from loopnav_bench.fileio import read_json
 from loopnav_bench.registry import MODELS
 from loopnav_bench.schema import Trajectory
 
@@ -74,6 +76,17 @@ class WorldModel(ABC):
     def describe(self) -> dict[str, Any]:
         """What the results file records about this model (context used, resolution, parameters, ...)."""
         return {"name": self.name, "model_args": self.model_args, "checkpoint": self.checkpoint}
+
+
+SHIPPED_DIR = "checkpoints"  # a model's shipped checkpoints: <folder of its module>/checkpoints/<name>/config.json
+
+
+def shipped_checkpoints(folder: Path, model: str) -> dict[str, Path]:
+    """Name -> folder of every checkpoint of `model` shipped under `folder` (whose config.json names the model)."""
+    if not folder.is_dir():
+        return {}
+    return {d.name: d for d in sorted(folder.iterdir())
+            if (d / "config.json").is_file() and read_json(d / "config.json").get("model") == model}
 
 
 def model_class(name: str) -> type[WorldModel]:

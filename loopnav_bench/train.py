@@ -8,6 +8,7 @@ WorldPack context variant, an autoencoder to reuse) travels in `options.model_ar
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +32,7 @@ class TrainOptions:
     seed: int = 0
     device: str = DEFAULT_DEVICE
     save_every: int = 500
+    threads: int | None = None  # torch CPU threads per process; None: the process's cores over the local ranks
     model_args: dict[str, Any] = field(default_factory=dict)  # the model's own options (`--model-args k=v,...`)
 
 
@@ -42,4 +44,13 @@ def train(model: str, options: TrainOptions, progress: ProgressFn | None = None)
     trainer = TRAINERS.load(model)
     if not callable(trainer):
         raise TypeError(f"trainer {model!r} -> {TRAINERS.entries()[model].value} is not callable")
+    import torch
+
+    torch.set_num_threads(options.threads or default_threads())  # set, never left to contention with other ranks
     return trainer(options, progress)
+
+
+def default_threads() -> int:
+    """This process's share of the cores it may run on: all of them, split over torchrun's local ranks."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))

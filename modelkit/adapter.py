@@ -17,18 +17,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from loopnav_bench.models import RolloutRequest, WorldModel
+from loopnav_bench.models import RolloutRequest, WorldModel, shipped_checkpoints
 from modelkit import checkpoint as ckpt
 
 
 class CheckpointedModel(WorldModel):
     """The WorldModel adapter of a model trained with `fit`: loads the EMA weights of a training run (or a step
-    folder) into `network_class(config_class.from_dict(...))`, from the shipped `default_checkpoint` when none is
-    given. Model args `sampler_steps=N` and `solver=euler|heun` override the checkpoint's sampler."""
+    folder) into `network_class(config_class.from_dict(...))`. `checkpoint` is a path, or the name of a checkpoint
+    shipped in `shipped_dir` (`loopnav models` lists them); none means `default_checkpoint`. Model args
+    `sampler_steps=N` and `solver=euler|heun` override the checkpoint's sampler."""
 
     config_class: Any
     network_class: Callable[[Any], nn.Module]
-    default_checkpoint: Path
+    shipped_dir: Path           # <the model's package>/checkpoints
+    default_checkpoint: str     # the name of the shipped checkpoint used when none is given
 
     def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0,
                  sampler_steps: int | None = None, solver: str | None = None, **model_args: Any):
@@ -36,7 +38,7 @@ class CheckpointedModel(WorldModel):
         super().__init__(checkpoint, device, seed, sampler_steps=sampler_steps, solver=solver, **model_args)
         if model_args:
             raise ValueError(f"{self.name} takes the model args sampler_steps and solver, not {sorted(model_args)}")
-        self.step_dir = ckpt.resolve(checkpoint or self.default_checkpoint)
+        self.step_dir = ckpt.resolve(self._locate(checkpoint or self.default_checkpoint))
         self.checkpoint = str(self.step_dir)  # what was loaded, the default included: evaluate hashes it
         self.saved = ckpt.read_config(self.step_dir)
         if self.saved.get("model") != self.name:
@@ -48,6 +50,16 @@ class CheckpointedModel(WorldModel):
         self.model = self.network_class(self.config)
         self.model.load_state_dict(ckpt.load_tensors(self.step_dir / ckpt.WEIGHTS))
         self.model.to(device).eval()
+
+    def _locate(self, checkpoint: str) -> Path:
+        """A path as given, else a shipped checkpoint's folder by name."""
+        if Path(checkpoint).exists():
+            return Path(checkpoint)
+        shipped = shipped_checkpoints(self.shipped_dir, self.name)
+        if checkpoint in shipped:
+            return shipped[checkpoint]
+        raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file or folder, nor a shipped {self.name} "
+                                f"checkpoint (shipped: {', '.join(shipped) or 'none'})")
 
     def rollout(self, request: RolloutRequest) -> np.ndarray:
         return self.rollout_batch([request])[0]

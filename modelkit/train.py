@@ -40,6 +40,7 @@ class LoopConfig:
     grad_clip: float = 10.0    # NWM: 10
     ema_decay: float = 0.999   # NWM: 0.9999 over ~100k steps; shorter runs need a shorter horizon
     save_every: int = 500
+    log_every: int = 25        # steps between loss reads (each waits for the device) and non-finite checks
 
 
 def loop_config(options: TrainOptions, preset: Preset) -> LoopConfig:
@@ -85,7 +86,7 @@ def fit(model: nn.Module, batches: BatchBuilder, loop: LoopConfig, output_dir: P
     model.to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=loop.lr, weight_decay=loop.weight_decay)
-    step, losses, window = 0, [], []
+    step, losses = 0, []
     if (output_dir / ckpt.LATEST).exists():
         if not resume:
             raise FileExistsError(f"{output_dir}: already holds a training run; pass --resume to continue it "
@@ -119,6 +120,9 @@ def fit(model: nn.Module, batches: BatchBuilder, loop: LoopConfig, output_dir: P
 
     model.train()
     first_step, started = step, time.perf_counter()
+    # the loss stays on the device between reads: reading it every step would wait for the device every step
+    window, window_steps, loss_value = torch.zeros((), device=device), 0, float("nan")
+    params, ema_params = list(model.parameters()), list(ema.parameters())
     while step < loop.steps:
         rng = _seed_step(loop.seed, dist.rank, step)
         batch = _to_device(batches(rng, per_rank), device)
@@ -133,18 +137,20 @@ def fit(model: nn.Module, batches: BatchBuilder, loop: LoopConfig, output_dir: P
         with torch.no_grad():
             # warm-up (as timm/diffusers do) so that short runs do not keep much of the initialisation in the EMA
             decay = min(loop.ema_decay, (1 + step) / (10 + step))
-            for e, p in zip(ema.parameters(), model.parameters()):
-                e.lerp_(p, 1 - decay)
+            torch._foreach_lerp_(ema_params, params, 1 - decay)
             for e, b in zip(ema.buffers(), model.buffers()):
                 e.copy_(b)
-        step += 1
-        loss_value = dist.mean(loss)
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"loss became {loss_value} at step {step}; lower --lr or check the data")
-        window.append(loss_value)
-        if step % loop.save_every == 0 or step == loop.steps:
-            losses.append([step, sum(window) / len(window)])
-            window.clear()
+            window += loss.detach()
+        step, window_steps = step + 1, window_steps + 1
+        saving = step % loop.save_every == 0 or step == loop.steps
+        if saving or step % loop.log_every == 0:
+            loss_value = dist.mean(window) / window_steps
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"loss became {loss_value} by step {step}; lower --lr or check the data")
+        if saving:
+            losses.append([step, loss_value])
+            window.zero_()
+            window_steps = 0
             if dist.rank == 0:
                 save()
             dist.barrier()

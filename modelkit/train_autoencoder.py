@@ -7,17 +7,22 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import hashlib
+
 import torch
+from safetensors.torch import save as save_tensors_bytes
 
 from loopnav_bench.console import ProgressFn
 from loopnav_bench.contract import data_identity
+from loopnav_bench.fileio import loopnav_cache_dir, sha256_json
 from loopnav_bench.distributed import DistContext
 from loopnav_bench.schema import Trajectory
 from loopnav_bench.train import TrainOptions
 from modelkit.autoencoder import AUTOENCODER_FILE, PRESETS, Autoencoder, load_autoencoder, preset_config
 from modelkit.presets import get_preset
 from modelkit.train import fit, loop_config
-from modelkit.train_data import EncodedTrajectory, ImageBatches, encode_trajectories, load_split
+from modelkit import checkpoint as ckpt
+from modelkit.train_data import EncodedTrajectory, ImageBatches, encode_trajectories, load_split, with_latents
 
 
 def train_autoencoder(options: TrainOptions, progress: ProgressFn | None = None,
@@ -66,6 +71,26 @@ def latent_data(options: TrainOptions, autoencoder_preset: str, args: LatentArgs
                         steps=args.autoencoder_steps, batch_size=None, lr=None, model_args={})
         ae_path = train_autoencoder(stage, progress, trajectories)
     codec, codec_spec = load_autoencoder(ae_path, DistContext.for_device(options.device).device(options.device))
-    encoded = encode_trajectories(trajectories, codec.encode, progress)
+    identity = data_identity(options.data, "train")
+    latents = cached_latents(trajectories, codec, codec_spec, identity, progress)
     extra = {AUTOENCODER_FILE: codec.state_dict()} if codec_spec["kind"] == "ours" else {}
-    return LatentData(trajectories, encoded, codec_spec, extra, data_identity(options.data, "train"))
+    return LatentData(trajectories, with_latents(trajectories, latents), codec_spec, extra, identity)
+
+
+def cached_latents(trajectories: list[Trajectory], codec: Any, codec_spec: dict[str, Any], identity: dict[str, Any],
+                   progress: ProgressFn | None = None) -> list[torch.Tensor]:
+    """The split's latents, encoded once per (data set, autoencoder): cached under $LOOPNAV_CACHE_DIR/latents, keyed
+    by the manifest hash, the split and a hash of the autoencoder's spec and weights."""
+    state = {k: v.detach().cpu().contiguous() for k, v in codec.state_dict().items()} if codec_spec["kind"] == "ours" else {}
+    weights = hashlib.sha256(save_tensors_bytes(state)).hexdigest()  # safetensors bytes: keys sorted, deterministic
+    key = sha256_json([identity["manifest_hash"], identity["split"], codec_spec, weights])[:24]
+    path = loopnav_cache_dir() / "latents" / f"{key}.safetensors"
+    lengths = [len(t) for t in trajectories]
+    if path.exists():
+        stored = ckpt.load_tensors(path)
+        if stored["lengths"].tolist() == lengths:
+            return list(stored["latents"].split(lengths))
+    latents = encode_trajectories(trajectories, codec.encode, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt.save_tensors(path, {"latents": torch.cat(latents), "lengths": torch.tensor(lengths)})
+    return latents

@@ -56,14 +56,20 @@ class EncodedTrajectory:
     poses: np.ndarray
     actions: np.ndarray
     units_per_block: float
+    offset: int = 0         # the protocol's split point: the return leg is [offset, T)
 
 
 def encode_trajectories(trajectories: list[Trajectory], encode: Callable[[np.ndarray], torch.Tensor],
-                        progress: ProgressFn | None = None, chunk: int = 256) -> list[EncodedTrajectory]:
+                        progress: ProgressFn | None = None, chunk: int = 256) -> list[torch.Tensor]:
+    """Each trajectory's frames as latents [T, C, h, w], on the CPU."""
     out = []
     for i, traj in enumerate(trajectories):
-        latents = torch.cat([encode(traj.frames[s:s + chunk]).cpu() for s in range(0, len(traj), chunk)])
-        out.append(EncodedTrajectory(latents, traj.poses, traj.actions, units_per_block(traj.meta)))
+        out.append(torch.cat([encode(traj.frames[s:s + chunk]).cpu() for s in range(0, len(traj), chunk)]))
         if progress:
             progress("encode frames", i + 1, len(trajectories))
     return out
+
+
+def with_latents(trajectories: list[Trajectory], latents: list[torch.Tensor]) -> list[EncodedTrajectory]:
+    return [EncodedTrajectory(z, t.poses, t.actions, units_per_block(t.meta), t.offset)
+            for t, z in zip(trajectories, latents)]

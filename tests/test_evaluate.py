@@ -253,11 +253,13 @@ def test_cli_evaluate_then_score(tiny_shards, tmp_path):
                                  str(out), "--metrics", "ssim,psnr", "--eval-size", "12", "--limit", "2",
                                  "--model-args", "yaw_weight=2"])
     assert result.exit_code == 0, result.output
-    results = json.loads(next(out.glob("nearest-pose/results_*.json")).read_text())
+    # the entry is named after the model and the args it was given
+    results = json.loads(next(out.glob("nearest-pose__yaw_weight=2__/results_*.json")).read_text())
     assert results["config"]["model_args"] == {"yaw_weight": 2} and results["eval_size"] == [12, 12]
+    assert results["model"] == "nearest-pose[yaw_weight=2]"
     assert "test/ABA/5" in result.output
 
-    run = out / "nearest-pose" / results["run_key"]
+    run = out / "nearest-pose__yaw_weight=2__" / results["run_key"]
     result = runner.invoke(app, ["score", "--predictions", str(run), "--metrics", "ssim,psnr", "--eval-size", "12"])
     assert result.exit_code == 0, result.output
     assert len(list(out.glob("nearest-pose/results_*.json"))) == 2

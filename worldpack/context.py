@@ -12,6 +12,9 @@ Ablation variants (`VARIANTS`) are layouts of packing levels per slot (level ℓ
   base            the 4 most recent frames at level 0 (NWM's context)
   pack-only       the 19 most recent frames packed like `full`, no retrieval
   retrieval-only  1 recent plus 3 retrieved, all at level 0
+  fine-memory     `full` with its best memories copyable: the top retrieved frame at level 0 and the next two at
+                  level 1 (the paper's ℓ_Mj = L_f/λ^dj with a selection-based d_j), 11 recent + 8 retrieved frames
+                  as in `full`; 3.81 frames of tokens, within the base's 4
 """
 
 from __future__ import annotations
@@ -44,39 +47,46 @@ VARIANTS: dict[str, ContextLayout] = {
     "base": ContextLayout(recent=(0,) * 4, retrieved=()),
     "pack-only": ContextLayout(recent=(0, 1, 1) + (2,) * 16, retrieved=()),
     "retrieval-only": ContextLayout(recent=(0,), retrieved=(0,) * 3),
+    "fine-memory": ContextLayout(recent=(0, 1, 1) + (2,) * 8, retrieved=(0, 1, 1) + (2,) * 5),
 }
 
 
-def relative_pose(origin: np.ndarray, other: np.ndarray, units_per_block: float = 1.0) -> np.ndarray:
-    """`other` poses [..., 5] seen from `origin` [5]: (forward, left, up) offsets in blocks, squashed by a signed log
-    so that far memories stay in range, then Δyaw (wrapped) and Δpitch in radians."""
+def relative_pose(origin: np.ndarray, other: np.ndarray, units_per_block: float | np.ndarray = 1.0) -> np.ndarray:
+    """`other` poses [..., 5] seen from `origin` poses (broadcast against them): (forward, left, up) offsets in blocks,
+    squashed by a signed log so that far memories stay in range, then Δyaw (wrapped) and Δpitch in radians."""
     origin, other = np.asarray(origin, np.float64), np.asarray(other, np.float64)
-    d = (other[..., :3] - origin[:3]) / units_per_block
-    c, s = np.cos(origin[3]), np.sin(origin[3])
+    d = (other[..., :3] - origin[..., :3]) / np.asarray(units_per_block, np.float64)[..., None]
+    c, s = np.cos(origin[..., 3]), np.sin(origin[..., 3])
     local = np.stack([c * d[..., 0] + s * d[..., 1], -s * d[..., 0] + c * d[..., 1], d[..., 2]], axis=-1)
     squashed = np.sign(local) * np.log1p(np.abs(local))
-    angles = np.stack([wrap_angle(other[..., 3] - origin[3]), other[..., 4] - origin[4]], axis=-1)
+    angles = np.stack([wrap_angle(other[..., 3] - origin[..., 3]), other[..., 4] - origin[..., 4]], axis=-1)
     return np.concatenate([squashed, angles], axis=-1).astype(np.float32)
 
 
 def select_context(poses: np.ndarray, current: int, last_seen: int, layout: ContextLayout,
-                   params: RetrievalParams, units_per_block: float = 1.0) -> np.ndarray:
-    """Frame index for each slot of `layout` (-1 = empty): recent frames back from last_seen, then retrieved ones."""
+                   params: RetrievalParams, units_per_block: float = 1.0, prefer_before: int | None = None) -> np.ndarray:
+    """Frame index for each slot of `layout` (-1 = empty): recent frames back from last_seen, then retrieved ones
+    (frames before `prefer_before` first: see `retrieve`)."""
     recent = [last_seen - i if last_seen - i >= 0 else -1 for i in range(len(layout.recent))]
-    found = retrieve(poses, current, len(layout.retrieved), params, units_per_block, exclude=set(recent))
+    found = retrieve(poses, current, len(layout.retrieved), params, units_per_block, exclude=set(recent),
+                     prefer_before=prefer_before)
     retrieved = found + [-1] * (len(layout.retrieved) - len(found))
     return np.array(recent + retrieved, dtype=np.int64)
 
 
 def build_example(latents: torch.Tensor, poses: np.ndarray, actions: np.ndarray, current: int, last_seen: int,
-                  layout: ContextLayout, params: RetrievalParams, units_per_block: float = 1.0) -> dict[str, torch.Tensor]:
+                  layout: ContextLayout, params: RetrievalParams, units_per_block: float = 1.0,
+                  prefer_before: int | None = None, memory: bool = True) -> dict[str, torch.Tensor]:
     """The conditioning for predicting frame `current` from frames [0, current) (latents [≥current, C, h, w]).
 
-    The target latent itself is added by the training batch builder; a rollout samples it instead.
+    The target latent itself is added by the training batch builder; a rollout samples it instead. With
+    memory=False the retrieved slots are left empty (the "does the model use its memory?" diagnostic).
     """
     if not 0 <= last_seen < current:
         raise ValueError(f"last_seen {last_seen} must lie in [0, current={current})")
-    slots = select_context(poses, current, last_seen, layout, params, units_per_block)
+    slots = select_context(poses, current, last_seen, layout, params, units_per_block, prefer_before)
+    if not memory:
+        slots[len(layout.recent):] = -1
     valid = slots >= 0
     safe = np.where(valid, slots, last_seen)
     return {
@@ -87,4 +97,5 @@ def build_example(latents: torch.Tensor, poses: np.ndarray, actions: np.ndarray,
         "action": torch.from_numpy(np.asarray(actions[last_seen + 1:current + 1], np.float32).sum(axis=0)),
         "pose_delta": torch.from_numpy(relative_pose(poses[last_seen], poses[current], units_per_block)),
         "time_shift": torch.tensor(float(current - last_seen)),
+        "context_noise": torch.tensor(0.0),  # the std of noise on the context latents: none outside training
     }

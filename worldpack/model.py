@@ -31,6 +31,7 @@ class WorldPackConfig(CDiTConfig):
     edm: EDMConfig = field(default_factory=EDMConfig)
     max_time_shift: int = 4
     rope_theta: float = 10000.0
+    context_noise_max: float = 0.0  # training noise on context latents (std up to this); > 0 adds its level embedding
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -62,8 +63,10 @@ class WorldPack(nn.Module):
         self.noise_embed, self.shift_embed = TimestepEmbedder(D), TimestepEmbedder(D)
         self.action_embed, self.pose_delta_embed = VectorEmbedder(config.action_dim, D), VectorEmbedder(5, D)
         self.context_pose_embed = VectorEmbedder(5, D)
+        # GameNGen's noise augmentation: the model is told how noisy its context is
+        self.context_noise_embed = TimestepEmbedder(D) if config.context_noise_max > 0 else None
         for embedder in (self.noise_embed, self.shift_embed, self.action_embed, self.pose_delta_embed,
-                         self.context_pose_embed):
+                         self.context_pose_embed, *([self.context_noise_embed] if self.context_noise_embed else [])):
             for layer in embedder.mlp[::2]:
                 nn.init.normal_(layer.weight, std=0.02)
                 nn.init.zeros_(layer.bias)
@@ -100,6 +103,8 @@ class WorldPack(nn.Module):
         context, context_time, context_valid = packed_context or self.context_tokens(batch)
         c = (self.noise_embed(c_noise) + self.shift_embed(batch["time_shift"]) + self.action_embed(batch["action"])
              + self.pose_delta_embed(batch["pose_delta"]))
+        if self.context_noise_embed is not None:
+            c = c + self.context_noise_embed(batch["context_noise"] * 1000)  # stds ~0.1 -> DiT's timestep range
         x_time = torch.zeros(x.shape[:2], device=x.device)
         out = self.cdit(x, context, c, x_time, context_time, context_valid)
         # unpatchify [B, (h/p)(w/p), p·p·C] -> [B, C, h, w]

@@ -85,17 +85,20 @@ def retrieval_scores(past_poses: np.ndarray, current_pose: np.ndarray, *, sigma_
 
 
 def retrieve(poses: np.ndarray, current: int, count: int, params: RetrievalParams = PAPER_PARAMS,
-             units_per_block: float = 1.0, exclude: frozenset[int] | set[int] = frozenset()) -> list[int]:
+             units_per_block: float = 1.0, exclude: frozenset[int] | set[int] = frozenset(),
+             prefer_before: int | None = None) -> list[int]:
     """Indices of up to `count` past frames with the highest scores for frame `current`, best first.
 
     Candidates are frames [0, current − exclusion): the `exclusion` frames just before the current one are left to
     the recent-context slots. Frames in `exclude` and frames whose score is exactly zero (no directional agreement)
-    are never picked, so fewer than `count` may come back.
+    are never picked, so fewer than `count` may come back. With `prefer_before` (a rollout's first generated frame),
+    every scoring frame before it ranks above every frame after it: real memories before generated ones.
     """
     last = current - params.exclusion
     if count <= 0 or last <= 0:
         return []
     log_scores = retrieval_log_scores(poses[:last], poses[current], **params.score_kwargs(units_per_block))
-    order = np.argsort(-log_scores, kind="stable")
+    generated = np.arange(last) >= (last if prefer_before is None else prefer_before)
+    order = np.lexsort((-log_scores, generated))  # by generated-or-not, then by score; stable
     picked = [int(i) for i in order if np.isfinite(log_scores[i]) and int(i) not in exclude]
     return picked[:count]

@@ -7,7 +7,7 @@ autoencoder run or a local diffusers AutoencoderKL folder, instead of training o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -16,44 +16,106 @@ import torch
 from loopnav_bench.console import ProgressFn
 from loopnav_bench.models import bind_args
 from loopnav_bench.train import TrainOptions
-from modelkit.adapter import collate
 from modelkit.presets import get_preset
 from modelkit.train import fit, loop_config
 from modelkit.train_autoencoder import LatentArgs, latent_data
 from modelkit.train_data import EncodedTrajectory
-from worldpack.context import ContextLayout, build_example
+from worldpack.context import relative_pose
 from worldpack.model import WorldPack, WorldPackConfig
 from worldpack.presets import PRESETS
-from worldpack.retrieval import RETRIEVAL_PRESETS, RetrievalParams
+from worldpack.retrieval import RETRIEVAL_PRESETS, retrieve
 
 
 @dataclass
-class WorldPackArgs(LatentArgs):
-    variant: str = "full"   # the context layout: full, base, pack-only, retrieval-only
+class Recipe:
+    """How training examples are drawn, aimed at what evaluation asks (recorded in every checkpoint)."""
+
+    return_leg_rate: float = 0.5   # share of targets drawn from return legs [offset, T), where memory is informative;
+                                   # the rest uniformly over all frames
+    shift_one_rate: float = 0.8    # share with time shift 1, the only one a rollout uses; the rest 2..max_time_shift
+    drop_recent_rate: float = 0.1  # share whose recent slots are all hidden (when a memory exists): memory alone
+                                   # must carry the prediction
+    # context latents get N(0, σ²) noise, σ ~ U(0, config.context_noise_max) per example, σ given to the model
 
 
-class ContextBatches:
-    """Random (trajectory, target frame, time shift) triples turned into WorldPack examples by `build_example`."""
+@dataclass
+class WorldPackArgs(Recipe, LatentArgs):
+    """`loopnav train --model worldpack --model-args ...`: the variant, the recipe's rates, the latent stage's args."""
 
-    def __init__(self, encoded: list[EncodedTrajectory], layout: ContextLayout, params: RetrievalParams,
-                 max_time_shift: int):
-        self.encoded, self.layout, self.params, self.max_time_shift = encoded, layout, params, max_time_shift
-        lengths = np.array([len(e.latents) - 1 for e in encoded], dtype=np.float64)  # targets per trajectory
-        if lengths.sum() <= 0:
+    variant: str = "full"   # the context layout: full, base, pack-only, retrieval-only, fine-memory
+
+
+class MemoryBatches:
+    """WorldPack training examples, gathered as whole batches with array operations.
+
+    Every trajectory's latents sit in one tensor; each frame's retrieved memories are computed once from the
+    ground-truth poses (`retrieve`, exactly as a rollout's context frames are), so a batch is index arithmetic and one
+    gather. `example(...)` equals `build_example` for the same frame and time shift (tested).
+    """
+
+    def __init__(self, encoded: list[EncodedTrajectory], config: WorldPackConfig, recipe: Recipe = Recipe(),
+                 progress: ProgressFn | None = None):
+        layout, params = config.layout, config.retrieval
+        if layout.retrieved and len(layout.recent) + config.max_time_shift > params.exclusion + 1:
+            raise ValueError("recent slots reach into the retrieval window: precomputed memories would differ")
+        self.config, self.recipe, self.layout = config, recipe, layout
+        lengths = np.array([len(e.latents) for e in encoded])
+        self.starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        self.latents = torch.cat([e.latents for e in encoded])
+        self.poses = np.concatenate([e.poses for e in encoded])
+        self.units = np.repeat([e.units_per_block for e in encoded], lengths)
+        self.cum_actions = np.concatenate([np.cumsum(e.actions, axis=0, dtype=np.float64) for e in encoded])
+        self.first = np.repeat(self.starts, lengths)  # each frame's trajectory start
+        self.memories = np.full((len(self.latents), len(layout.retrieved)), -1, np.int64)
+        for n, (e, start) in enumerate(zip(encoded, self.starts)):
+            for t in range(len(e.latents)) if layout.retrieved else ():
+                found = retrieve(e.poses, t, len(layout.retrieved), params, e.units_per_block)
+                self.memories[start + t, :len(found)] = np.asarray(found, np.int64) + start
+            if progress:
+                progress("retrieve memories", n + 1, len(encoded))
+        targets = np.concatenate([np.arange(s + 1, s + n) for s, n in zip(self.starts, lengths)])
+        returns = np.concatenate([np.arange(s + max(e.offset, 1), s + n) for s, n, e in zip(self.starts, lengths, encoded)])
+        if not len(targets):
             raise ValueError("no trajectory has two frames or more")
-        self.weights = lengths / lengths.sum()
+        self.targets, self.returns = targets, returns if len(returns) else targets
+
+    def example(self, current: np.ndarray, last_seen: np.ndarray) -> dict[str, torch.Tensor]:
+        """The conditioning of targets `current` given frames up to `last_seen` (global frame indices [B])."""
+        recent = last_seen[:, None] - np.arange(len(self.layout.recent))
+        recent = np.where(recent >= self.first[current][:, None], recent, -1)
+        slots = np.concatenate([recent, self.memories[current]], axis=1)
+        valid = slots >= 0
+        safe = np.where(valid, slots, last_seen[:, None])
+        units = self.units[current]
+        return {
+            "context": self.latents[torch.from_numpy(safe.reshape(-1))].view(*safe.shape, *self.latents.shape[1:]),
+            "context_valid": torch.from_numpy(valid),
+            "context_time": torch.from_numpy(np.where(valid, slots - current[:, None], 0).astype(np.float32)),
+            "context_pose": torch.from_numpy(relative_pose(self.poses[current][:, None], self.poses[safe],
+                                                           units[:, None])),
+            "action": torch.from_numpy((self.cum_actions[current] - self.cum_actions[last_seen]).astype(np.float32)),
+            "pose_delta": torch.from_numpy(relative_pose(self.poses[last_seen], self.poses[current], units)),
+            "time_shift": torch.from_numpy((current - last_seen).astype(np.float32)),
+            "context_noise": torch.zeros(len(current)),
+        }
 
     def __call__(self, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
-        examples = []
-        for t in rng.choice(len(self.encoded), size=batch_size, p=self.weights):
-            e = self.encoded[t]
-            current = int(rng.integers(1, len(e.latents)))
-            last_seen = current - int(rng.integers(1, min(self.max_time_shift, current) + 1))
-            example = build_example(e.latents, e.poses, e.actions, current, last_seen, self.layout, self.params,
-                                    e.units_per_block)
-            example["target"] = e.latents[current]
-            examples.append(example)
-        return collate(examples)
+        recipe, n_recent = self.recipe, len(self.layout.recent)
+        from_returns = rng.random(batch_size) < recipe.return_leg_rate
+        current = np.where(from_returns, rng.choice(self.returns, batch_size), rng.choice(self.targets, batch_size))
+        longer = rng.integers(2, max(self.config.max_time_shift, 2) + 1, batch_size)
+        shift = np.where(rng.random(batch_size) < recipe.shift_one_rate, 1, longer)
+        last_seen = np.maximum(current - shift, self.first[current])
+        batch = self.example(current, last_seen)
+        has_memory = batch["context_valid"][:, n_recent:].any(dim=1).numpy()
+        drop = torch.from_numpy((rng.random(batch_size) < recipe.drop_recent_rate) & has_memory)
+        batch["context_valid"][:, :n_recent] &= ~drop[:, None]
+        if self.config.context_noise_max > 0:
+            sigma = torch.from_numpy(rng.uniform(0, self.config.context_noise_max, batch_size)).float()
+            batch["context"] = batch["context"] + sigma[:, None, None, None, None] * torch.randn_like(batch["context"])
+            batch["context_noise"] = sigma
+        batch["target"] = self.latents[torch.from_numpy(current)]
+        return batch
 
 
 def train_worldpack(options: TrainOptions, progress: ProgressFn | None = None) -> Path:
@@ -66,8 +128,9 @@ def train_worldpack(options: TrainOptions, progress: ProgressFn | None = None) -
                              variant=args.variant, retrieval=retrieval, **preset.model)
     torch.manual_seed(options.seed)
     model = WorldPack(config)
-    batches = ContextBatches(data.encoded, config.layout, config.retrieval, config.max_time_shift)
-    run_config = {"model": "worldpack", "config": config.to_dict(), "preset": options.preset,
+    recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
+    batches = MemoryBatches(data.encoded, config, recipe, progress)
+    run_config = {"model": "worldpack", "config": config.to_dict(), "recipe": asdict(recipe), "preset": options.preset,
                   "autoencoder": data.codec_spec, "action_layout": first.meta["action_layout"], "data": data.identity}
     return fit(model, batches, loop_config(options, preset), options.output_dir, run_config, device=options.device,
                resume=options.resume, extra_files=data.extra_files, progress=progress,

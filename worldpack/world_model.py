@@ -6,8 +6,10 @@ samples the next latent with EDM and appends it, so later steps see their own pr
 in lockstep as one batch; each draws its noise from its own generator (RolloutRequest.seed), so a trajectory's
 frames do not depend on which others share its batch. Frames come back at the checkpoint's image size.
 
-Without --checkpoint the committed tiny checkpoint (worldpack/checkpoints/tiny, trained on embedded ViZDoom data)
-is used. Model args: `sampler_steps=N`, `solver=euler|heun` override the checkpoint's sampler.
+Memories are retrieved among the real context frames first (generated frames only when too few real ones score).
+Without --checkpoint the shipped default checkpoint is used; `--checkpoint NAME` picks another shipped one (see
+`loopnav models`). Model args: `sampler_steps=N`, `solver=euler|heun` override the checkpoint's sampler;
+`memory=off` leaves the retrieved slots empty (does the model use its memory?).
 """
 
 from __future__ import annotations
@@ -18,22 +20,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from loopnav_bench.models import RolloutRequest
+from loopnav_bench.models import SHIPPED_DIR, RolloutRequest
 from loopnav_bench.schema import units_per_block
 from modelkit.adapter import CheckpointedModel, lockstep_rollout, rollout_buffer
 from modelkit.autoencoder import load_autoencoder
 from worldpack.context import build_example
 from worldpack.model import WorldPack, WorldPackConfig
 
-DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "tiny"
 
 
 class WorldPackModel(CheckpointedModel):
     name = "worldpack"
-    config_class, network_class, default_checkpoint = WorldPackConfig, WorldPack, DEFAULT_CHECKPOINT
+    shipped_dir = Path(__file__).parent / SHIPPED_DIR
+    config_class, network_class, default_checkpoint = WorldPackConfig, WorldPack, "tiny"
 
-    def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0, **model_args: Any):
+    def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0, memory: str = "on",
+                 **model_args: Any):
+        if memory not in ("on", "off"):
+            raise ValueError(f"worldpack: model arg memory={memory!r} is not on or off")
         super().__init__(checkpoint, device, seed, **model_args)
+        self.model_args["memory"] = memory  # changes the frames: keys evaluate's resume
+        self.memory = memory == "on"
         self.codec, _ = load_autoencoder(self.step_dir, device)
 
     def rollout_batch(self, requests: list[RolloutRequest]) -> list[np.ndarray]:
@@ -43,7 +50,7 @@ class WorldPackModel(CheckpointedModel):
         def conditioning(i: int, t: int) -> dict[str, torch.Tensor]:
             s = states[i]  # the context exactly as in training: recent frames plus memories retrieved at pose t
             return build_example(buffers[i], s["poses"], s["actions"], t, t - 1, self.config.layout,
-                                 self.config.retrieval, s["units"])
+                                 self.config.retrieval, s["units"], prefer_before=s["offset"], memory=self.memory)
 
         predicted = lockstep_rollout(buffers, [s["offset"] for s in states], [r.seed for r in requests],
                                      conditioning, self.model.sample, self.device)
@@ -62,6 +69,6 @@ class WorldPackModel(CheckpointedModel):
                 "units": units_per_block(request.meta)}
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "variant": self.config.variant,
+        return {**super().describe(), "variant": self.config.variant, "memory": "on" if self.memory else "off",
                 "context_frames": self.config.layout.frames, "effective_context": self.model.effective_context(),
                 "retrieval": self.config.retrieval.to_dict(), "image_size": self.codec.image_size}

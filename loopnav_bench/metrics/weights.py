@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from loopnav_bench.console import ProgressFn
-from loopnav_bench.fileio import atomic_path, resolve_within, sha256_file
+from loopnav_bench.fileio import atomic_path, loopnav_cache_dir, resolve_within, sha256_file, xdg_cache
 from loopnav_bench.metrics.specs import METRICS
 
 ALLOW_UNVERIFIED_ENV = "LOOPNAV_ALLOW_UNVERIFIED_WEIGHTS"
@@ -50,22 +50,13 @@ class WeightsDownloadError(RuntimeError):
 
 # ---- roots -----------------------------------------------------------------------------------------------------------
 
-def _xdg_cache() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-
-
-def loopnav_cache_dir() -> Path:
-    """$LOOPNAV_CACHE_DIR, else $XDG_CACHE_HOME/loopnav, else ~/.cache/loopnav."""
-    return Path(os.environ.get("LOOPNAV_CACHE_DIR") or _xdg_cache() / "loopnav").expanduser()
-
-
 def torch_hub_checkpoints_dir() -> Path:
     """$TORCH_HOME/hub/checkpoints, computed from the environment like torch does.
 
     Computed here rather than via `torch.hub.get_dir()` because DreamSim calls `torch.hub.set_dir()`, which would
     otherwise redirect later lookups into the DreamSim cache for the rest of the process.
     """
-    return Path(os.environ.get("TORCH_HOME") or _xdg_cache() / "torch").expanduser() / "hub" / "checkpoints"
+    return Path(os.environ.get("TORCH_HOME") or xdg_cache() / "torch").expanduser() / "hub" / "checkpoints"
 
 
 def dreamsim_cache_dir() -> Path:
