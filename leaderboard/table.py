@@ -4,7 +4,8 @@ Rows are navigation range x model (with the trajectories' mean context and traje
 metric x task (ABA, ABCA). A cell is the mean over trajectories of each trajectory's mean per-frame score, with a
 percentile-bootstrap 95% interval drawn from the per-trajectory rows. Within each range block the best cell of each
 column is bold, judged with the metric's `higher_is_better`; cells computed with unverified metric weights carry a
-dagger and are never marked best. FVD is set-level (one number per split), so it gets its own small table.
+dagger and are never marked best. FVD is set-level (one number per split, and one per task x range cell as LoopNav
+reports it), so it gets its own small table.
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ class Row:
 @dataclass
 class FvdRow:
     run: Run
-    cell: Cell
+    cell: Cell  # the whole split
     mode: str
+    cells: dict[str, Cell] = field(default_factory=dict)  # "ABA/5" -> that cell's FVD
 
     @property
     def model(self) -> str:
@@ -75,6 +77,7 @@ class GroupTable:
     higher_is_better: dict[str, bool | None]
     rows: list[Row] = field(default_factory=list)
     fvd: list[FvdRow] = field(default_factory=list)
+    fvd_cells: list[str] = field(default_factory=list)  # "task/range" keys of the per-cell FVD columns
     notes: list[str] = field(default_factory=list)
     _footnotes: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (what, reason) -> models
 
@@ -149,13 +152,22 @@ def _mark_best(cells: list[Cell], higher_is_better: bool | None) -> None:
         c.best = c.mean == best
 
 
-def _fvd_row(table: GroupTable, run: Run) -> FvdRow:
-    info, value = run.metric_info(SET_METRIC), (run.results.get("fvd") or {}).get(table.group.key.split)
+def _split_fvd(run: Run, split: str) -> dict:
+    return (run.results.get("fvd") or {}).get(split) or {}
+
+
+def _fvd_cell(table: GroupTable, run: Run, value: dict | None, what: str) -> Cell:
+    info = run.metric_info(SET_METRIC)
     if info.get("available") is False or not value or value.get("value") is None:
-        reason = info.get("reason") or "not computed"
-        return FvdRow(run, Cell(note=table.footnote(f"{SET_METRIC} n/a", run.model, reason)), "")
-    cell = Cell(float(value["value"]), verified=info.get("verified") is not False, n=int(value.get("n_videos") or 0))
-    return FvdRow(run, cell, str(value.get("mode", "")))
+        reason = (value or {}).get("reason") or info.get("reason") or "not computed"
+        return Cell(note=table.footnote(f"{what} n/a", run.model, reason))
+    return Cell(float(value["value"]), verified=info.get("verified") is not False, n=int(value.get("n_videos") or 0))
+
+
+def _fvd_row(table: GroupTable, run: Run) -> FvdRow:
+    value = _split_fvd(run, table.group.key.split)
+    cells = {key: _fvd_cell(table, run, value.get("cells", {}).get(key), f"{SET_METRIC} {key}") for key in table.fvd_cells}
+    return FvdRow(run, _fvd_cell(table, run, value, SET_METRIC), str(value.get("mode", "")), cells)
 
 
 def metric_direction(runs: list[Run], metric: str) -> bool | None:
@@ -188,8 +200,11 @@ def build_group_table(group: Group, metrics: list[str], spec: BootstrapSpec) -> 
                 _mark_best([row.cells[m, t] for row in block], table.higher_is_better[m])
         table.rows.extend(block)
     if SET_METRIC in metrics:
+        keys = {key for run in group.runs for key in _split_fvd(run, split).get("cells", {})}
+        table.fvd_cells = sorted(keys, key=lambda k: (k.split("/")[0], range_order(k.split("/")[1])))
         table.fvd = [_fvd_row(table, run) for run in group.runs]
-        _mark_best([r.cell for r in table.fvd], table.higher_is_better[SET_METRIC])
+        for column in [[r.cell for r in table.fvd], *([r.cells[k] for r in table.fvd] for k in table.fvd_cells)]:
+            _mark_best(column, table.higher_is_better[SET_METRIC])
     _add_notes(table)
     return table
 
@@ -206,12 +221,13 @@ def _add_notes(table: GroupTable) -> None:
     flagged = [(row.run, m) for row in table.rows for (m, _), cell in row.cells.items()
                if cell.available and not cell.verified]
     flagged += [(r.run, SET_METRIC) for r in table.fvd if r.cell.available and not r.cell.verified]
+    flagged += [(r.run, SET_METRIC) for r in table.fvd for c in r.cells.values() if c.available and not c.verified]
     unverified = sorted({f"{run.model} ({m}: {_unverified_reason(run, m)})" for run, m in flagged})
     if unverified:
         notes.append(f"{DAGGER} computed with unverified metric weights, so never ranked as best: " + "; ".join(unverified))
     if table.fvd:
-        notes.append(f"FVD is set-level: one number per model over all trajectories of split {group.key.split}, "
-                     "so it has no interval.")
+        notes.append(f"FVD is set-level: one number per model over all trajectories of split {group.key.split} "
+                     "(\"all\") and one per task and range, so it has no interval.")
     used = ", ".join(f"{run.model} {run.timestamp}" for run in group.runs)
     notes.append(f"Newest run per model used: {used}.")
     if group.superseded:
@@ -264,6 +280,14 @@ def _fvd_title(table: GroupTable) -> str:
     return f"FVD{_arrow(table, SET_METRIC)} (set-level)"
 
 
+def _fvd_headers(table: GroupTable) -> list[str]:
+    return ["all", *(key.replace("/", " ") for key in table.fvd_cells)]
+
+
+def _fvd_cells(table: GroupTable, row: FvdRow) -> list[Cell]:
+    return [row.cell, *(row.cells[key] for key in table.fvd_cells)]
+
+
 def _rich_cell(cell: Cell) -> Text:
     """Mean on the first line, interval on the second, so wide tables stay legible in a terminal."""
     if not cell.available:
@@ -294,10 +318,11 @@ def render_rich(board: Leaderboard) -> RichGroup:
         if table.fvd:
             fvd = Table(title=_fvd_title(table))
             fvd.add_column("model")
-            fvd.add_column("FVD", justify="right")
+            for header in _fvd_headers(table):
+                fvd.add_column(header, justify="right")
             fvd.add_column("mode")
             for r in table.fvd:
-                fvd.add_row(r.model, _rich_cell(r.cell), r.mode)
+                fvd.add_row(r.model, *(_rich_cell(c) for c in _fvd_cells(table, r)), r.mode)
             parts.append(fvd)
         parts.extend(Text(f"[{i}] {text}", style="dim") for i, text in enumerate(table.footnotes, 1))
         parts.extend(Text(note, style="dim") for note in table.notes)
@@ -321,9 +346,11 @@ def render_markdown(board: Leaderboard) -> str:
             cells = [(f"**{cell_text(c)}**" if c.best else cell_text(c)) for c in (row.cells[m, t] for m, t, _ in columns)]
             lines.append(_md_row([row.range, row.model, row.context_len, row.traj_len, *cells]))
         if table.fvd:
-            lines += ["", f"{_fvd_title(table)}:", "", _md_row(["model", "FVD", "mode"]), _md_row([":---", "---:", ":---"])]
-            lines += [_md_row([r.model, f"**{cell_text(r.cell)}**" if r.cell.best else cell_text(r.cell), r.mode])
-                      for r in table.fvd]
+            headers = _fvd_headers(table)
+            lines += ["", f"{_fvd_title(table)}:", "", _md_row(["model", *headers, "mode"]),
+                      _md_row([":---", *("---:" for _ in headers), ":---"])]
+            lines += [_md_row([r.model, *(f"**{cell_text(c)}**" if c.best else cell_text(c) for c in _fvd_cells(table, r)),
+                               r.mode]) for r in table.fvd]
         lines.append("")
         lines += [f"[{i}] {text}  " for i, text in enumerate(table.footnotes, 1)]
         lines += [f"{note}  " for note in table.notes]
@@ -352,10 +379,10 @@ def render_html(board: Leaderboard) -> str:
             out.append("<tr>" + "".join(f"<td>{v}</td>" for v in values) + "</tr>")
         out.append("</tbody>\n</table>")
         if table.fvd:
-            out.append(f"<p>{html.escape(_fvd_title(table))}</p>\n<table>\n<thead><tr><th>model</th><th>FVD</th>"
-                       "<th>mode</th></tr></thead>\n<tbody>")
-            out += [f"<tr><td>{html.escape(r.model)}</td><td>{_html_cell(r.cell)}</td><td>{html.escape(r.mode)}</td></tr>"
-                    for r in table.fvd]
+            headers = "".join(f"<th>{html.escape(h)}</th>" for h in ("model", *_fvd_headers(table), "mode"))
+            out.append(f"<p>{html.escape(_fvd_title(table))}</p>\n<table>\n<thead><tr>{headers}</tr></thead>\n<tbody>")
+            out += [f"<tr><td>{html.escape(r.model)}</td>" + "".join(f"<td>{_html_cell(c)}</td>" for c in _fvd_cells(table, r))
+                    + f"<td>{html.escape(r.mode)}</td></tr>" for r in table.fvd]
             out.append("</tbody>\n</table>")
         if table.footnotes:
             out.append("<ol>" + "".join(f"<li>{html.escape(t)}</li>" for t in table.footnotes) + "</ol>")
@@ -386,7 +413,8 @@ def to_records(board: Leaderboard) -> dict[str, Any]:
             "rows": [{"range": row.range, "model": row.model, "context_len": row.context_len, "traj_len": row.traj_len,
                       "cells": {m: {t: _cell_record(row.cells[m, t], table) for t in table.tasks} for m in table.metrics}}
                      for row in table.rows],
-            "fvd": [{"model": r.model, "mode": r.mode, **_cell_record(r.cell, table)} for r in table.fvd],
+            "fvd": [{"model": r.model, "mode": r.mode, **_cell_record(r.cell, table),
+                     "cells": {key: _cell_record(cell, table) for key, cell in r.cells.items()}} for r in table.fvd],
             "footnotes": table.footnotes, "notes": table.notes})
     return {"bootstrap": board.bootstrap.describe(), "groups": groups, "notes": board.notes}
 
@@ -400,7 +428,7 @@ CSV_FIELDS = ("split", "manifest_hash", "eval_size", "range", "model", "task", "
 
 
 def render_csv(board: Leaderboard) -> str:
-    """One line per (group, range, model, task, metric); FVD lines have range and task "all"."""
+    """One line per (group, range, model, task, metric); the split's FVD line has range and task "all"."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
@@ -415,6 +443,10 @@ def render_csv(board: Leaderboard) -> str:
         for fvd in group["fvd"]:
             writer.writerow({**common, "range": "all", "model": fvd["model"], "task": "all", "metric": SET_METRIC,
                              **{k: fvd[k] for k in CSV_FIELDS if k in fvd}})
+            for key, cell in fvd["cells"].items():
+                task, range_ = key.split("/")
+                writer.writerow({**common, "range": range_, "model": fvd["model"], "task": task, "metric": SET_METRIC,
+                                 **{k: cell[k] for k in CSV_FIELDS if k in cell}})
     return buffer.getvalue()
 
 

@@ -145,6 +145,8 @@ def _print_manifest(manifest: dict) -> None:
 _METRICS = typer.Option(None, help="Comma-separated metrics: frame metrics (ssim, psnr, lpips, dreamsim) and fvd. Default: all.")
 _EVAL_SIZE = typer.Option(None, "--eval-size", help="Score at N or HxW pixels (e.g. 64, 64x96); default: the data's native size.")
 _FVD_MODE = typer.Option("default", "--fvd-mode", help="FVD settings: default or loopnav-v1.")
+_FVD_COVARIANCE = typer.Option("population", "--fvd-covariance",
+                               help="Default-mode FVD covariance: population (StyleGAN-V) or sample (np.cov, N-1).")
 _DEVICE = typer.Option(DEFAULT_DEVICE, help="Torch device: auto (CUDA when there is one), cpu, cuda or cuda:N.")
 
 
@@ -165,6 +167,7 @@ def evaluate(
     batch_size: int = typer.Option(8, "--batch-size", "--batch_size", help="Trajectories per model call."),
     seed: int = typer.Option(0, help="Run seed; each trajectory's rollout seed derives from it and the trajectory id."),
     fvd_mode: str = _FVD_MODE,
+    fvd_covariance: str = _FVD_COVARIANCE,
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Reuse finished rows of a run with the same settings."),
     label: Optional[str] = typer.Option(None, help="Name of this entry on the leaderboard (default: the model name), "
                                                    "e.g. to tell variants or checkpoints of one model apart."),
@@ -179,7 +182,7 @@ def evaluate(
                             checkpoint=str(checkpoint) if checkpoint else None, split=_csv(split), tasks=_csv(tasks),
                             ranges=_csv(ranges, int), limit=limit, metrics=_csv(metrics),
                             eval_size=parse_eval_size(eval_size), device=device, batch_size=batch_size, seed=seed,
-                            fvd_mode=fvd_mode, resume=resume, label=label)
+                            fvd_mode=fvd_mode, fvd_covariance=fvd_covariance, resume=resume, label=label)
         with progress_bar() as progress:
             outcome = run_evaluate(config, progress=progress)
     except (ValueError, FileNotFoundError, UnknownNameError) as err:
@@ -198,6 +201,7 @@ def score(
     device: str = _DEVICE,
     batch_size: int = typer.Option(32, "--batch-size", "--batch_size", help="Frames per metric pass."),
     fvd_mode: str = _FVD_MODE,
+    fvd_covariance: str = _FVD_COVARIANCE,
     resume: bool = typer.Option(False, "--resume/--no-resume", help="Keep rows already scored with the same settings."),
 ) -> None:
     """Re-score saved predictions without the model (other metrics, another evaluation size, new weights)."""
@@ -206,7 +210,8 @@ def score(
     try:
         with progress_bar() as progress:
             outcome = run_score(predictions, data=data, output_dir=output_dir, metrics=_csv(metrics),
-                                eval_size=parse_eval_size(eval_size), fvd_mode=fvd_mode, device=device,
+                                eval_size=parse_eval_size(eval_size), fvd_mode=fvd_mode,
+                                fvd_covariance=fvd_covariance, device=device,
                                 metric_batch_size=batch_size, resume=resume, progress=progress)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
@@ -256,7 +261,8 @@ def _print_results(outcome) -> None:
             console.print(f"[yellow]{name} unavailable:[/] {status['reason'].splitlines()[0].rstrip(':')} (details in the results file)")
     for split, fvd in results["fvd"].items():
         if fvd["value"] is not None:
-            console.print(f"FVD ({split}, {fvd['mode']}): {fvd['value']:.2f} over {fvd['n_videos']} videos")
+            cells = ", ".join(f"{key} {cell['value']:.2f}" for key, cell in fvd["cells"].items() if cell["value"] is not None)
+            console.print(f"FVD ({split}, {fvd['mode']}): {fvd['value']:.2f} over {fvd['n_videos']} videos; per cell: {cells}")
     console.print(f"[green]wrote[/] {outcome.results_path} and {outcome.samples_path.name}")
 
 

@@ -71,6 +71,7 @@ class EvalConfig:
     metric_batch_size: int = 32  # frames per metric forward pass
     seed: int = 0
     fvd_mode: str = "default"
+    fvd_covariance: str = "population"  # default mode only: "population" (StyleGAN-V) or "sample" (np.cov)
     resume: bool = True
     label: str | None = None  # the entry's name in results and on the leaderboard; default: the model name
 
@@ -231,7 +232,7 @@ class Scorer:
     """The frame metrics of one evaluation, loaded once; unavailable ones stay null with their reason."""
 
     def __init__(self, names: list[str] | None, device: str, batch_size: int, eval_size: tuple[int, int] | None,
-                 fvd_mode: str):
+                 fvd_mode: str, fvd_covariance: str = "population"):
         from loopnav_bench.metrics import FRAME_METRICS, METRICS, MetricUnavailable, load_frame_metric
 
         names = list(names) if names is not None else list(METRICS)
@@ -253,7 +254,7 @@ class Scorer:
         self.fvd = None
         if FVD in names:
             try:
-                self.fvd = METRICS[FVD].load()(mode=fvd_mode, device=device)
+                self.fvd = METRICS[FVD].load()(mode=fvd_mode, device=device, covariance=fvd_covariance)
                 self.status[FVD] = {"available": True, "verified": bool(self.fvd.info.get("verified")), "reason": None,
                                     "info": dict(self.fvd.info), "mode": fvd_mode}
             except MetricUnavailable as err:
@@ -438,24 +439,40 @@ def _merge(job: Job, world_size: int) -> Outcome:
 
 
 def _fvd_per_split(job: Job) -> dict[str, Any]:
-    """FVD is set-level: one value per split from all its videos at the evaluation size, or null with the reason."""
+    """FVD is set-level: one value per split from all its videos at the evaluation size, and one per (task, range)
+    cell under "cells" (as LoopNav's tables report it), or null with the reason. I3D runs once per video."""
     status = job.scorer.status.get(FVD)
     if status is None:
         return {}
+    mode = job.config.fvd_mode
     splits = sorted({item.meta["split"] for item in job.items})
     if job.scorer.fvd is None:
-        return {s: {"value": None, "reason": status["reason"], "mode": job.config.fvd_mode} for s in splits}
+        return {s: {"value": None, "reason": status["reason"], "mode": mode} for s in splits}
+    features: dict[str, tuple[np.ndarray, np.ndarray] | str] = {}
+    for item, traj in load_trajectories(job.items):
+        target = job.scorer.resize(traj.frames[traj.target], traj)
+        predicted = job.scorer.resize(load_prediction(job.dirs.prediction(item.id)), traj)
+        try:
+            features[item.id] = job.scorer.fvd.features(predicted), job.scorer.fvd.features(target)
+        except ValueError as err:  # a video too short for this mode: its groups are reported without a value
+            features[item.id] = f"trajectory {item.id!r}: {err}"
+
+    def fvd_of(items: list[Item]) -> dict[str, Any]:
+        pairs = [features[item.id] for item in items]
+        try:
+            if problems := [p for p in pairs if isinstance(p, str)]:
+                raise ValueError(problems[0])
+            return {**job.scorer.fvd.distance([p for p, _ in pairs], [g for _, g in pairs]), "mode": mode}
+        except ValueError as err:  # too few or too short videos: reported, like missing weights
+            return {"value": None, "reason": str(err), "n_videos": len(items), "mode": mode}
+
     fvd: dict[str, Any] = {}
     for split in splits:
-        predicted, target = [], []
-        for item, traj in load_trajectories([i for i in job.items if i.meta["split"] == split]):
-            target.append(job.scorer.resize(traj.frames[traj.target], traj))
-            predicted.append(job.scorer.resize(load_prediction(job.dirs.prediction(item.id)), traj))
-        try:
-            fvd[split] = {**job.scorer.fvd.compute(predicted, target), "n_videos": len(target)}
-        except ValueError as err:  # too few or too short videos for this split: reported, like missing weights
-            fvd[split] = {"value": None, "reason": str(err), "n_videos": len(target)}
-        fvd[split]["mode"] = job.config.fvd_mode
+        members = [item for item in job.items if item.meta["split"] == split]
+        cells: dict[str, list[Item]] = {}
+        for item in members:
+            cells.setdefault(f"{item.meta['task']}/{item.meta['range']}", []).append(item)
+        fvd[split] = {**fvd_of(members), "cells": {key: fvd_of(cell) for key, cell in sorted(cells.items())}}
     return fvd
 
 
@@ -495,7 +512,8 @@ def _environment(device: str, world_size: int) -> dict[str, Any]:
 
 
 def _scorer(config: EvalConfig) -> Scorer:
-    return Scorer(config.metrics, config.device, config.metric_batch_size, config.eval_size, config.fvd_mode)
+    return Scorer(config.metrics, config.device, config.metric_batch_size, config.eval_size, config.fvd_mode,
+                  config.fvd_covariance)
 
 
 def evaluate(config: EvalConfig, model: WorldModel | None = None, progress: Progress | None = None) -> Outcome | None:
@@ -527,7 +545,8 @@ def evaluate(config: EvalConfig, model: WorldModel | None = None, progress: Prog
 
 def score(predictions: Path, data: Path | None = None, output_dir: Path | None = None,
           metrics: list[str] | None = None, eval_size: tuple[int, int] | None = None, fvd_mode: str = "default",
-          device: str = DEFAULT_DEVICE, metric_batch_size: int = 32, resume: bool = False,
+          fvd_covariance: str = "population", device: str = DEFAULT_DEVICE, metric_batch_size: int = 32,
+          resume: bool = False,
           progress: Progress | None = None) -> Outcome | None:
     """Re-score the saved predictions of an earlier `evaluate` run (its run folder or its predictions folder)
     without the model. The data must be the same prepared set (checked by manifest hash)."""
@@ -548,7 +567,8 @@ def score(predictions: Path, data: Path | None = None, output_dir: Path | None =
                             model=settings["model"], model_args=settings["model_args"], seed=settings["seed"],
                             label=record["label"],
                             metrics=metrics, eval_size=eval_size, device=ctx.device(device),
-                            metric_batch_size=metric_batch_size, fvd_mode=fvd_mode, resume=resume, **selection)
+                            metric_batch_size=metric_batch_size, fvd_mode=fvd_mode, fvd_covariance=fvd_covariance,
+                            resume=resume, **selection)
         items, n_original = select_trajectories(data, config.split, config.tasks, config.ranges, config.limit)
         scorer = _scorer(config)
         dirs = RunDirs(run, run / f"score-{sha256_json(scorer.settings())[:16]}")

@@ -1,12 +1,14 @@
 """Temporal rotary position embedding: every token is rotated by the time of the frame it came from.
 
 WorldPack replaces NWM's learned per-slot position embedding with RoPE on the time axis, so a context frame is placed
-by its real time offset from the target (recent frames at −1, −2, …; a retrieved memory at −300 sits just as
+by its frame-index offset from the target (recent frames at −1, −2, …; a retrieved memory at −300 sits just as
 consistently), and attention between a target token and a context token depends only on their time difference.
 Spatial position inside a frame is not rotated: it is added as a 2D sin-cos embedding (see packing.py), which lets
 grids of different compression rates share one coordinate system.
 
-Positions are real numbers in frames. The rotation uses the whole head dimension, in rotate-half pairing.
+Positions are real numbers in frames. Time is the frame index, not seconds: LoopNav's recorder compresses idle
+stretches (one heartbeat frame per second), so frames are not evenly spaced in time there. The rotation uses the
+whole head dimension, in rotate-half pairing.
 """
 
 from __future__ import annotations

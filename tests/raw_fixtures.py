@@ -38,58 +38,108 @@ def write_avi(path: Path, n_frames: int, seed: int = 0) -> None:
     writer.release()
 
 
-def loop_entries(n: int, legs: int = 1, rng: int = 5, turn: int | None = None, start=(10.5, 64.0, -20.5),
-                 yaw_turns: int = 0, with_goals: bool = True) -> tuple[list[dict], int]:
-    """Per-frame JSON entries of a loop that heads out for `legs` legs, turns at frame `turn`, then walks back to A.
+# The collector's clock (Kevin-lkw/mineflayer lib/plugins/physics.js `tickPhysics`, Kevin-lkw/mineflayer-pathfinder
+# index.js, Kevin-lkw/LoopNav receiver.py), replayed tick by tick so the fixture has the recorder's ordering:
+#   1. simulatePlayer moves the bot with the control keys as they stand (set during the previous tick);
+#   2. 'physicsTick' handlers run: the pathfinder sets the keys for the next tick and turns the body (lookAt);
+#   3. updatePosition eases the sent yaw/pitch toward the body's by at most 0.05 s * 3 rad/s, and emits one packet
+#      (one frame) only when the position or the look changed, or as a 1 s heartbeat; the packet carries the keys as
+#      step 2 left them and the look delta of this tick.
+# The receiver numbers packets (frame_count) and drops the first 20.
+MAX_TURN = 0.05 * 3.0  # PHYSICS_TIMESTEP * prismarine-physics yawSpeed (= pitchSpeed)
+STEP = 0.5  # blocks per tick: faster than vanilla walking (~0.22) to keep the fixtures short
+HEARTBEAT_TICKS, DROPPED_PACKETS, END_IDLE_TICKS = 20, 20, 60
 
-    The first three frames look around in place with no goal (as the collector's pan at A). Returns (entries, the
-    expected split offset = the turn frame). The walk moves east, then (ABCA) north; Mineflayer's yaw is set from the
-    motion as `atan2(-dx, -dz)` (mod 2pi) plus `yaw_turns` full turns, like an accumulating, unwrapped yaw.
-    """
-    turn = turn if turn is not None else 2 * n // 3
+
+def _mineflayer_yaw(dx: float, dz: float) -> float:
+    return math.atan2(-dx, -dz)  # bot.lookAt: 0 faces north (-z), counter-clockwise seen from above
+
+
+def _wrap(angle: float) -> float:
+    return (angle + math.pi) % (2 * math.pi) - math.pi
+
+
+def loop_entries(legs: int = 1, rng: int = 5, start=(10.5, 64.0, -20.5), yaw_turns: int = 0,
+                 with_goals: bool = True) -> tuple[list[dict], int]:
+    """Per-frame JSON entries of a loop recorded as the collector does: a 360 degree pan at A (yaw 0, pi/2, pi,
+    3pi/2, 0, pitch dipping on the way), `legs` legs east then (ABCA) north `rng` blocks each, the walk back to A,
+    then 3 s idle at A (heartbeat frames). `yaw_turns` full turns are added to the sent yaw, which Mineflayer never
+    wraps. Returns (entries, index of the last entry recorded under an outbound goal: the expected split offset)."""
     x0, y0, z0 = start
-    waypoints = [(x0 + rng, z0)] if legs == 1 else [(x0 + rng, z0), (x0 + rng, z0 - rng)]
-    leg_ends = [3 + (turn - 3) * (k + 1) // legs for k in range(legs)]
-    positions = [(x0, z0)] * 3
-    goals: list[dict | None] = [None] * 3
-    prev = (x0, z0)
-    for k, (end, target) in enumerate(zip(leg_ends, waypoints)):
-        begin = len(positions)
-        for i in range(begin, end + 1):
-            a = (i - begin + 1) / (end - begin + 1)
-            positions.append((prev[0] + a * (target[0] - prev[0]), prev[1] + a * (target[1] - prev[1])))
-            goals.append({"x": math.floor(target[0]), "y": int(y0), "z": math.floor(target[1])})
-        prev = target
-    for i in range(len(positions), n):
-        a = (i - turn) / (n - 1 - turn)
-        positions.append((prev[0] + a * (x0 - prev[0]), prev[1] + a * (z0 - prev[1])))
-        goals.append({"x": math.floor(x0), "z": math.floor(z0), "rangeSq": 1})
-    entries, yaw = [], 2 * math.pi * yaw_turns
-    for i, (px, pz) in enumerate(positions):
-        if i > 0 and (px, pz) != positions[i - 1]:
-            dx, dz = px - positions[i - 1][0], pz - positions[i - 1][1]
-            yaw = math.atan2(-dx, -dz) % (2 * math.pi) + 2 * math.pi * yaw_turns
-        previous_yaw = entries[-1]["yaw"] if entries else yaw
-        moving = i > 0 and (px, pz) != positions[i - 1]
-        entries.append({
-            "x": round(px, 3), "y": y0, "z": round(pz, 3), "yaw": round(yaw, 3), "pitch": round(0.01 * (i % 5), 3),
-            "action": {"forward": moving, "back": False, "left": False, "right": False, "jump": i % 7 == 0,
-                       "sprint": False, "sneak": False, "camera": [round(round(yaw, 3) - previous_yaw, 5), 0.0]},
-            "goal": goals[i] if with_goals else None, "frame_count": 20 + i,
-            "extra_info": {"seed": 42, "location": "plains_village_1", "nvtype": "ABA", "nvrange": rng},
-        })
-    return entries, turn
+    a = {"x": math.floor(x0), "y": int(y0), "z": math.floor(z0)}  # the goal that brought the bot to A
+    targets = [(x0 + rng, z0)] if legs == 1 else [(x0 + rng, z0), (x0 + rng, z0 - rng)]
+    looks = [(0.0, 0.0), (math.pi / 2, -0.3), (math.pi, -0.3), (3 * math.pi / 2, 0.0), (0.0, 0.0)]
+    x, z, body_yaw, body_pitch = x0, z0, 0.0, 0.0
+    sent_yaw, sent_pitch = 2 * math.pi * yaw_turns, 0.0
+    keys = dict.fromkeys(("forward", "back", "left", "right", "jump", "sprint", "sneak"), False)
+    goal, outbound, phase = a, False, "pan"
+    last_x, last_z, last_position_tick, packets, idle = x0, z0, 0, 0, 0
+    entries, offset = [], None
+    for tick in range(1, 2000):
+        if keys["forward"]:  # 1. the step, with last tick's keys, along the body's facing
+            x, z = x - STEP * math.sin(body_yaw), z - STEP * math.cos(body_yaw)
+        # 2. physicsTick: the collector and the pathfinder decide the next tick
+        settled = abs(_wrap(body_yaw - sent_yaw)) < 0.01 and abs(body_pitch - sent_pitch) < 0.01
+        if phase == "pan" and settled:
+            if looks:
+                body_yaw, body_pitch = _wrap(looks[0][0]), looks.pop(0)[1]
+            else:
+                phase, goal, outbound = "walk", (dict(zip("xyz", (math.floor(targets[0][0]), int(y0),
+                                                                  math.floor(targets[0][1])))) if with_goals else None), True
+        if phase == "walk":
+            tx, tz = targets[0] if outbound else (x0, z0)
+            if math.hypot(tx - x, tz - z) < STEP / 2:  # goal_reached: fullStop, then the next goal
+                keys["forward"] = False
+                x, z = tx, tz
+                if outbound:
+                    targets.pop(0)
+                    outbound = bool(targets)
+                    goal = ({"x": math.floor(x0), "z": math.floor(z0), "rangeSq": 1} if not outbound else
+                            {"x": math.floor(targets[0][0]), "y": int(y0), "z": math.floor(targets[0][1])})
+                    goal = goal if with_goals else None
+                else:
+                    phase = "end"
+            else:
+                body_yaw = _mineflayer_yaw(tx - x, tz - z)
+                keys["forward"] = True
+                keys["jump"] = tick % 9 == 0  # a key that moves nothing here, to check its alignment too
+        if phase == "end":
+            keys["jump"] = False
+            idle += 1
+            if idle > END_IDLE_TICKS:
+                break
+        # 3. updatePosition
+        camera = [max(-MAX_TURN, min(MAX_TURN, delta)) if abs(delta) > 1e-9 else 0.0  # packets compare float32 angles
+                  for delta in (_wrap(body_yaw - sent_yaw), body_pitch - sent_pitch)]
+        sent_yaw, sent_pitch = sent_yaw + camera[0], sent_pitch + camera[1]
+        position_updated = (x, z) != (last_x, last_z) or tick - last_position_tick >= HEARTBEAT_TICKS
+        if position_updated or camera != [0.0, 0.0]:
+            if position_updated:
+                last_x, last_z, last_position_tick = x, z, tick
+            if packets >= DROPPED_PACKETS:
+                if outbound and goal is not None:
+                    offset = len(entries)
+                entries.append({
+                    "x": round(x, 3), "y": y0, "z": round(z, 3), "yaw": round(sent_yaw, 3),
+                    "pitch": round(sent_pitch, 3), "action": {**keys, "camera": camera}, "goal": goal,
+                    "frame_count": packets,
+                    "extra_info": {"seed": 42, "location": "plains_village_1", "nvtype": "ABA", "nvrange": rng},
+                })
+            packets += 1
+    return entries, offset
 
 
-def add_trajectory(root: Path, task: str, location: str, rng: int, stamp: str, n_frames: int, n_entries: int | None = None,
-                   seed: int = 0, **loop) -> dict:
-    """Write one .avi + .json pair under the Hub layout; returns its CSV row fields and the expected offset."""
+def add_trajectory(root: Path, task: str, location: str, rng: int, stamp: str, lost_frames: int = 0,
+                   empty: bool = False, seed: int = 0, **loop) -> dict:
+    """Write one recorded loop as an .avi + .json pair under the Hub layout, the video `lost_frames` short (images
+    that failed to decode), or both empty; returns its CSV row fields, the entries and the expected offset."""
     base = Path(task) / location / str(rng)
-    entries, turn = loop_entries(n_entries or n_frames, legs=2 if task == "ABCA" else 1, rng=rng, **loop)
-    write_avi(root / base / f"{stamp}.avi", n_frames, seed)
-    (root / base / f"{stamp}.json").write_text(json.dumps(entries if n_entries != 0 else []))
+    entries, offset = loop_entries(legs=2 if task == "ABCA" else 1, rng=rng, **loop)
+    entries = [] if empty else entries
+    write_avi(root / base / f"{stamp}.avi", max(len(entries) - lost_frames, 5 * empty), seed)
+    (root / base / f"{stamp}.json").write_text(json.dumps(entries))
     return {"task": task, "rng": rng, "location": location, "video": f"{base}/{stamp}.avi",
-            "json": f"{base}/{stamp}.json", "offset": turn, "entries": entries}
+            "json": f"{base}/{stamp}.json", "offset": offset, "entries": entries}
 
 
 def write_csv(root: Path, split: str, rows: list[dict]) -> None:
@@ -100,16 +150,16 @@ def write_csv(root: Path, split: str, rows: list[dict]) -> None:
 def make_loopnav_root(root: Path) -> dict[str, dict]:
     """A LoopNav data root with every quirk: returns name -> row info (see add_trajectory).
 
-    train: clean ABA-5 and an ABCA-15 with an unwrapped yaw; val: JSON two entries longer than the video;
+    train: clean ABA-5 and an ABCA-15 with an unwrapped yaw; val: a video two frames shorter than its JSON;
     test: a clean ABA-5, an empty one, one without an outbound goal, a missing file, and a row escaping the root.
     """
     rows = {
-        "aba": add_trajectory(root, "ABA", "plains_village_1", 5, "05-10_16-21-01", 30),
-        "abca": add_trajectory(root, "ABCA", "plains_village_1", 15, "05-10_16-30-00", 33, yaw_turns=1, seed=1),
-        "mismatch": add_trajectory(root, "ABA", "plains_village_19", 5, "05-11_10-00-00", 28, n_entries=30, seed=2),
-        "test": add_trajectory(root, "ABA", "plains_village_20", 5, "05-12_09-00-00", 30, seed=3),
-        "empty": add_trajectory(root, "ABA", "plains_village_20", 15, "05-12_09-10-00", 5, n_entries=0),
-        "nogoal": add_trajectory(root, "ABCA", "plains_village_20", 5, "05-12_09-20-00", 24, with_goals=False),
+        "aba": add_trajectory(root, "ABA", "plains_village_1", 5, "05-10_16-21-01"),
+        "abca": add_trajectory(root, "ABCA", "plains_village_1", 15, "05-10_16-30-00", yaw_turns=1, seed=1),
+        "mismatch": add_trajectory(root, "ABA", "plains_village_19", 5, "05-11_10-00-00", lost_frames=2, seed=2),
+        "test": add_trajectory(root, "ABA", "plains_village_20", 5, "05-12_09-00-00", seed=3),
+        "empty": add_trajectory(root, "ABA", "plains_village_20", 15, "05-12_09-10-00", empty=True),
+        "nogoal": add_trajectory(root, "ABCA", "plains_village_20", 5, "05-12_09-20-00", with_goals=False),
     }
     missing = dict(rows["test"], video="ABA/plains_village_20/5/05-12_09-99-99.avi",
                    json="ABA/plains_village_20/5/05-12_09-99-99.json")

@@ -34,19 +34,18 @@ def shows(message: str, output: str) -> bool:
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli") / "data"
-    make_loopnav_root(root)
-    return root
+    return root, make_loopnav_root(root)
 
 
 @pytest.fixture
 def prepared(raw, tmp_path):
     out = tmp_path / "out"
-    result, output = run("prepare", "--source", "loopnav", "--input", raw, "--out", out)
+    result, output = run("prepare", "--source", "loopnav", "--input", raw[0], "--out", out)
     assert result.exit_code == 0, output
     return out, output
 
 
-def test_prepare_validate_inspect(prepared):
+def test_prepare_validate_inspect(raw, prepared):
     out, output = prepared
     assert shows("loopnav: 4 trajectories", output) and shows("skipped: 4", output) and shows("repaired: 2", output)
     assert (out / "manifest.json").exists()
@@ -57,8 +56,10 @@ def test_prepare_validate_inspect(prepared):
     assert result.exit_code == 0, result.output
     shown = json.loads(result.stdout)
     assert shown["trajectory"]["id"] == "loopnav_ABA_plains_village_19_5_05-11_10-00-00"
-    assert shown["trajectory"]["frames"] == [28, 36, 64, 3] and shown["trajectory"]["offset"] == 20
-    assert shown["trajectory"]["context"] + shown["trajectory"]["target"] == 28
+    val = raw[1]["mismatch"]
+    n = len(val["entries"]) - 2  # its video lost 2 frames
+    assert shown["trajectory"]["frames"] == [n, 36, 64, 3] and shown["trajectory"]["offset"] == val["offset"]
+    assert shown["trajectory"]["context"] + shown["trajectory"]["target"] == n
     assert shown["manifest"]["n"] == 4 and shown["manifest"]["settings"]["splits"] == ["train", "val", "test"]
 
     result, output = run("inspect", out, "--id", "loopnav_ABCA_plains_village_1_15_05-10_16-30-00")
@@ -67,7 +68,7 @@ def test_prepare_validate_inspect(prepared):
 
 def test_prepare_filters_and_is_idempotent(raw, tmp_path):
     out = tmp_path / "out"
-    args = ("prepare", "--source", "loopnav", "--input", raw, "--out", out, "--split", "train,val", "--tasks", "ABA",
+    args = ("prepare", "--source", "loopnav", "--input", raw[0], "--out", out, "--split", "train,val", "--tasks", "ABA",
             "--ranges", "5")
     result, output = run(*args)
     assert result.exit_code == 0, output

@@ -217,24 +217,52 @@ def test_selection_limit_and_unknown_filters(tiny_shards, tmp_path):
         evaluate(_config(tiny_shards, tmp_path / "out", metrics=["ssim", "fid"]))
 
 
-def test_fvd_gets_every_video_of_the_split_at_the_eval_size(tiny_shards, tmp_path, monkeypatch):
-    calls = []
+def test_fvd_gets_every_video_of_the_split_at_the_eval_size_once(tiny_shards, tmp_path, monkeypatch):
+    shapes, groups = [], []
 
     class RecordingFVD:
         info = {"verified": True}
 
-        def __init__(self, mode="default", device="cpu"):
-            self.mode = mode
+        def __init__(self, mode="default", device="cpu", covariance="population"):
+            self.mode, self.covariance = mode, covariance
 
-        def compute(self, predicted, target):
-            calls.append(([v.shape for v in predicted], [v.shape for v in target]))
-            return {"value": 1.5, "frames": sum(len(v) for v in target)}
+        def features(self, video):
+            shapes.append(video.shape)
+            return np.full((1, 1), float(len(shapes)))
+
+        def distance(self, predicted, target):
+            groups.append(len(predicted))
+            return {"value": float(sum(f[0, 0] for f in predicted)), "n_videos": len(predicted),
+                    "covariance": self.covariance}
 
     monkeypatch.setattr(metrics.fvd, "FVD", RecordingFVD)
     outcome = evaluate(_config(tiny_shards, tmp_path / "out", metrics=["ssim", "fvd"], eval_size=(12, 12),
-                               fvd_mode="loopnav-v1"))
-    assert calls == [([(12, 12, 12, 3)] * 4, [(12, 12, 12, 3)] * 4)]
-    assert outcome.results["fvd"]["test"] == {"value": 1.5, "frames": 48, "n_videos": 4, "mode": "loopnav-v1"}
+                               fvd_mode="loopnav-v1", fvd_covariance="sample"))
+    assert shapes == [(12, 12, 12, 3)] * 8  # each of the 4 test videos once, predicted and target
+    assert groups == [4, 2, 2]  # the split, then its two cells, from the same features
+    fvd = outcome.results["fvd"]["test"]
+    # features are numbered in call order: predictions get 1, 3, 5, 7; the split alternates ABA, ABCA
+    assert (fvd["value"], fvd["n_videos"], fvd["mode"], fvd["covariance"]) == (16.0, 4, "loopnav-v1", "sample")
+    assert {key: cell["value"] for key, cell in fvd["cells"].items()} == {"ABA/5": 6.0, "ABCA/5": 10.0}
+
+
+def test_loopnav_v1_fvd_per_cell_is_the_mean_over_the_cell_as_loopnav_reports_it(tiny_shards, tmp_path, monkeypatch):
+    """With a stand-in I3D: the split value averages all trajectories, each cell only its own (LoopNav's tables)."""
+    from metrics_standins import isolate_caches, write_i3d
+
+    isolate_caches(monkeypatch, tmp_path / "caches")
+    write_i3d(tmp_path / "caches" / "loopnav")
+    monkeypatch.setenv("LOOPNAV_ALLOW_UNVERIFIED_WEIGHTS", "1")
+    outcome = evaluate(_config(tiny_shards, tmp_path / "out", model="dummy", metrics=["fvd"], fvd_mode="loopnav-v1"))
+    fvd = outcome.results["fvd"]["test"]
+    per_video = dict(zip((r["id"] for r in _rows(outcome)), fvd["per_video"]))
+    tasks = {r["id"]: r["task"] for r in _rows(outcome)}
+    assert len(set(per_video.values())) == 4 and fvd["value"] == pytest.approx(np.mean(list(per_video.values())))
+    for task in ("ABA", "ABCA"):
+        cell = fvd["cells"][f"{task}/5"]
+        assert cell["value"] == pytest.approx(np.mean([v for k, v in per_video.items() if tasks[k] == task]))
+        assert cell["n_videos"] == 2 and cell["value"] != pytest.approx(fvd["value"])
+    assert outcome.results["metrics"]["fvd"]["verified"] is False
 
 
 def test_parse_eval_size():
@@ -262,7 +290,7 @@ def test_cli_evaluate_then_score(tiny_shards, tmp_path):
     run = out / "nearest-pose__yaw_weight=2__" / results["run_key"]
     result = runner.invoke(app, ["score", "--predictions", str(run), "--metrics", "ssim,psnr", "--eval-size", "12"])
     assert result.exit_code == 0, result.output
-    assert len(list(out.glob("nearest-pose/results_*.json"))) == 2
+    assert len(list(out.glob("nearest-pose__yaw_weight=2__/results_*.json"))) == 2
 
     result = runner.invoke(app, ["evaluate", "--model", "copy-last", "--data", str(tiny_shards), "-o", str(out),
                                  "--eval-size", "12x"])

@@ -73,7 +73,11 @@ def write_run(root: Path, model: str, ts: str, quality: float, *, manifest: str 
         "n_trajectories": {"original": n_total, "effective": n_total if effective is None else effective},
         "eval_size": list(eval_size) if eval_size else "native", "resize_filter": "area",
         "higher_is_better": METRICS, "metrics": metrics, "results": results,
-        "fvd": {split: None if "fvd" in unavailable else {"value": 400.0 / quality, "mode": "set", "n_videos": n_total}},
+        "fvd": {split: None if "fvd" in unavailable else {
+            "value": 400.0 / quality, "mode": "set", "n_videos": n_total,
+            # per cell; in ABCA/15 a better model scores worse, so each column is ranked on its own
+            "cells": {f"{t}/{r}": {"value": 100.0 * quality if (t, r) == ("ABCA", 15) else 300.0 / quality + r,
+                                   "n_videos": n_per_cell} for t in ("ABA", "ABCA") for r in (5, 15)}}},
         "config": {"batch_size": 1}, "seeds": {"python": 0}, "env": {"torch": "2.13.0"}, "date": ts,
         "loopnav_version": "0.1.0"}
     (run_dir / f"results_{ts}.json").write_text(json.dumps(document, indent=2))
@@ -140,6 +144,11 @@ def test_table_cells_best_unverified_and_na(results_dir):
     assert any("alpha 2026-01-01" in note for note in main.notes)  # the superseded run is named
     # FVD: set-level, lower is better, beta wins
     assert [(r.model, r.cell.best) for r in main.fvd] == [("alpha", False), ("beta", True)]
+    assert main.fvd_cells == ["ABA/5", "ABA/15", "ABCA/5", "ABCA/15"]  # numeric range order within each task
+    alpha_fvd, beta_fvd = main.fvd
+    assert beta_fvd.cells["ABA/15"].best and not alpha_fvd.cells["ABA/15"].best
+    assert alpha_fvd.cells["ABCA/15"].best and alpha_fvd.cells["ABCA/15"].mean == pytest.approx(70.0)
+    assert alpha_fvd.cells["ABA/5"].n == 4
     assert [r.model for r in other.rows] == ["gamma", "gamma"]
     assert any("not ranked against each other" in note for note in board.notes)
 
@@ -199,6 +208,19 @@ def test_plots_align_series_at_the_end(results_dir, tmp_path):
     # 2 groups x 2 tasks x 2 ranges, each group in its own folder
     assert len(written) == 8 and len({p.parent for p in written}) == 2
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+
+
+def test_every_format_shows_fvd_per_cell(results_dir):
+    board = build_leaderboard(group_runs(load_runs(results_dir)), metrics=["fvd"])
+    lines = [line for line in csv.DictReader(io.StringIO(render_csv(board))) if line["metric"] == "fvd"]
+    alpha = {(line["task"], line["range"]): float(line["mean"]) for line in lines if line["model"] == "alpha"}
+    assert alpha == pytest.approx({("all", "all"): 400 / 0.7, ("ABA", "5"): 300 / 0.7 + 5, ("ABA", "15"): 300 / 0.7 + 15,
+                                   ("ABCA", "5"): 300 / 0.7 + 5, ("ABCA", "15"): 70.0})
+    record = to_records(board)["groups"][0]["fvd"][0]
+    assert record["cells"]["ABCA/15"]["best"] is True and record["cells"]["ABA/5"]["best"] is False
+    markdown = render_markdown(board)
+    assert "| model | all | ABA 5 | ABA 15 | ABCA 5 | ABCA 15 | mode |" in markdown and "**70.00**" in markdown
+    assert "<th>ABCA 15</th>" in render_html(board)
 
 
 def test_cli_leaderboard_formats_and_errors(results_dir, tmp_path):

@@ -17,7 +17,7 @@ from loopnav_bench.schema import wrap_angle
 from loopnav_bench.shards import load_manifest, manifest_hash, prepare, read_trajectories
 from loopnav_bench.sources import SkipTrajectory
 from loopnav_bench.sources.avi import AviError, read_mjpeg_frames
-from loopnav_bench.sources.loopnav import LoopNavSource, split_offset
+from loopnav_bench.sources.loopnav import LoopNavSource, frame_clock, split_offset
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +160,9 @@ def test_bad_options_are_refused_at_once(kwargs, message):
 
 
 def test_split_offset_is_the_last_frame_with_an_outbound_goal():
-    entries, turn = loop_entries(30, legs=2)
+    entries, turn = loop_entries(legs=2)
     assert split_offset(entries) == turn
+    assert entries[turn + 1]["goal"]["rangeSq"] == 1  # the next entry already heads back to A
     entries[turn + 3]["goal"] = {"x": entries[0]["x"] + 2.5, "z": entries[0]["z"]}  # a late goal 2.5 blocks away
     assert split_offset(entries) == turn + 3
     entries[turn + 3]["goal"] = {"x": entries[0]["x"] + 1.9, "z": entries[0]["z"] - 1.9}  # within 2 in both: not outbound
@@ -177,30 +178,57 @@ def test_poses_are_converted_to_the_z_up_schema_frame(raw):
     mc_xyz = np.array([[e["x"], e["y"], e["z"]] for e in mc])
     np.testing.assert_array_equal(traj.poses[:, :3], np.stack([mc_xyz[:, 0], -mc_xyz[:, 2], mc_xyz[:, 1]], axis=1))
     np.testing.assert_array_equal(traj.poses[:, 4], [e["pitch"] for e in mc])
-    # Our yaw must point along the motion in our ground plane: heading (cos yaw, sin yaw) ~ displacement.
+    # Our yaw must point along the motion in our ground plane, once the eased camera has caught up with the body.
     step = np.diff(traj.poses[:, :2], axis=0)
-    moving = np.linalg.norm(step, axis=1) > 1e-6
-    heading = np.arctan2(step[:, 1], step[:, 0])[moving]
-    assert np.abs(wrap_angle(heading - traj.poses[1:, 3][moving])).max() < 2e-3
-    assert moving.sum() > 20 and np.abs(traj.poses[:, 3]).max() <= math.pi
+    settled = (np.linalg.norm(step, axis=1) > 1e-6) & (traj.actions[1:, 7] == 0)
+    heading = np.arctan2(step[:, 1], step[:, 0])[settled]
+    assert np.abs(wrap_angle(heading - traj.poses[1:, 3][settled])).max() < 2e-3
+    assert settled.sum() > 20 and np.abs(traj.poses[:, 3]).max() <= math.pi
     # East is yaw 0, north is +pi/2 (the outbound legs of this loop).
-    assert traj.poses[5, 3] == pytest.approx(0, abs=1e-3) and traj.poses[traj.offset, 3] == pytest.approx(math.pi / 2, abs=1e-3)
+    east = int(np.argmax(traj.poses[:, 0] > traj.poses[0, 0] + 5))
+    assert traj.poses[east, 3] == pytest.approx(0, abs=1e-3)
+    assert traj.poses[traj.offset, 3] == pytest.approx(math.pi / 2, abs=1e-3)
 
 
-def test_actions_follow_the_layout_and_the_frame_follows_the_action(raw):
+def test_actions_are_the_controls_that_produced_each_frame_as_the_recorder_orders_them(raw):
+    """The fixture replays the collector's tick (step, then the pathfinder sets keys, then the packet), so a key is
+    recorded one entry before the motion it causes. actions[i] must be the control that produced frames[i]."""
     root, rows = raw
     source = LoopNavSource(input=root, splits=["train"])
     traj = source.load(source.plan()["train"][1])
     entries = rows["abca"]["entries"]
-    assert traj.meta["action_layout"] == "loopnav-v1" and traj.actions.shape == (33, 9)
-    np.testing.assert_array_equal(traj.actions[:, 0], [float(e["action"]["forward"]) for e in entries])
-    np.testing.assert_array_equal(traj.actions[:, 4], [float(e["action"]["jump"]) for e in entries])
+    assert traj.meta["action_layout"] == "loopnav-v1" and traj.actions.shape == (len(entries), 9)
+    forward = np.array([e["action"]["forward"] for e in entries], np.float32)
+    moved = np.linalg.norm(np.diff(traj.poses[:, :2], axis=0), axis=1) > 1e-6
+    np.testing.assert_array_equal(traj.actions[1:, 0], moved)  # frame i moved exactly when actions[i] held forward
+    assert (forward[1:] != moved).sum() >= 4  # the entry's own keys would not: they lead the motion by one entry
+    np.testing.assert_array_equal(traj.actions[1:, 0], forward[:-1])
+    np.testing.assert_array_equal(traj.actions[1:, 4], [float(e["action"]["jump"]) for e in entries[:-1]])
+    assert traj.actions[0, :7].sum() == 0 and traj.actions[:, 4].sum() > 0
     assert traj.actions[:, [1, 2, 3, 5, 6]].sum() == 0
-    # actions[i] led to frame i: its camera change is the yaw change from frame i-1 to frame i, with our sign.
+    # the camera delta of entry i is already in entry i's yaw: it is the yaw change from frame i-1 to frame i
     dyaw = wrap_angle(np.diff(traj.poses[:, 3]))
-    assert np.abs(wrap_angle(traj.actions[1:, 7] - dyaw)).max() < 1e-4
-    assert np.abs(traj.actions[1:, 7]).max() > 1  # the loop turns, so this is not trivially zero
-    assert traj.raw_actions == entries
+    assert np.abs(wrap_angle(traj.actions[1:, 7] - dyaw)).max() < 2e-3  # JSON yaw is rounded to 3 decimals
+    np.testing.assert_allclose(traj.actions[1:, 8], np.diff(traj.poses[:, 4]), atol=2e-3)
+    assert np.abs(traj.actions[:, 7]).max() == pytest.approx(0.15) and np.abs(traj.actions[:, 8]).max() > 0
+    assert traj.raw_actions == entries and traj.meta["action_alignment"].startswith("actions[i] = movement keys")
+
+
+def test_the_frame_clock_marks_heartbeat_frames(raw, prepared):
+    """The recorder emits a frame only on a pose change or a 1 s heartbeat: the 3 s idle at A ends in heartbeats."""
+    root, rows = raw
+    source = LoopNavSource(input=root, splits=["train"])
+    traj = source.load(source.plan()["train"][0])
+    n = len(rows["aba"]["entries"])
+    assert traj.meta["frame_clock"] == {"nominal_fps": 20, "heartbeat_frames": [n - 2, n - 1], "frame_count_gaps": 0}
+    broken = [dict(e) for e in rows["aba"]["entries"]]
+    del broken[10]
+    assert frame_clock(broken)["frame_count_gaps"] == 1
+    summary = load_manifest(prepared)["summary"]
+    assert summary["action_alignment"].startswith("actions[i] = movement keys") and "heartbeat" in summary["frame_clock"]
+    # two heartbeats in each of the 4 prepared loops, except the one whose video lost its last 2 frames
+    assert summary["trajectories_with_heartbeats"] == 3 and summary["heartbeat_frames"] == 6
+    assert summary["frame_count_gaps"] == 0
 
 
 def test_quirks_are_repaired_or_skipped_with_reasons(raw):
@@ -208,10 +236,12 @@ def test_quirks_are_repaired_or_skipped_with_reasons(raw):
     source = LoopNavSource(input=root)
     plan = source.plan()
     mismatch = source.load(plan["val"][0])
-    assert len(mismatch) == 28 and mismatch.raw_actions == rows["mismatch"]["entries"][:28]
-    assert mismatch.meta["repairs"] == ["frame count mismatch: 30 json entries, 28 video frames; kept the first 28 of each"]
+    n = len(rows["mismatch"]["entries"])
+    assert len(mismatch) == n - 2 and mismatch.raw_actions == rows["mismatch"]["entries"][:n - 2]
+    assert mismatch.meta["repairs"] == [f"frame count mismatch: {n} json entries, {n - 2} video frames; "
+                                        f"kept the first {n - 2} of each"]
     unwrapped = source.load(plan["train"][1])
-    assert unwrapped.meta["repairs"][0].startswith("yaw unwrapped: Mineflayer yaw spans [6.283, ")
+    assert unwrapped.meta["repairs"][0].startswith("yaw unwrapped: Mineflayer yaw spans [9.")
     assert source.load(plan["train"][0]).meta["repairs"] == []
     reasons = {}
     for spec in plan["test"][1:]:

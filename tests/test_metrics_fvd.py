@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from metrics_standins import isolate_caches, write_i3d
 
 from loopnav_bench.metrics import FVD, MetricUnavailable, frechet_distance
@@ -37,9 +39,13 @@ def test_frechet_distance_closed_forms():
     sigma = m @ m.T
     assert frechet_distance(mu1, sigma, mu1, sigma) == pytest.approx(0.0, abs=1e-8)
     assert frechet_distance(mu1, sigma, mu2, sigma) == pytest.approx(np.sum((mu1 - mu2) ** 2), abs=1e-8)
-    # y = 2x + 3 on four points: 32 + 2c with the population covariance c = 1 (StyleGAN-V convention) -> 34
+    # y = 2x + 3 on four points: 32 + 2c, with c = 1 for the population covariance (StyleGAN-V) -> 34, and
+    # c = 4/3 for the sample covariance (np.cov, common_metrics_on_video_quality) -> 34.667
     x = np.array([[0, 0], [2, 0], [0, 2], [2, 2]], np.float64)
     assert frechet_distance(*feature_stats(x), *feature_stats(2 * x + 3)) == pytest.approx(34.0, rel=1e-10)
+    sample = frechet_distance(*feature_stats(x, "sample"), *feature_stats(2 * x + 3, "sample"))
+    assert sample == pytest.approx(32 + 8 / 3, rel=1e-10)
+    np.testing.assert_allclose(feature_stats(x, "sample")[1], np.cov(x, rowvar=False), rtol=1e-12)
     with pytest.raises(ValueError, match="shapes"):
         frechet_distance(mu1, sigma, mu2[:4], sigma)
 
@@ -52,7 +58,45 @@ def test_detector_is_called_as_stylegan_v_with_224_centre_crops_in_minus_one_to_
     feats = fvd.features(video)
     assert feats.shape == (2, 400)  # 40 frames -> two whole 16-frame windows, the 8-frame tail dropped
     low, high, frames, height, width, rescale, resize = feats[0, :7]
-    assert (low, high) == (-1.0, 1.0) and (frames, height, width) == (16, 224, 224) and (rescale, resize) == (0, 0)
+    assert (low, high) == pytest.approx((-1.0, 1.0), abs=1e-6)  # bilinear upsampling overshoots by float round-off
+    assert (frames, height, width) == (16, 224, 224) and (rescale, resize) == (0, 0)
+
+
+def test_frames_are_resized_as_common_metrics_does_rounding_the_long_side_up(detector):
+    """fvd/styleganv/fvd.py preprocess_single: short side exactly 224, long side ceil(64 * 224 / 36) = ceil(398.2) =
+    399 (as 640x360 -> 399x224), then the centre 224 columns from (399 - 224) // 2 = 87."""
+    video = np.zeros((10, 36, 64, 3), np.uint8)
+    video[..., 0] = np.arange(64, dtype=np.uint8)[None, None, :] * 4  # a ramp, so the resize and crop positions show
+    video[..., 1] = np.arange(36, dtype=np.uint8)[None, :, None] * 7
+    frames = torch.from_numpy(video).permute(0, 3, 1, 2).float() / 255
+
+    def upstream(width: int) -> torch.Tensor:
+        resized = F.interpolate(frames, size=(224, width), mode="bilinear", align_corners=False)
+        start = (width - 224) // 2
+        return (resized[..., start:start + 224] * 2 - 1).permute(1, 0, 2, 3)
+
+    prepared = FVD()._prepare(torch.from_numpy(video))
+    torch.testing.assert_close(prepared, upstream(399), rtol=0, atol=1e-6)
+    assert (prepared - upstream(398)).abs().max() > 1e-3  # rounding to 398 (the old behaviour) would not pass
+    tall = FVD()._prepare(torch.from_numpy(np.ascontiguousarray(video.transpose(0, 2, 1, 3))))
+    assert tall.shape == (3, 10, 224, 224)
+
+
+def test_the_covariance_convention_is_a_choice_and_is_recorded(detector):
+    videos, others = _videos(4, 20, 16, 16, seed=6), _videos(4, 20, 16, 16, seed=7)
+    population, sample = FVD(clip_len=10), FVD(clip_len=10, covariance="sample")
+    assert (population.info["covariance"], sample.info["covariance"]) == ("population (ddof=0)", "sample (ddof=1)")
+    pred = np.concatenate([population.features(v) for v in others])
+    gt = np.concatenate([population.features(v) for v in videos])
+    expected = {ddof: frechet_distance(pred.mean(0), np.cov(pred, rowvar=False, ddof=ddof), gt.mean(0),
+                                       np.cov(gt, rowvar=False, ddof=ddof)) for ddof in (0, 1)}
+    assert population.compute(others, videos)["value"] == pytest.approx(expected[0], rel=1e-6)
+    result = sample.compute(others, videos)
+    assert result["value"] == pytest.approx(expected[1], rel=1e-6) and result["covariance"] == "sample"
+    assert abs(expected[1] - expected[0]) > 1e-3 * expected[0]
+    assert FVD(mode="loopnav-v1", covariance="sample").info["covariance"] is None  # no covariance term there
+    with pytest.raises(ValueError, match="unknown FVD covariance"):
+        FVD(covariance="unbiased")
 
 
 def test_fvd_of_a_set_with_itself_is_zero_and_grows_with_a_shift(detector):

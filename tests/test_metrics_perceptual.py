@@ -43,8 +43,9 @@ def test_lpips_refuses_a_stand_in_trunk_unless_opted_in_and_then_marks_it(monkey
     assert statuses == {"lpips/alexnet": "mismatch", "lpips/linear-alex": "verified"}
 
 
-def test_lpips_equals_upstream_lpips_built_from_the_same_files(monkeypatch, alexnet_home):
-    """lpips.LPIPS(pretrained=True) loads the same pre-placed trunk through torchvision; values must agree exactly."""
+def test_lpips_equals_upstream_lpips_as_loopnav_averages_it(monkeypatch, alexnet_home):
+    """common_metrics_on_video_quality (LoopNav's metric code) builds LPIPS(net='alex', spatial=True) from the same
+    pre-placed trunk and takes the mean of each frame's map; loopnav must agree, and not with spatial=False's value."""
     import lpips
 
     monkeypatch.setenv("TORCH_HOME", str(alexnet_home))
@@ -52,16 +53,19 @@ def test_lpips_equals_upstream_lpips_built_from_the_same_files(monkeypatch, alex
     hub_dir = torch.hub.get_dir()
     torch.hub.set_dir(str(alexnet_home / "hub"))
     try:
-        upstream = lpips.LPIPS(net="alex", verbose=False)
+        upstream = {spatial: lpips.LPIPS(net="alex", spatial=spatial, verbose=False) for spatial in (True, False)}
     finally:
         torch.hub.set_dir(hub_dir)
     metric = load_frame_metric("lpips", batch_size=4)
     a, b = _frames(7, 64, 1), _frames(7, 64, 2)
     signed = lambda x: torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1  # noqa: E731
-    with torch.no_grad():
-        expected = upstream(signed(a), signed(b)).flatten().double().numpy()
+    with torch.no_grad():  # upstream scores one frame at a time
+        expected = np.array([upstream[True](signed(a[i:i + 1]), signed(b[i:i + 1])).mean().item() for i in range(7)])
+        per_layer_mean = upstream[False](signed(a), signed(b)).flatten().double().numpy()
     batched = metric(a, b)
-    np.testing.assert_allclose(batched, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(batched, expected, rtol=1e-6, atol=1e-8)
+    assert np.abs(per_layer_mean - expected).max() > 1e-6  # the two averagings differ by more than the tolerance
+    assert "spatial=True" in metric.info["implementation"]
     per_frame = np.concatenate([metric(a[i:i + 1], b[i:i + 1]) for i in range(len(a))])
     np.testing.assert_allclose(per_frame, batched, rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(metric(a, b), batched)  # deterministic

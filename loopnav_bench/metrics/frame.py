@@ -53,8 +53,10 @@ def _lpips_model(files: dict, device: str) -> torch.nn.Module:
     import torchvision
 
     # pnet_rand builds the AlexNet trunk without asking torchvision for weights; pretrained=False skips lpips' own
-    # non-strict load of the linear heads. Both are then loaded strictly below.
-    model = lpips.LPIPS(net="alex", version="0.1", pretrained=False, pnet_rand=True, verbose=False)
+    # non-strict load of the linear heads. Both are then loaded strictly below. spatial=True as LoopNav's metric code
+    # (common_metrics_on_video_quality: calculate_lpips.py) builds it: each layer's map is upsampled to the image
+    # size before the mean, which differs from spatial=False's per-layer mean by up to ~3e-5.
+    model = lpips.LPIPS(net="alex", version="0.1", pretrained=False, pnet_rand=True, spatial=True, verbose=False)
     alexnet = torchvision.models.alexnet()
     alexnet.load_state_dict(torch.load(files["lpips/alexnet"], map_location="cpu", weights_only=True))
     for stage in (model.net.slice1, model.net.slice2, model.net.slice3, model.net.slice4, model.net.slice5):
@@ -80,10 +82,10 @@ def load_lpips(device: str, variant: Optional[str]) -> tuple[ScoreFn, dict]:
 
     def score(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         to_signed = lambda frames: to_unit_nchw(frames, device, torch.float32) * 2 - 1  # noqa: E731  LPIPS wants [-1, 1]
-        return model(to_signed(pred), to_signed(target)).flatten()
+        return model(to_signed(pred), to_signed(target)).mean(dim=(1, 2, 3))
 
-    return score, {**info, "implementation": "lpips 0.1.4 LPIPS(net='alex', version='0.1', spatial=False)",
-                   "input_range": "[-1, 1]"}
+    return score, {**info, "implementation": "lpips 0.1.4 LPIPS(net='alex', version='0.1', spatial=True), mean of the "
+                                             "map (as common_metrics_on_video_quality)", "input_range": "[-1, 1]"}
 
 
 def load_dreamsim(device: str, variant: Optional[str]) -> tuple[ScoreFn, dict]:

@@ -2,7 +2,7 @@
 
 Input layout (the Hub dataset `kevinLian/LoopNav`, or a local copy of part of it):
     {train,val,test}.csv        header `path_type,radius,biome,video_path,json_path`; one row per trajectory
-    {ABA|ABCA}/{location}/{range}/{MM-DD_HH-MM-SS}.avi    MJPG video, 20 fps, one frame per JSON entry
+    {ABA|ABCA}/{location}/{range}/{MM-DD_HH-MM-SS}.avi    MJPG video, nominally 20 fps, one frame per JSON entry
     {ABA|ABCA}/{location}/{range}/{MM-DD_HH-MM-SS}.json   a list with one dict per frame:
         x, y, z, yaw, pitch (Mineflayer), action {forward, back, left, right, jump, sprint, sneak, camera: [dyaw, dpitch]},
         goal (the pathfinder goal: {x, y, z} or {x, z, rangeSq}, or null), frame_count, extra_info
@@ -24,9 +24,22 @@ Actions ("loopnav-v1"): forward, back, left, right, jump, sprint, sneak as 0/1, 
 radians per tick (Mineflayer's `camera`, counter-clockwise / up positive). The full JSON entry of every frame is kept
 verbatim in `raw_actions`.
 
-Alignment. physics.js emits each packet as (a_t, s_{t+1}): the pose, and the frame rendered at it, come *after* the
-action. So frame i is the result of action i: to generate frame i, condition on actions[i] (and frames < i).
-actions[0] led to frame 0 from a state that was not recorded.
+Alignment (ALIGNMENT; read from the collector's forks, not from the comment at physics.js l.117, which says the
+packet is (a_t, s_t+1)). Kevin-lkw/mineflayer lib/plugins/physics.js `tickPhysics` runs, each 50 ms tick:
+simulatePlayer(controlState) -> emit 'physicsTick' -> updatePosition. Kevin-lkw/mineflayer-pathfinder sets the control
+keys in its 'physicsTick' handler, i.e. after the tick's step, and updatePosition then records those new keys beside
+the position the step produced. So the keys of entry i move the bot in the next tick (entry i+1), while the camera
+delta of entry i is the look change updatePosition applies in that same tick, already in entry i's yaw. We therefore
+build actions[i] = (keys of entry i-1, camera of entry i): the control that produced frames[i]. actions[0]'s keys were
+not recorded and are 0. The rule holds while consecutive entries are consecutive ticks; a key set on a tick that
+emitted no packet first shows up together with the motion it causes (see Frame clock).
+
+Frame clock (FRAME_CLOCK). The headless viewer renders one frame per position/look packet, and updatePosition sends
+one only when the position or the look changed, or as a heartbeat 1 s after the last position packet. "20 fps" is the
+nominal tick rate: while the bot stands still and does not turn, ticks leave no frame, and a heartbeat frame stands
+for about 20 ticks. The JSON carries no tick or time stamp (frame_count is the receiver's packet counter, consecutive
+from 20), so all it allows is to find heartbeats: entries whose pose repeats the previous one at the JSON's 3-decimal
+precision. Their indices are kept in meta["frame_clock"]; time everywhere in loopnav is the frame index.
 
 Split point (as all four LoopNav baseline adapters compute it): `offset` is the last index whose goal is non-null and
 differs from frame 0's position by more than 2 blocks in x or in z (the arrival at B for ABA, at C for ABCA).
@@ -63,7 +76,11 @@ CSV_COLUMNS = ("path_type", "radius", "biome", "video_path", "json_path")
 TASKS = ("ABA", "ABCA")
 GOAL_DEPARTURE = 2.0  # blocks; the adapters' threshold for "the goal is not the start"
 KEYS = ACTION_LAYOUTS["loopnav-v1"][:7]  # the seven 0/1 controls, in layout order
-ALIGNMENT = "actions[i] is the action that led to frames[i] (physics.js packets are (a_t, s_t+1))"
+ALIGNMENT = ("actions[i] = movement keys of JSON entry i-1 (set on physicsTick after that tick's step, they drive the "
+             "next tick) + camera of entry i (already in entry i's yaw): the control that produced frames[i]; "
+             "actions[0] keys = 0 (not recorded); raw_actions holds the entries verbatim")
+FRAME_CLOCK = ("one frame per position/look packet (changed pose, or a 1 s heartbeat); 20 fps is the nominal tick rate "
+               "and idle stretches are compressed to heartbeat frames; time is the frame index")
 
 Download = Callable[[str], str]
 
@@ -79,15 +96,24 @@ def hub_download(repo: str, revision: str | None) -> Download:
 
 
 def mineflayer_to_schema(entries: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """Mineflayer JSON entries -> (poses [T,5] in the schema's frame, actions [T,9] "loopnav-v1")."""
+    """Mineflayer JSON entries -> (poses [T,5] in the schema's frame, actions [T,9] "loopnav-v1", aligned by ALIGNMENT)."""
     mc = np.array([[e["x"], e["y"], e["z"], e["yaw"], e["pitch"]] for e in entries], dtype=np.float64)
     poses = np.stack([mc[:, 0], -mc[:, 2], mc[:, 1], wrap_angle(mc[:, 3] + math.pi / 2), mc[:, 4]], axis=1)
+    recorded = [entry.get("action") or {} for entry in entries]
+    keys = np.array([[float(bool(action.get(key, False))) for key in KEYS] for action in recorded], np.float32)
     actions = np.zeros((len(entries), len(ACTION_LAYOUTS["loopnav-v1"])), np.float32)
-    for i, entry in enumerate(entries):
-        action = entry.get("action") or {}
-        actions[i, :7] = [float(bool(action.get(key, False))) for key in KEYS]
-        actions[i, 7:] = (action.get("camera") or (0.0, 0.0))[:2]
+    actions[1:, :7] = keys[:-1]  # keys recorded with entry i-1 drive the step that entry i shows
+    actions[:, 7:] = [(action.get("camera") or (0.0, 0.0))[:2] for action in recorded]
     return poses, actions
+
+
+def frame_clock(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the JSON tells about time (see FRAME_CLOCK): the heartbeat frames, and any gap in the receiver's counter."""
+    pose = [tuple(e[k] for k in ("x", "y", "z", "yaw", "pitch")) for e in entries]
+    counts = [e.get("frame_count") for e in entries]
+    gaps = sum(1 for a, b in zip(counts, counts[1:]) if isinstance(a, int) and isinstance(b, int) and b != a + 1)
+    return {"nominal_fps": FPS, "heartbeat_frames": [i for i in range(1, len(pose)) if pose[i] == pose[i - 1]],
+            "frame_count_gaps": gaps}
 
 
 def split_offset(entries: list[dict[str, Any]]) -> int | None:
@@ -132,6 +158,13 @@ class LoopNavSource(Source):
 
     def rejected_inputs(self) -> list[dict[str, str]]:
         return list(self._rejected)
+
+    def summary(self, metas: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> dict[str, Any]:
+        clocks = [meta["frame_clock"] for meta in metas]
+        return {"action_alignment": ALIGNMENT, "frame_clock": FRAME_CLOCK,
+                "heartbeat_frames": sum(len(c["heartbeat_frames"]) for c in clocks),
+                "trajectories_with_heartbeats": sum(1 for c in clocks if c["heartbeat_frames"]),
+                "frame_count_gaps": sum(c["frame_count_gaps"] for c in clocks)}
 
     # ------------------------------------------------------------------------------------------------ files
 
@@ -262,7 +295,8 @@ class LoopNavSource(Source):
             "location": spec["location"], "split": spec["split"], "fps": FPS, "action_layout": "loopnav-v1",
             "original_ids": {"video": spec["video"], "json": spec["json"], "csv_row": spec["row"],
                              "stamp": PurePosixPath(spec["video"]).stem, "hub_repo": self.hub_repo},
-            "units": "blocks", "units_per_block": 1, "action_alignment": ALIGNMENT, "repairs": repairs,
+            "units": "blocks", "units_per_block": 1, "action_alignment": ALIGNMENT, "frame_clock": frame_clock(entries),
+            "repairs": repairs,
         }
         return Trajectory(frames=frames_from_jpeg(jpeg), poses=poses, actions=actions, offset=offset, meta=meta,
                           raw_actions=entries, jpeg=jpeg)
