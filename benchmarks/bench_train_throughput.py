@@ -4,7 +4,7 @@
     python benchmarks/bench_train_throughput.py --preset tiny --device cpu --dtype fp32 --steps 6   # smoke run
 
 The loop timed is `modelkit.train.fit` itself (batch building, autocast forward and backward, gradient clipping,
-AdamW, EMA), fed by the same `ContextBatches` builder as `loopnav train`, over synthetic latent trajectories of the
+AdamW, EMA), fed by the same `MemoryBatches` builder as `loopnav train`, over synthetic latent trajectories of the
 preset's latent size (random latents, random-walk poses), so no data set is needed. Step time is taken between the
 per-step progress callbacks, which follow a device sync (the loss is read back each step), after `--warmup` steps
 and leaving out the last step, which also writes the checkpoint. The time the batch builder alone takes is measured
@@ -42,7 +42,7 @@ from modelkit.autoencoder import preset_config
 from modelkit.presets import get_preset
 from worldpack.presets import PRESETS
 from worldpack.retrieval import RETRIEVAL_PRESETS
-from worldpack.train import ContextBatches
+from worldpack.train import MemoryBatches
 
 # Peak dense bf16 tensor-core FLOP/s (no sparsity), from the vendors' data sheets, matched against the device name.
 PEAK_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0}
@@ -67,7 +67,7 @@ def synthetic_trajectories(config: WorldPackConfig, seed: int) -> list[EncodedTr
         poses = np.cumsum(steps, axis=0)
         latents = torch.randn(FRAMES_PER_TRAJECTORY, config.latent_channels, config.latent_size, config.latent_size)
         actions = rng.normal(0, 1, (FRAMES_PER_TRAJECTORY, config.action_dim)).astype(np.float32)
-        out.append(EncodedTrajectory(latents, poses, actions, units_per_block=32.0))
+        out.append(EncodedTrajectory(latents, poses, actions, units_per_block=32.0, offset=FRAMES_PER_TRAJECTORY // 2))
     return out
 
 
@@ -94,8 +94,7 @@ def measure(preset: str, variant: str, device: torch.device, batch_size: int, st
                              latent_size=preset_config(settings.autoencoder).latent_size,
                              action_dim=ACTION_DIM, variant=variant, retrieval=RETRIEVAL_PRESETS["vizdoom"],
                              **settings.model)
-    batches = ContextBatches(synthetic_trajectories(config, seed), config.layout, config.retrieval,
-                             config.max_time_shift)
+    batches = MemoryBatches(synthetic_trajectories(config, seed), config)
     model = WorldPack(config).to(device)
     rng = np.random.default_rng(seed)
     flops = flops_per_step(model, batches(rng, batch_size), device)
@@ -147,8 +146,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (allocator, autotuning); at least 1")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="the device's peak dense FLOP/s in TFLOP/s (default: looked up for known GPUs)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=None, help="also write the result as JSON here")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

@@ -54,6 +54,20 @@ class SyntheticSource(Source):
         return make_trajectory(spec["index"], task=task, split=spec["split"])
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_dir(tmp_path_factory):
+    """loopnav's cache (latents; weights unless a test places its own) in a fresh folder, never the user's."""
+    import os
+
+    saved = os.environ.get("LOOPNAV_CACHE_DIR")
+    os.environ["LOOPNAV_CACHE_DIR"] = str(tmp_path_factory.mktemp("loopnav-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("LOOPNAV_CACHE_DIR")
+    else:
+        os.environ["LOOPNAV_CACHE_DIR"] = saved
+
+
 @pytest.fixture
 def tiny_shards(tmp_path):
     """A prepared set of synthetic trajectories (4 train, 4 test, 3 per shard)."""

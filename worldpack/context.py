@@ -87,6 +87,12 @@ def build_example(latents: torch.Tensor, poses: np.ndarray, actions: np.ndarray,
     slots = select_context(poses, current, last_seen, layout, params, units_per_block, prefer_before)
     if not memory:
         slots[len(layout.recent):] = -1
+    return example_from_slots(latents, poses, actions, current, last_seen, slots, units_per_block)
+
+
+def example_from_slots(latents: torch.Tensor, poses: np.ndarray, actions: np.ndarray, current: int, last_seen: int,
+                       slots: np.ndarray, units_per_block: float = 1.0) -> dict[str, torch.Tensor]:
+    """The conditioning tensors for given context frame indices (one per slot, -1 = empty)."""
     valid = slots >= 0
     safe = np.where(valid, slots, last_seen)
     return {

@@ -49,7 +49,7 @@ class RetrievalParams:
 
 
 PAPER_PARAMS = RetrievalParams()
-VIZDOOM_PARAMS = RetrievalParams(sigma_s=0.5)
+VIZDOOM_PARAMS = RetrievalParams(sigma_s=4.0, sigma_l=3.0, w_a=0.1)  # chosen on data: benchmarks/choose_retrieval.py
 RETRIEVAL_PRESETS = {"paper": PAPER_PARAMS, "vizdoom": VIZDOOM_PARAMS}
 
 
