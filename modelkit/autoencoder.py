@@ -150,6 +150,8 @@ class DiffusersAutoencoder:
 
 
 PRESETS: dict[str, Preset] = {
+    "cpu": Preset(model={"image_size": 32, "channels": (16, 32), "latent_channels": 8}, steps=2500, batch_size=32,
+                  lr=1e-3),
     "tiny": Preset(model={"image_size": 32, "channels": (16, 32), "latent_channels": 4}, steps=500, batch_size=16,
                    lr=1e-3),
     "small": Preset(model={"image_size": 64, "channels": (64, 128), "latent_channels": 4}, steps=20_000,
