@@ -39,7 +39,8 @@ from loopnav_bench.distributed import DistContext, PeerFailed, RankMarkers
 from loopnav_bench.fileio import atomic_path, read_json, resolve_within, sha256_file, sha256_json, write_json_atomic
 from loopnav_bench.models import RolloutRequest, WorldModel, load_model
 from loopnav_bench.schema import SCHEMA_VERSION, Trajectory
-from loopnav_bench.shards import MANIFEST, decode_sample, iter_tar_samples, load_manifest, manifest_hash
+from loopnav_bench.shards import (MANIFEST, decode_sample, iter_tar_samples, iter_verified_samples, load_manifest,
+                                  manifest_hash)
 
 PROTOCOL_VERSION = "1"  # bump when what the model sees or which frames are scored changes
 FVD = "fvd"
@@ -81,11 +82,13 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class Item:
-    """One selected trajectory: its place in the deterministic list, its shard and its meta (read without frames)."""
+    """One selected trajectory: its place in the deterministic list, its shard (with the manifest's sha256, which the
+    shard is checked against when its frames are read) and its meta (read without frames)."""
 
     index: int
     id: str
     shard: Path
+    shard_sha256: str
     meta: dict[str, Any]
 
 
@@ -150,19 +153,19 @@ def select_trajectories(data: Path, splits: list[str], tasks: list[str] | None =
             for sample in iter_tar_samples(path, fields={"meta.json"}):  # frames are not read here
                 meta = json.loads(sample["meta.json"])
                 if (tasks is None or meta["task"] in tasks) and (ranges is None or int(meta["range"]) in ranges):
-                    items.append(Item(len(items), sample["__key__"], path, meta))
+                    items.append(Item(len(items), sample["__key__"], path, shard["sha256"], meta))
     if not items:
         raise EvaluationError(f"{data}: no trajectory of split {splits} matches tasks {tasks} and ranges {ranges}")
     return items[:limit], len(items)
 
 
 def load_trajectories(items: list[Item]) -> Iterator[tuple[Item, Trajectory]]:
-    """Decode exactly these items, shard by shard, in their order."""
-    by_shard: dict[Path, dict[str, Item]] = {}
+    """Decode exactly these items, shard by shard, in their order, from shards that match the manifest's sha256."""
+    by_shard: dict[tuple[Path, str], dict[str, Item]] = {}
     for item in items:
-        by_shard.setdefault(item.shard, {})[item.id] = item
-    for shard, wanted in by_shard.items():
-        for sample in iter_tar_samples(shard):
+        by_shard.setdefault((item.shard, item.shard_sha256), {})[item.id] = item
+    for (shard, sha256), wanted in by_shard.items():
+        for sample in iter_verified_samples(shard, sha256):
             if (item := wanted.get(sample["__key__"])) is not None:
                 yield item, decode_sample(sample, where=str(shard))
 

@@ -18,6 +18,7 @@ Every sample of a set has the same fields (the HF `webdataset` builder requires 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
@@ -30,7 +31,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from loopnav_bench.fileio import atomic_path, read_json, sha256_file, sha256_json, write_json_atomic
+from loopnav_bench.fileio import atomic_path, read_json, resolve_within, sha256_file, sha256_json, write_json_atomic
 from loopnav_bench.schema import SCHEMA_VERSION, SPLITS, Trajectory, TrajectoryError, frames_from_jpeg
 from loopnav_bench.sources import SkipTrajectory, Source
 
@@ -103,13 +104,15 @@ def decode_sample(sample: dict[str, Any], where: str = "") -> Trajectory:
 # ---------------------------------------------------------------------------------------------------- reading
 
 
-def iter_tar_samples(path: str | Path, fields: set[str] | None = None) -> Iterator[dict[str, Any]]:
+def iter_tar_samples(path: str | Path, fields: set[str] | None = None, data: bytes | None = None
+                     ) -> Iterator[dict[str, Any]]:
     """Group a webdataset tar's members into samples, splitting each name at the first dot of its basename.
 
-    With `fields`, only those members are read (e.g. {"meta.json"} to list trajectories without their frames)."""
+    With `fields`, only those members are read (e.g. {"meta.json"} to list trajectories without their frames).
+    With `data`, the tar is parsed from those bytes (already read from `path`) instead of the file."""
     sample: dict[str, Any] = {}
     try:
-        with tarfile.open(path) as tar:
+        with tarfile.open(path, fileobj=None if data is None else io.BytesIO(data)) as tar:
             for member in tar:
                 if not member.isfile():
                     continue
@@ -129,6 +132,18 @@ def iter_tar_samples(path: str | Path, fields: set[str] | None = None) -> Iterat
         yield sample
 
 
+def iter_verified_samples(path: str | Path, sha256: str) -> Iterator[dict[str, Any]]:
+    """The samples of a shard whose bytes match the manifest's sha256, else ShardError naming the shard.
+
+    The shard is read once: hashed and then parsed from memory (a shard is at most a few hundred MB), so no sample
+    of a changed shard is ever used, and checking costs no second read of the file."""
+    data = Path(path).read_bytes()
+    if (digest := hashlib.sha256(data).hexdigest()) != sha256:
+        raise ShardError(f"{path}: sha256 {digest[:12]}… does not match the manifest's {sha256[:12]}… "
+                         f"(changed since `loopnav prepare`; `loopnav validate` checks the whole set)")
+    yield from iter_tar_samples(path, data=data)
+
+
 def load_manifest(root: str | Path) -> dict[str, Any]:
     root = Path(root)
     path = root / MANIFEST
@@ -141,30 +156,37 @@ def load_manifest(root: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def shard_paths(root: str | Path, split: str | None = None) -> list[Path]:
-    """The shard files of a prepared set, in manifest order, optionally for one split."""
+def manifest_shards(root: str | Path, split: str | None = None) -> list[tuple[Path, str]]:
+    """(path, sha256) of every shard of a prepared set, in manifest order, optionally for one split."""
     root = Path(root)
     manifest = load_manifest(root)
     if split is not None and split not in manifest["splits"]:
         raise ShardError(f"{root / MANIFEST}: no split {split!r}; it has {sorted(manifest['splits'])}")
     splits = [split] if split else list(manifest["splits"])
-    return [root / shard["path"] for s in splits for shard in manifest["splits"][s]["shards"]]
+    return [(resolve_within(root, shard["path"], "shard path"), shard["sha256"])
+            for s in splits for shard in manifest["splits"][s]["shards"]]
+
+
+def shard_paths(root: str | Path, split: str | None = None) -> list[Path]:
+    """The shard files of a prepared set, in manifest order, optionally for one split."""
+    return [path for path, _ in manifest_shards(root, split)]
 
 
 def read_trajectories(path: str | Path, split: str | None = None) -> Iterator[Trajectory]:
     """Yield every Trajectory of a prepared set (a directory with manifest.json) or of one .tar shard.
 
-    `split` ("train", "val" or "test") restricts a directory to one split. Trajectories are validated as they are read.
+    `split` ("train", "val" or "test") restricts a directory to one split. Trajectories are validated as they are read,
+    and a directory's shards are checked against the manifest's sha256 first.
     """
     path = Path(path)
     if path.is_file():
-        tars = [path]
+        samples = [(path, iter_tar_samples(path))]
     elif path.is_dir():
-        tars = shard_paths(path, split)
+        samples = [(tar, iter_verified_samples(tar, sha256)) for tar, sha256 in manifest_shards(path, split)]
     else:
         raise FileNotFoundError(f"{path}: no such shard file or directory")
-    for tar in tars:
-        for sample in iter_tar_samples(tar):
+    for tar, shard_samples in samples:
+        for sample in shard_samples:
             traj = decode_sample(sample, where=str(tar))
             if split is None or traj.meta["split"] == split:
                 yield traj
@@ -379,10 +401,8 @@ def validate(root: str | Path, progress: Callable[[str, int, int], None] | None 
         path = root / shard["path"]
         if not path.exists():
             raise ShardError(f"{path}: listed in {root / MANIFEST} but missing")
-        if (digest := sha256_file(path)) != shard["sha256"]:
-            raise ShardError(f"{path}: sha256 {digest[:12]}… does not match the manifest's {shard['sha256'][:12]}…")
         keys = []
-        for sample in iter_tar_samples(path):
+        for sample in iter_verified_samples(path, shard["sha256"]):
             traj = decode_sample(sample, where=str(path))
             if traj.meta["split"] != split:
                 raise ShardError(f"{path}: trajectory {traj.id!r} is marked split {traj.meta['split']!r}, shard is in {split!r}")

@@ -279,3 +279,38 @@ def test_labels_keep_two_entries_of_one_model_apart_on_the_leaderboard(tiny_shar
     assert [run.model for run in group.runs] == ["copy-last-a", "copy-last-b"] and not group.superseded
     rescored = score(out / "copy-last-a" / plain.results["run_key"], metrics=PIXEL)
     assert rescored.results["model"] == "copy-last-a"
+
+
+def zero_inside_frames(shard, n_bytes: int = 8192) -> None:
+    """Zero `n_bytes` in the middle of the shard's first frames.npy: the tar stays readable, the pixels change."""
+    import tarfile
+
+    with tarfile.open(shard) as tar:
+        member = next(m for m in tar if m.name.endswith(".frames.npy"))
+    start = member.offset_data + (member.size - n_bytes) // 2
+    with open(shard, "r+b") as f:
+        f.seek(start)
+        f.write(bytes(n_bytes))
+
+
+def test_evaluate_refuses_a_changed_shard_and_keeps_no_row_from_it(tiny_shards, tmp_path):
+    from loopnav_bench.shards import shard_paths
+
+    first, changed = shard_paths(tiny_shards, "test")  # 3 trajectories, then 1
+    clean = changed.read_bytes()
+    zero_inside_frames(changed)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["evaluate", "--model", "copy-last", "--data", str(tiny_shards), "-o", str(out),
+                                      "--metrics", "ssim,psnr", "--batch-size", "1"])
+    assert result.exit_code != 0
+    shown = "".join(result.output.split())  # rich folds long lines
+    assert str(changed) in shown and "doesnotmatchthemanifest" in shown
+    assert not list(out.rglob("results_*.json"))
+    rows = {p.stem for p in out.rglob("rows/*.json")}
+    changed_ids = {t.id for t in read_trajectories(changed)}
+    assert rows and not rows & changed_ids  # rows of the verified shard only
+
+    changed.write_bytes(clean)  # the data restored: the same run resumes and matches a fresh run exactly
+    resumed = evaluate(_config(tiny_shards, out))
+    fresh = evaluate(_config(tiny_shards, tmp_path / "fresh"))
+    assert _rows(resumed) == _rows(fresh)
