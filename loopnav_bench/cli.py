@@ -126,7 +126,12 @@ def inspect(
     console.print(table)
 
 
+_LISTED = 5  # skipped or repaired inputs printed by name; the manifest lists all of them
+
+
 def _print_manifest(manifest: dict) -> None:
+    from loopnav_bench.shards import input_name
+
     table = Table(title=f"{manifest['source']}: {manifest['n']} trajectories")
     for column in ("split", "task", "range", "n"):
         table.add_column(column, justify="right" if column in ("range", "n") else "left")
@@ -136,8 +141,13 @@ def _print_manifest(manifest: dict) -> None:
                 table.add_row(split, task, rng, str(n))
     console.print(table)
     for kind in ("skipped", "repaired"):
-        if manifest[kind]["n"]:
-            console.print(f"{kind}: {manifest[kind]['n']} {manifest[kind]['by_reason']}")
+        info = manifest[kind]
+        if info["n"]:
+            console.print(f"{kind}: {info['n']} ({', '.join(f'{n} {reason}' for reason, n in info['by_reason'].items())})")
+            for item in info["items"][:_LISTED]:
+                console.print(f"  {input_name(item['input'])}: {item['reason']}", markup=False, highlight=False)
+            if info["n"] > _LISTED:
+                console.print(f"  … and {info['n'] - _LISTED} more, listed in manifest.json")
 
 
 _METRICS = typer.Option(None, help="Comma-separated metrics: frame metrics (ssim, psnr, lpips, dreamsim) and fvd. Default: all.")

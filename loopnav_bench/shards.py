@@ -18,6 +18,7 @@ Every sample of a set has the same fields (the HF `webdataset` builder requires 
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import itertools
@@ -210,26 +211,30 @@ def webdataset_pipeline(urls: list[str], shuffle: int = 0, seed: int = 0):
 
 
 class _TarShard:
-    """A shard being written: samples stream into a temporary tar that replaces the final path only when complete."""
+    """A shard being written: samples stream into a temporary tar that replaces the final path only when complete.
+    The file is created with the first sample, so a shard whose inputs were all skipped is never written."""
 
     def __init__(self, path: Path):
         self.path = path
+        self._writer = None
 
     def __enter__(self) -> "_TarShard":
-        import webdataset as wds
-
-        self._atomic = atomic_path(self.path)
-        self._stream = open(self._atomic.__enter__(), "wb")
-        self._writer = wds.TarWriter(self._stream, mtime=TAR_MTIME, user="loopnav", group="loopnav", mode=0o644)
         return self
 
     def write(self, key: str, sample: dict[str, bytes]) -> None:
+        if self._writer is None:
+            import webdataset as wds
+
+            self._atomic = atomic_path(self.path)
+            self._stream = open(self._atomic.__enter__(), "wb")
+            self._writer = wds.TarWriter(self._stream, mtime=TAR_MTIME, user="loopnav", group="loopnav", mode=0o644)
         self._writer.write({"__key__": key, **sample})
 
     def __exit__(self, *exc_info) -> None:
-        self._writer.close()
-        self._stream.close()
-        self._atomic.__exit__(*exc_info)
+        if self._writer is not None:
+            self._writer.close()
+            self._stream.close()
+            self._atomic.__exit__(*exc_info)
 
 
 def _counts(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -271,19 +276,15 @@ def prepare(source: Source, out: str | Path, *, workers: int = 1, overwrite: boo
     settings = {"source": source.name, **source.settings()}
     settings_hash = sha256_json(settings)
     state_path, manifest_path = out / STATE, out / MANIFEST
+    previous = _previous_records(out)
 
-    if out.exists() and not overwrite:
-        for path in (manifest_path, state_path):
-            if path.exists() and read_json(path).get("settings_hash") != settings_hash:
+    if not overwrite:
+        for path, record in previous.items():
+            if record.get("settings_hash") != settings_hash:
                 raise ShardError(f"{path}: {out} was prepared with other settings; pass --overwrite or choose another --out")
-        if manifest_path.exists():
-            return read_json(manifest_path)
-    if overwrite and out.exists():
-        for stale in [manifest_path, state_path, *out.glob("*/*.tar")]:
-            stale.unlink(missing_ok=True)
-
+        if manifest_path in previous:
+            return previous[manifest_path]
     plan = source.plan()
-    state = read_json(state_path) if state_path.exists() else {"settings_hash": settings_hash, "shards": {}}
     jobs = []  # (split, shard path, specs)
     for split, specs in plan.items():
         if split not in SPLITS:
@@ -291,10 +292,25 @@ def prepare(source: Source, out: str | Path, *, workers: int = 1, overwrite: boo
         for i in range(0, len(specs), source.shard_size):
             rel = f"{split}/{source.name}-{i // source.shard_size:06d}.tar"
             jobs.append((split, rel, specs[i:i + source.shard_size]))
+    owned = {rel for record in previous.values() for rel in _listed_shards(record)}
+    if foreign := [out / rel for _, rel, _ in jobs if rel not in owned and (out / rel).exists()]:
+        raise ShardError(f"{foreign[0]}: exists but was not written by loopnav prepare; move it away or choose "
+                         f"another --out")
+    _remove_stale_temporaries(out, [MANIFEST, STATE, *owned, *(rel for _, rel, _ in jobs)])
+    if overwrite:  # only what loopnav's own manifest and state list: other files in --out are never touched
+        for rel in owned:
+            resolve_within(out, rel, "shard path").unlink(missing_ok=True)
+        for path in previous:
+            path.unlink()
+        previous = {}
+    state = previous.get(state_path) or {"settings_hash": settings_hash, "shards": {}}
+    state["planned"] = sorted({*state.get("planned", []), *(rel for _, rel, _ in jobs)})
+    write_json_atomic(state_path, state)  # claims the planned shard paths before any is written
 
     def done(rel: str) -> bool:
         record = state["shards"].get(rel)
-        return record is not None and (out / rel).exists() and (out / rel).stat().st_size == record["bytes"]
+        return record is not None and (not record["keys"] or (out / rel).exists()
+                                       and (out / rel).stat().st_size == record["bytes"])
 
     total = sum(len(specs) for *_, specs in jobs)
     finished = sum(len(specs) for _, rel, specs in jobs if done(rel))
@@ -332,8 +348,8 @@ def prepare(source: Source, out: str | Path, *, workers: int = 1, overwrite: boo
                         progress(f"{source.name} → {out}", finished, total)
             path = out / rel
             state["shards"][rel] = {
-                "path": rel, "split": split, "sha256": sha256_file(path), "bytes": path.stat().st_size,
-                "keys": keys, "counts": {k: dict(v) for k, v in counts.items()},
+                "path": rel, "split": split, "sha256": sha256_file(path) if keys else None,
+                "bytes": path.stat().st_size if keys else 0, "keys": keys, "counts": {k: dict(v) for k, v in counts.items()},
                 "skipped": skipped, "repaired": repaired, "metas": metas,
             }
             write_json_atomic(state_path, state)  # the shard is final only once it is recorded here
@@ -343,15 +359,64 @@ def prepare(source: Source, out: str | Path, *, workers: int = 1, overwrite: boo
             pool.join()
 
     manifest = _manifest(source, settings, settings_hash, [state["shards"][rel] for _, rel, _ in jobs])
+    if not manifest["n"]:
+        state_path.unlink()  # nothing was written: leave no half-made set behind
+        skipped = manifest["skipped"]
+        if not skipped["n"]:
+            raise ShardError(f"{out}: nothing to prepare: source {source.name} selected no input")
+        first = skipped["items"][0]
+        raise ShardError(f"{out}: nothing prepared: all {skipped['n']} inputs were skipped "
+                         f"({', '.join(f'{n} {reason}' for reason, n in skipped['by_reason'].items())}); "
+                         f"first: {input_name(first['input'])}: {first['reason']}")
     write_json_atomic(manifest_path, manifest)
     state_path.unlink(missing_ok=True)
     return manifest
 
 
+def _previous_records(out: Path) -> dict[Path, dict[str, Any]]:
+    """loopnav's own manifest and prepare state in `out`, by path. Refuses an --out that is a file, or that holds
+    other files but neither record: prepare must never overwrite or delete what it did not write."""
+    if out.exists() and not out.is_dir():
+        raise ShardError(f"--out {out}: is a file; pass a directory")
+    records = {}
+    for path in (out / MANIFEST, out / STATE):
+        if path.exists():
+            record = read_json(path)
+            if not isinstance(record, dict) or not isinstance(record.get("settings_hash"), str):
+                raise ShardError(f"{path}: not written by loopnav prepare; choose another --out")
+            records[path] = record
+    if not records and out.exists() and any(out.iterdir()):
+        raise ShardError(f"--out {out}: not empty and holds no loopnav {MANIFEST}; choose an empty or new directory "
+                         f"(prepare never overwrites or deletes files it did not write)")
+    return records
+
+
+def _listed_shards(record: dict[str, Any]) -> list[str]:
+    """The shard paths a manifest or a prepare state names (relative to its directory)."""
+    if "splits" in record:
+        return [shard["path"] for split in record["splits"].values() for shard in split["shards"]]
+    return [*record.get("planned", []), *record["shards"]]
+
+
+def _remove_stale_temporaries(out: Path, rels: Iterable[str]) -> None:
+    """Delete the temporary files (`atomic_path`'s `.<name>.<random>.tmp`) a killed prepare left beside its files."""
+    for rel in set(rels):
+        path = out / rel
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
+def input_name(spec: Any) -> str:
+    """A source's input spec as one short line: the id, path or name sources put in their specs, else compact JSON."""
+    if isinstance(spec, dict) and (name := next((spec[k] for k in ("id", "path", "name") if k in spec), None)):
+        return str(name)
+    return spec if isinstance(spec, str) else json.dumps(spec, sort_keys=True, default=str)
+
+
 def _manifest(source: Source, settings: dict, settings_hash: str, records: list[dict]) -> dict[str, Any]:
     splits: dict[str, Any] = {}
     for split in SPLITS:
-        mine = [r for r in records if r["split"] == split]
+        mine = [r for r in records if r["split"] == split and r["keys"]]  # no empty shards, no empty splits
         if not mine:
             continue
         splits[split] = {

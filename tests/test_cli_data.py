@@ -144,3 +144,20 @@ def test_prepare_recon_with_a_split_file_and_context(tmp_path):
     assert shown["offset"] == 8 and shown["meta"]["task"] == "RECON" and shown["action_layout"] == "recon-v1"
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["n"] == 2 and list(manifest["splits"]) == ["test"] and not (tmp_path / "pwned").exists()
+
+
+def test_prepare_names_skipped_inputs_and_fails_when_nothing_is_left(prepared, raw, tmp_path):
+    _, output = prepared
+    assert shows("skipped: 4 (", output)
+    assert shows("loopnav_ABA_plains_village_20_5_05-12_09-99-99: missing file:", output)  # the input, its reason
+    assert shows("test.csv:6: path escapes the data root", output)
+
+    result, output = run("prepare", "--source", "loopnav", "--input", raw, "--out", tmp_path / "none",
+                         "--split", "test", "--tasks", "ABCA")
+    assert result.exit_code == 2 and shows("nothing prepared: all 2 inputs were skipped", output)
+    assert not (tmp_path / "none" / "manifest.json").exists()
+
+    (tmp_path / "a-file").write_text("mine")
+    result, output = run("prepare", "--source", "loopnav", "--input", raw, "--out", tmp_path / "a-file")
+    assert result.exit_code == 2 and shows("is a file; pass a directory", output)
+    assert (tmp_path / "a-file").read_text() == "mine"
