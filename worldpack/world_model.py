@@ -4,8 +4,9 @@ rollout (also used by the NWM and DIAMOND baselines), and WorldPack itself (regi
 A rollout encodes the context frames, then for each target step picks the context exactly as in training
 (context.build_example: recent frames plus memories retrieved with the known pose of the frame being predicted),
 samples the next latent with EDM and appends it, so later steps see their own predictions. Requests are advanced
-in lockstep as one batch; each draws its noise from its own generator (RolloutRequest.seed), so a trajectory's
-frames do not depend on which others share its batch. Frames come back at the checkpoint's image size.
+in lockstep, in network calls of a fixed batch shape; each draws its noise from its own generator
+(RolloutRequest.seed), so a trajectory's frames are bit-identical whichever others share its batch. Frames come
+back at the checkpoint's image size.
 
 Without --checkpoint the committed tiny checkpoint (worldpack/checkpoints/tiny, trained on embedded ViZDoom data)
 is used. Model args: `sampler_steps=N`, `solver=euler|heun` override the checkpoint's sampler.
@@ -29,6 +30,10 @@ from worldpack.model import WorldPack, WorldPackConfig
 from worldpack.train import load_autoencoder
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "tiny"
+# Rows of every rollout network call. Matmul kernels pick their blocking, and so their rounding, by the batch's size
+# (here a grey level in most frames between batches of 1 and 8); one fixed shape, padded when fewer trajectories are
+# active, gives each row the same arithmetic whatever shares the call, its position and the padding included.
+LANES = 8
 
 
 class CheckpointedModel(WorldModel):
@@ -73,21 +78,26 @@ def lockstep_rollout(buffers: list[torch.Tensor], offsets: list[int], seeds: lis
                      conditioning: Callable[[int, int], dict[str, torch.Tensor]],
                      sample: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor],
                      device: str | torch.device) -> list[torch.Tensor]:
-    """Fill each buffers[i][offsets[i]:] one frame at a time, all trajectories advancing together as one batch.
+    """Fill each buffers[i][offsets[i]:] one frame at a time, all trajectories advancing together.
 
     conditioning(i, t) gives trajectory i's inputs for predicting its frame t; it reads buffers[i], whose frames
     before t are real (context) or already predicted. sample(batch, noise) returns the next frames. Each trajectory
-    draws its noise from its own generator seeded with seeds[i], so its frames do not depend on its batch.
+    draws its noise from its own generator seeded with seeds[i], and every network call has exactly LANES rows, so a
+    trajectory's frames do not depend on which others share its batch, rank or resumed run.
     Returns the predicted part of every buffer.
     """
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
     for step in range(max((len(b) - o for b, o in zip(buffers, offsets)), default=0)):
         active = [i for i, (b, o) in enumerate(zip(buffers, offsets)) if o + step < len(b)]
-        items = [conditioning(i, offsets[i] + step) for i in active]
-        batch = {key: value.to(device) for key, value in collate(items).items()}
-        noise = torch.cat([torch.randn(1, *buffers[i].shape[1:], generator=generators[i]) for i in active])
-        for i, frame in zip(active, sample(batch, noise.to(device)).cpu()):
-            buffers[i][offsets[i] + step] = frame
+        for start in range(0, len(active), LANES):
+            lanes = active[start:start + LANES]
+            items = [conditioning(i, offsets[i] + step) for i in lanes]
+            noise = torch.cat([torch.randn(1, *buffers[i].shape[1:], generator=generators[i]) for i in lanes])
+            filler = LANES - len(lanes)  # copies of the first row fill the fixed shape; their outputs are dropped
+            batch = {key: value.to(device) for key, value in collate(items + items[:1] * filler).items()}
+            noise = torch.cat([noise, noise[:1].expand(filler, *noise.shape[1:])])
+            for i, frame in zip(lanes, sample(batch, noise.to(device)).cpu()):
+                buffers[i][offsets[i] + step] = frame
     return [b[o:] for b, o in zip(buffers, offsets)]
 
 
