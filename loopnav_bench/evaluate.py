@@ -250,7 +250,7 @@ class Scorer:
             try:
                 metric = load_frame_metric(name, device, batch_size)
             except MetricUnavailable as err:
-                self.status[name] = {"available": False, "verified": False, "reason": str(err)}
+                self.status[name] = {"available": False, "verified": False, "reason": str(err), "reason_code": err.code}
                 continue
             self.frame_metrics[name] = metric
             info = dict(metric.info)
@@ -262,7 +262,8 @@ class Scorer:
                 self.status[FVD] = {"available": True, "verified": bool(self.fvd.info.get("verified")), "reason": None,
                                     "info": dict(self.fvd.info), "mode": fvd_mode}
             except MetricUnavailable as err:
-                self.status[FVD] = {"available": False, "verified": False, "reason": str(err), "mode": fvd_mode}
+                self.status[FVD] = {"available": False, "verified": False, "reason": str(err), "reason_code": err.code,
+                                    "mode": fvd_mode}
 
     def settings(self) -> dict[str, Any]:
         """What changes a row's numbers: keys the score folder."""

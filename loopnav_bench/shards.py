@@ -226,7 +226,7 @@ class _TarShard:
             import webdataset as wds
 
             self._atomic = atomic_path(self.path)
-            self._stream = open(self._atomic.__enter__(), "wb")
+            self._stream = open(self._atomic.__enter__(), "wb")  # noqa: SIM115  (closed in __exit__)
             self._writer = wds.TarWriter(self._stream, mtime=TAR_MTIME, user="loopnav", group="loopnav", mode=0o644)
         self._writer.write({"__key__": key, **sample})
 

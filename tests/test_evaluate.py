@@ -85,7 +85,7 @@ def test_evaluate_end_to_end(tiny_shards, tmp_path, no_lpips_no_fvd):
     aba = [np.mean(r["metrics"]["ssim"]) for r in rows if r["task"] == "ABA"]
     assert cell["ssim"]["mean"] == pytest.approx(np.mean(aba))
     assert results["metrics"]["lpips"] == {"available": False, "verified": False,
-                                           "reason": "lpips: weights missing (test)"}
+                                           "reason": "lpips: weights missing (test)", "reason_code": "unavailable"}
     assert results["metrics"]["ssim"]["available"] is True
     assert results["fvd"] == {"test": {"value": None, "reason": "fvd: i3d weights missing (test)", "mode": "default"}}
     assert results["higher_is_better"]["lpips"] is False and results["higher_is_better"]["ssim"] is True
@@ -296,7 +296,7 @@ def zero_inside_frames(shard, n_bytes: int = 8192) -> None:
 def test_evaluate_refuses_a_changed_shard_and_keeps_no_row_from_it(tiny_shards, tmp_path):
     from loopnav_bench.shards import shard_paths
 
-    first, changed = shard_paths(tiny_shards, "test")  # 3 trajectories, then 1
+    _, changed = shard_paths(tiny_shards, "test")  # 3 trajectories, then 1
     clean = changed.read_bytes()
     zero_inside_frames(changed)
     out = tmp_path / "out"
