@@ -293,7 +293,7 @@ def leaderboard(
     if format not in FORMATS:
         fail(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
     try:
-        groups = group_runs(load_runs(results))
+        groups = group_runs(load_runs(results, skip=lambda message: console.print(f"[yellow]skipped:[/] {message}")))
         board = build_leaderboard(groups, _csv(metric))
         written = plot_leaderboard(groups, _csv(metric) or available_metrics(groups), plot) if plot else []
     except (ResultsError, FileNotFoundError) as err:

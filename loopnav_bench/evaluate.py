@@ -43,6 +43,7 @@ from loopnav_bench.shards import (MANIFEST, decode_sample, iter_tar_samples, ite
                                   manifest_hash)
 
 PROTOCOL_VERSION = "1"  # bump when what the model sees or which frames are scored changes
+MAX_EVAL_SIDE = 2048  # 3x LoopNav's 640x360 frames; 99999x99999 would need 28 GiB per frame
 FVD = "fvd"
 Progress = Callable[..., None]
 
@@ -106,8 +107,11 @@ def parse_eval_size(text: str | None) -> tuple[int, int] | None:
     match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", text)
     if not match or int(match.group(1)) == 0 or (match.group(2) and int(match.group(2)) == 0):
         raise EvaluationError(f"--eval-size {text!r} is not N or HxW (e.g. 64 or 64x96) with positive sizes")
-    height = int(match.group(1))
-    return height, int(match.group(2) or height)
+    height, width = int(match.group(1)), int(match.group(2) or match.group(1))
+    if max(height, width) > MAX_EVAL_SIDE:
+        raise EvaluationError(f"--eval-size {text!r}: at most {MAX_EVAL_SIDE} pixels a side (each frame is resized to "
+                              f"it in memory)")
+    return height, width
 
 
 def model_dirname(name: str) -> str:
@@ -239,6 +243,8 @@ class Scorer:
                  fvd_mode: str):
         from loopnav_bench.metrics import FRAME_METRICS, FVD as FVDMetric, MetricUnavailable, load_frame_metric
 
+        if names is not None and not names:
+            raise EvaluationError(f"--metrics names no metric; choose from {[*FRAME_METRICS, FVD]}")
         names = list(names) if names is not None else [*FRAME_METRICS, FVD]
         if unknown := sorted(set(names) - {*FRAME_METRICS, FVD}):
             raise EvaluationError(f"unknown metric {unknown}; choose from {[*FRAME_METRICS, FVD]}")

@@ -99,6 +99,8 @@ def decode_sample(sample: dict[str, Any], where: str = "") -> Trajectory:
                           offset=offset, meta=meta, raw_actions=json.loads(sample["raw_actions.json"]), jpeg=jpeg)
     except KeyError as err:
         raise TrajectoryError(f"{where}: sample {sample.get('__key__', '?')!r} lacks field {err}") from None
+    except (ValueError, EOFError) as err:  # a damaged .npy or .json member, or one of the checks above
+        raise TrajectoryError(f"{where}: sample {sample.get('__key__', '?')!r}: {err}") from None
     return traj.validate(where)
 
 
@@ -152,9 +154,29 @@ def load_manifest(root: str | Path) -> dict[str, Any]:
         hint = " (a prepare is in progress or was interrupted: re-run it)" if (root / STATE).exists() else ""
         raise ShardError(f"{path}: no manifest; is {root} a directory written by `loopnav prepare`?{hint}")
     manifest = read_json(path)
+    if not isinstance(manifest, dict):
+        raise ShardError(f"{path}: a JSON {type(manifest).__name__}, not a loopnav manifest")
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise ShardError(f"{path}: schema version {manifest.get('schema_version')!r}, this loopnav reads {SCHEMA_VERSION}")
+    _check_manifest_shape(path, manifest)
     return manifest
+
+
+def _check_manifest_shape(path: Path, manifest: dict[str, Any]) -> None:
+    """The keys and types every reader of a manifest relies on, so that a damaged one is named, not a traceback."""
+    def need(obj: Any, key: str, kind: type, where: str) -> Any:
+        if not isinstance(obj, dict) or not isinstance(obj.get(key), kind):
+            raise ShardError(f"{path}: {where}{key!r} is missing or not a {kind.__name__}; re-run `loopnav prepare`")
+        return obj[key]
+
+    for key, kind in (("source", str), ("settings", dict), ("n", int), ("splits", dict), ("created", str)):
+        need(manifest, key, kind, "")
+    for split, info in manifest["splits"].items():
+        need(info, "n", int, f"splits.{split}.")
+        need(info, "counts", dict, f"splits.{split}.")
+        for i, shard in enumerate(need(info, "shards", list, f"splits.{split}.")):
+            for key, kind in (("path", str), ("sha256", str), ("keys", list)):
+                need(shard, key, kind, f"splits.{split}.shards[{i}].")
 
 
 def manifest_shards(root: str | Path, split: str | None = None) -> list[tuple[Path, str]]:

@@ -26,6 +26,7 @@ from loopnav_bench.models import RolloutRequest, WorldModel
 from loopnav_bench.schema import units_per_block
 from worldpack import checkpoint as ckpt
 from worldpack.context import build_example, collate
+from worldpack.diffusion import SOLVERS
 from worldpack.model import WorldPack, WorldPackConfig
 from worldpack.train import load_autoencoder
 
@@ -51,6 +52,10 @@ class CheckpointedModel(WorldModel):
         super().__init__(checkpoint, device, seed, sampler_steps=sampler_steps, solver=solver, **model_args)
         if model_args:
             raise ValueError(f"{self.name} takes the model args sampler_steps and solver, not {sorted(model_args)}")
+        if sampler_steps is not None and (type(sampler_steps) is not int or sampler_steps < 1):
+            raise ValueError(f"--model-args sampler_steps={sampler_steps!r}: a whole number of at least 1")
+        if solver not in (None, *SOLVERS):
+            raise ValueError(f"--model-args solver={solver!r}: choose {' or '.join(SOLVERS)}")
         self.step_dir = ckpt.resolve(checkpoint or self.default_checkpoint)
         self.checkpoint = str(self.step_dir)  # what was loaded, the default included: evaluate hashes it
         self.saved = ckpt.read_config(self.step_dir)
@@ -61,7 +66,11 @@ class CheckpointedModel(WorldModel):
         overrides = {k: v for k, v in (("steps", sampler_steps), ("solver", solver)) if v is not None}
         self.config = replace(config, edm=replace(config.edm, **overrides))
         self.model = self.network_class(self.config)
-        self.model.load_state_dict(ckpt.load_tensors(self.step_dir / ckpt.WEIGHTS))
+        try:
+            self.model.load_state_dict(ckpt.load_tensors(self.step_dir / ckpt.WEIGHTS))
+        except RuntimeError as err:  # tensors of another model or size
+            raise ValueError(f"{self.step_dir / ckpt.WEIGHTS}: does not fit the {self.name} model of its "
+                             f"{ckpt.CONFIG} ({str(err).splitlines()[0]})") from None
         self.model.to(device).eval()
 
     def rollout(self, request: RolloutRequest) -> np.ndarray:
