@@ -262,6 +262,9 @@ def _print_results(outcome) -> None:
     for split, fvd in results["fvd"].items():
         if fvd["value"] is not None:
             console.print(f"FVD ({split}, {fvd['mode']}): {fvd['value']:.2f} over {fvd['n_videos']} videos")
+    if outcome.resumed:
+        console.print(f"resumed {outcome.resumed} of {results['n_trajectories']['effective']} trajectories from "
+                      f"{outcome.results['run_dir']}")
     console.print(f"[green]wrote[/] {outcome.results_path} and {outcome.samples_path.name}")
 
 

@@ -98,6 +98,7 @@ class Outcome:
     results_path: Path
     samples_path: Path
     results: dict[str, Any]
+    resumed: int = 0  # trajectories whose rows an earlier run had finished
 
 
 def parse_eval_size(text: str | None) -> tuple[int, int] | None:
@@ -380,6 +381,7 @@ def run_job(job: Job, ctx: DistContext, progress: Progress | None = None) -> Out
             "label": job.config.label, "model_describe": job.model_describe, "updated": _now(),
         })
         write_json_atomic(job.dirs.score / "score.json", job.scorer.settings())
+    resumed = sum(job.config.resume and job.dirs.row(item.id).exists() for item in job.items)  # before any is written
     markers = RankMarkers(job.dirs.score / "ranks" / ctx.shared_token(), ctx.rank)
     mine = job.items[ctx.rank::ctx.world_size]  # by index modulo world size: exactly once, no resampling
     failure: BaseException | None = None
@@ -401,7 +403,7 @@ def run_job(job: Job, ctx: DistContext, progress: Progress | None = None) -> Out
     shutil.rmtree(markers.folder, ignore_errors=True)
     with contextlib.suppress(OSError):  # the ranks folder itself, unless another attempt is running
         markers.folder.parent.rmdir()
-    return _merge(job, ctx.world_size)
+    return replace(_merge(job, ctx.world_size), resumed=resumed)
 
 
 def _merge(job: Job, world_size: int) -> Outcome:

@@ -255,12 +255,19 @@ def test_cli_evaluate_then_score(tiny_shards, tmp_path):
     assert result.exit_code == 0, result.output
     results = json.loads(next(out.glob("nearest-pose/results_*.json")).read_text())
     assert results["config"]["model_args"] == {"yaw_weight": 2} and results["eval_size"] == [12, 12]
-    assert "test/ABA/5" in result.output
+    assert "test/ABA/5" in result.output and "resumed" not in result.output
 
     run = out / "nearest-pose" / results["run_key"]
     result = runner.invoke(app, ["score", "--predictions", str(run), "--metrics", "ssim,psnr", "--eval-size", "12"])
     assert result.exit_code == 0, result.output
     assert len(list(out.glob("nearest-pose/results_*.json"))) == 2
+
+    args = ["evaluate", "--model", "nearest-pose", "--data", str(tiny_shards), "-o", str(out), "--metrics", "ssim,psnr",
+            "--eval-size", "12", "--model-args", "yaw_weight=2"]
+    result = runner.invoke(app, args)  # all 4: the 2 rows of the run above are kept, and it says so
+    assert result.exit_code == 0 and "resumed 2 of 4 trajectories" in result.output, result.output
+    result = runner.invoke(app, [*args, "--no-resume"])
+    assert result.exit_code == 0 and "resumed" not in result.output
 
     result = runner.invoke(app, ["evaluate", "--model", "copy-last", "--data", str(tiny_shards), "-o", str(out),
                                  "--eval-size", "12x"])
