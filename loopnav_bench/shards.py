@@ -32,12 +32,14 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from loopnav_bench.fileio import atomic_path, read_json, resolve_within, sha256_file, sha256_json, write_json_atomic
+from loopnav_bench.fileio import (atomic_path, read_json, resolve_within, sha256_file, sha256_json, write_bytes_atomic,
+                                  write_json_atomic)
 from loopnav_bench.schema import SCHEMA_VERSION, SPLITS, Trajectory, TrajectoryError, frames_from_jpeg
 from loopnav_bench.sources import SkipTrajectory, Source
 
 MANIFEST = "manifest.json"
 STATE = ".prepare-state.json"
+CARD = "README.md"  # dataset card: `datasets.load_dataset(DIR)` reads its splits and features
 TAR_MTIME = 0  # fixed tar metadata so that the same trajectories give byte-identical shards
 
 
@@ -73,6 +75,22 @@ def encode_sample(traj: Trajectory) -> dict[str, bytes]:
     else:
         sample["frames.npy"] = _npy(traj.frames)
     return sample
+
+
+def sample_features(sample: dict[str, bytes]) -> dict[str, Any]:
+    """Each field's type as the dataset card declares it: an .npy's dtype and shape after the time axis (read from its
+    header), else the extension ("json", "mjpeg")."""
+    features: dict[str, Any] = {}
+    for field, data in sample.items():
+        if field.endswith(".npy"):
+            stream = io.BytesIO(data)
+            version = np.lib.format.read_magic(stream)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(stream)
+            features[field] = {"dtype": dtype.name, "shape": [None, *shape[1:]]}
+        else:
+            features[field] = field.rsplit(".", 1)[-1]
+    return features
 
 
 def decode_sample(sample: dict[str, Any], where: str = "") -> Trajectory:
@@ -314,11 +332,12 @@ def prepare(source: Source, out: str | Path, *, workers: int = 1, overwrite: boo
         for i in range(0, len(specs), source.shard_size):
             rel = f"{split}/{source.name}-{i // source.shard_size:06d}.tar"
             jobs.append((split, rel, specs[i:i + source.shard_size]))
-    owned = {rel for record in previous.values() for rel in _listed_shards(record)}
-    if foreign := [out / rel for _, rel, _ in jobs if rel not in owned and (out / rel).exists()]:
+    owned = {rel for record in previous.values() for rel in _listed_files(record)}
+    planned = [CARD, *(rel for _, rel, _ in jobs)]
+    if foreign := [out / rel for rel in planned if rel not in owned and (out / rel).exists()]:
         raise ShardError(f"{foreign[0]}: exists but was not written by loopnav prepare; move it away or choose "
                          f"another --out")
-    _remove_stale_temporaries(out, [MANIFEST, STATE, *owned, *(rel for _, rel, _ in jobs)])
+    _remove_stale_temporaries(out, [MANIFEST, STATE, *owned, *planned])
     if overwrite:  # only what loopnav's own manifest and state list: other files in --out are never touched
         for rel in owned:
             resolve_within(out, rel, "shard path").unlink(missing_ok=True)
@@ -326,7 +345,7 @@ def prepare(source: Source, out: str | Path, *, workers: int = 1, overwrite: boo
             path.unlink()
         previous = {}
     state = previous.get(state_path) or {"settings_hash": settings_hash, "shards": {}}
-    state["planned"] = sorted({*state.get("planned", []), *(rel for _, rel, _ in jobs)})
+    state["planned"] = sorted({*state.get("planned", []), *planned})
     write_json_atomic(state_path, state)  # claims the planned shard paths before any is written
 
     def done(rel: str) -> bool:
@@ -353,7 +372,7 @@ def prepare(source: Source, out: str | Path, *, workers: int = 1, overwrite: boo
         results = map(_load_one, specs_todo)
     try:
         for split, rel, specs in pending:
-            keys, metas, skipped, repaired = [], [], [], []
+            keys, metas, skipped, repaired, features = [], [], [], [], []
             counts: dict[str, Counter] = defaultdict(Counter)
             with _TarShard(out / rel) as shard:
                 for spec, sample, meta, reason in itertools.islice(results, len(specs)):
@@ -361,6 +380,7 @@ def prepare(source: Source, out: str | Path, *, workers: int = 1, overwrite: boo
                         skipped.append({"input": spec, "reason": reason})
                     else:
                         shard.write(meta["id"], sample)
+                        features.append(sample_features(sample))
                         keys.append(meta["id"])
                         metas.append(meta)
                         counts[meta["task"]][str(meta["range"])] += 1
@@ -373,6 +393,7 @@ def prepare(source: Source, out: str | Path, *, workers: int = 1, overwrite: boo
                 "path": rel, "split": split, "sha256": sha256_file(path) if keys else None,
                 "bytes": path.stat().st_size if keys else 0, "keys": keys, "counts": {k: dict(v) for k, v in counts.items()},
                 "skipped": skipped, "repaired": repaired, "metas": metas,
+                "features": features[0] if features and all(f == features[0] for f in features) else None,
             }
             write_json_atomic(state_path, state)  # the shard is final only once it is recorded here
     finally:
@@ -390,6 +411,7 @@ def prepare(source: Source, out: str | Path, *, workers: int = 1, overwrite: boo
         raise ShardError(f"{out}: nothing prepared: all {skipped['n']} inputs were skipped "
                          f"({', '.join(f'{n} {reason}' for reason, n in skipped['by_reason'].items())}); "
                          f"first: {input_name(first['input'])}: {first['reason']}")
+    write_bytes_atomic(out / CARD, _dataset_card(manifest, [state["shards"][rel] for _, rel, _ in jobs]).encode())
     write_json_atomic(manifest_path, manifest)
     state_path.unlink(missing_ok=True)
     return manifest
@@ -413,11 +435,40 @@ def _previous_records(out: Path) -> dict[Path, dict[str, Any]]:
     return records
 
 
-def _listed_shards(record: dict[str, Any]) -> list[str]:
-    """The shard paths a manifest or a prepare state names (relative to its directory)."""
+def _listed_files(record: dict[str, Any]) -> list[str]:
+    """The files a manifest or a prepare state names as loopnav's (paths relative to its directory)."""
     if "splits" in record:
-        return [shard["path"] for split in record["splits"].values() for shard in split["shards"]]
+        return [*record.get("card", []), *(shard["path"] for split in record["splits"].values()
+                                          for shard in split["shards"])]
     return [*record.get("planned", []), *record["shards"]]
+
+
+def _dataset_card(manifest: dict[str, Any], records: list[dict[str, Any]]) -> str:
+    """A dataset card whose YAML gives `datasets.load_dataset(DIR)` the splits and, when every sample has the same
+    fields, dtypes and shapes, the features: then it skips inferring them (and frames stay uint8 arrays, not lists)."""
+    import yaml
+
+    card: dict[str, Any] = {"configs": [{"config_name": "default", "data_files": [
+        {"split": split, "path": f"{split}/*.tar"} for split in manifest["splits"]]}]}
+    found = [r.get("features") for r in records if r["keys"]]  # None: mixed, or a state from before cards
+    if found and all(f == found[0] for f in found) and None not in found:
+        card["dataset_info"] = {"features": [*(_card_feature(name, kind) for name, kind in sorted(found[0].items())),
+                                             {"name": "__key__", "dtype": "string"},
+                                             {"name": "__url__", "dtype": "string"}]}
+    return (f"---\n{yaml.safe_dump(card, sort_keys=False)}---\n\n# {manifest['source']} trajectories for LoopNav\n\n"
+            f"Written by `loopnav prepare`; `manifest.json` lists every shard with its sha256 and every skipped input.\n"
+            f"Load with `datasets.load_dataset(\"<this folder>\", split=\"test\").with_format(\"numpy\", dtype=None)` "
+            f"(`dtype=None` keeps uint8 frames and float64 poses).\n")
+
+
+def _card_feature(name: str, kind: Any) -> dict[str, Any]:
+    if kind == "json":
+        return {"name": name, "dtype": "json"}
+    if not isinstance(kind, dict):
+        return {"name": name, "dtype": "binary"}  # e.g. frames.mjpeg: the source's JPEG bytes
+    if len(kind["shape"]) == 1:
+        return {"name": name, "list": kind["dtype"]}
+    return {"name": name, "dtype": {f"array{len(kind['shape'])}_d": kind}}
 
 
 def _remove_stale_temporaries(out: Path, rels: Iterable[str]) -> None:
@@ -454,7 +505,7 @@ def _manifest(source: Source, settings: dict, settings_hash: str, records: list[
     return {
         "schema_version": SCHEMA_VERSION, "loopnav_version": __version__, "source": source.name,
         "settings": settings, "settings_hash": settings_hash,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "card": [CARD],
         "n": sum(s["n"] for s in splits.values()), "splits": splits,
         "skipped": {"n": len(skipped), "by_reason": _reason_counts(skipped), "items": skipped},
         "repaired": {"n": len(repaired), "by_reason": _reason_counts(repaired), "items": repaired},

@@ -244,3 +244,21 @@ def test_prepare_writes_no_empty_shard_and_fails_when_nothing_is_produced(tmp_pa
                                          r"first: .*: no return frames: input 0"):
         prepare(SkipListed(skip=(0, 1, 2, 3)), empty)
     assert not list(empty.rglob("*"))  # no manifest, no state, no shard
+
+
+def test_the_dataset_card_lets_datasets_load_the_folder_with_dtypes_and_shapes(tiny_shards, tmp_path):
+    import datasets
+
+    card = (tiny_shards / "README.md").read_text()
+    assert "array4_d" in card and "uint8" in card
+    rows = datasets.load_dataset(str(tiny_shards), split="test", cache_dir=str(tmp_path / "cache"))
+    assert isinstance(rows.features["frames.npy"], datasets.Array4D)  # declared, not inferred as nested lists
+    rows = rows.with_format("numpy", dtype=None)
+    expected = {t.id: t for t in read_trajectories(tiny_shards, "test")}
+    assert sorted(rows["__key__"]) == sorted(expected)
+    for row in rows:
+        traj = expected[row["__key__"]]
+        assert row["frames.npy"].dtype == np.uint8 and row["poses.npy"].dtype == np.float64
+        np.testing.assert_array_equal(row["frames.npy"], traj.frames)
+        np.testing.assert_array_equal(row["actions.npy"], traj.actions)
+        assert row["meta.json"]["offset"] == traj.offset
