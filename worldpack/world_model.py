@@ -34,7 +34,8 @@ DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "tiny"
 # Rows of every rollout network call. Matmul kernels pick their blocking, and so their rounding, by the batch's size
 # (here a grey level in most frames between batches of 1 and 8); one fixed shape, padded when fewer trajectories are
 # active, gives each row the same arithmetic whatever shares the call, its position and the padding included.
-LANES = 8
+# 4 rather than 8: a batch's last, longest trajectory runs alone for hundreds of steps, padded to LANES rows.
+LANES = 4
 
 
 class CheckpointedModel(WorldModel):
