@@ -26,7 +26,16 @@ from loopnav_bench.models import RolloutRequest, WorldModel
 from loopnav_bench.schema import units_per_block, wrap_angle
 
 
-class CopyLastModel(WorldModel):
+class Floor(WorldModel):
+    """A model without weights or model args: a --checkpoint or --model-args given to it is an error."""
+
+    takes_checkpoint = False
+
+    def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0):
+        super().__init__(checkpoint, device, seed)
+
+
+class CopyLastModel(Floor):
     name = "copy-last"
 
     def rollout(self, request: RolloutRequest) -> np.ndarray:
@@ -49,6 +58,7 @@ def pose_distance(context_poses: np.ndarray, target_poses: np.ndarray, units_per
 
 class NearestPoseModel(WorldModel):
     name = "nearest-pose"
+    takes_checkpoint = False
 
     def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0,
                  yaw_weight: float = 4.0, pitch_weight: float = 2.0, **model_args: Any):
@@ -72,7 +82,7 @@ class NearestPoseModel(WorldModel):
                 "pose_distance": "|dxyz|/units_per_block + yaw_weight*|dyaw| + pitch_weight*|dpitch| (radians)"}
 
 
-class DummyModel(WorldModel):
+class DummyModel(Floor):
     """Uniform noise in the context frames' shape, drawn from the request's seed: reproducible under any batching."""
 
     name = "dummy"

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from loopnav_bench.contract import RESULTS_KEYS, RESULTS_PREFIX, ROW_KEYS, results_files
 from loopnav_bench.fileio import read_json
@@ -162,15 +162,28 @@ def read_samples(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def load_runs(directory: Path) -> list[Run]:
-    """Every run under `directory` (searched recursively), oldest first."""
+def load_runs(directory: Path, skip: Callable[[str], None] | None = None) -> list[Run]:
+    """Every run under `directory` (searched recursively), oldest first.
+
+    A results file that does not load raises ResultsError, or, given `skip`, is passed over: `skip(message)` gets
+    the message naming it."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ResultsError(f"{directory}: no such directory")
     paths = sorted(directory.rglob(f"{RESULTS_PREFIX}*.json"))
     if not paths:
         raise ResultsError(f"{directory}: no {RESULTS_PREFIX}<ts>.json files found (run `loopnav evaluate` first)")
-    return sorted((load_run(p) for p in paths), key=lambda run: (run.timestamp, str(run.results_path)))
+    runs = []
+    for path in paths:
+        try:
+            runs.append(load_run(path))
+        except ValueError as err:  # ResultsError, or read_json's "not valid JSON"
+            if skip is None:
+                raise
+            skip(str(err))
+    if not runs:
+        raise ResultsError(f"{directory}: none of its {len(paths)} results files loads")
+    return sorted(runs, key=lambda run: (run.timestamp, str(run.results_path)))
 
 
 def group_runs(runs: list[Run]) -> list[Group]:

@@ -25,7 +25,9 @@ from rich.text import Text
 
 from leaderboard.bootstrap import BootstrapSpec, mean_ci
 from leaderboard.results import Group, ResultsError, Run, range_order
+from loopnav_bench.console import FitWidth
 from loopnav_bench.metrics import FRAME_METRICS, trajectory_mean
+from loopnav_bench.metrics.weights import short_reason
 
 METRIC_ORDER = FRAME_METRICS  # per-frame metrics, in the papers' order
 SET_METRIC = "fvd"
@@ -41,6 +43,8 @@ class Cell:
     verified: bool = True
     note: int | None = None  # footnote number explaining an "n/a"
     best: bool = False
+    reason: str | None = None       # why "n/a", in full (paths, URLs)
+    reason_code: str | None = None  # the same in one word, for CSV
 
     @property
     def available(self) -> bool:
@@ -90,7 +94,10 @@ class GroupTable:
 
     @property
     def footnotes(self) -> list[str]:
-        return [f"{what} for {', '.join(models)}: {reason}" for (what, reason), models in self._footnotes.items()]
+        """One short line each; models are named only when the note does not hold for every model of the table."""
+        everyone = {run.model for run in self.group.runs}
+        return [f"{what}: {reason}" if set(models) == everyone else f"{what} for {', '.join(models)}: {reason}"
+                for (what, reason), models in self._footnotes.items()]
 
 
 @dataclass
@@ -117,14 +124,23 @@ def _lengths(summaries: list[dict], key: str) -> str:
     return " / ".join(dict.fromkeys(values)) or "–"
 
 
+def _unavailable(table: GroupTable, run: Run, metric: str, reason: str | None = None) -> Cell:
+    """An "n/a" cell: a short footnote for the table, the full reason and a one-word code for JSON and CSV."""
+    info = run.metric_info(metric)
+    reason = info.get("reason") or reason or "not computed"
+    code = info.get("reason_code") or ("unavailable" if info.get("available") is False else "not-computed")
+    return Cell(note=table.footnote(f"{metric} n/a", run.model, short_reason(info.get("reason_code"), reason)),
+                reason=reason, reason_code=code)
+
+
 def _metric_cell(table: GroupTable, run: Run, task: str, range_: str, metric: str, spec: BootstrapSpec) -> Cell:
     split, info = table.group.key.split, run.metric_info(metric)
     summary = _summary(run, split, task, range_)
-    reason = info.get("reason") or "not computed"
     if summary is None:
-        return Cell(note=table.footnote(f"{task} range {range_}", run.model, "not evaluated"))
+        return Cell(note=table.footnote(f"{task} range {range_}", run.model, "not evaluated"),
+                    reason="not evaluated", reason_code="not-evaluated")
     if info.get("available") is False or summary.get(metric) is None:
-        return Cell(note=table.footnote(f"{metric} n/a", run.model, reason))
+        return _unavailable(table, run, metric)
     # the same per-trajectory mean `loopnav evaluate` aggregates (PSNR of identical frames capped, as LoopNav does)
     per_traj = [trajectory_mean(r, metric)[0] for r in run.cell_rows(split, task, range_)
                 if r["metrics"].get(metric) is not None]
@@ -133,7 +149,7 @@ def _metric_cell(table: GroupTable, run: Run, task: str, range_: str, metric: st
         raise ResultsError(f"{run.samples_path}: {len(per_traj)} rows with {metric} for {split}/{task}/{range_}, "
                            f"but {run.results_path.name} says n={expected} (files from different runs?)")
     if not per_traj:
-        return Cell(note=table.footnote(f"{metric} n/a", run.model, "no per-trajectory rows"))
+        return _unavailable(table, run, metric, "no per-trajectory rows")
     mean, low, high = mean_ci(np.array(per_traj), spec)
     stored = summary[metric].get("mean")
     if stored is not None and not math.isclose(mean, stored, rel_tol=1e-6, abs_tol=1e-9):
@@ -156,18 +172,17 @@ def _split_fvd(run: Run, split: str) -> dict:
     return (run.results.get("fvd") or {}).get(split) or {}
 
 
-def _fvd_cell(table: GroupTable, run: Run, value: dict | None, what: str) -> Cell:
+def _fvd_cell(table: GroupTable, run: Run, value: dict | None) -> Cell:
     info = run.metric_info(SET_METRIC)
     if info.get("available") is False or not value or value.get("value") is None:
-        reason = (value or {}).get("reason") or info.get("reason") or "not computed"
-        return Cell(note=table.footnote(f"{what} n/a", run.model, reason))
+        return _unavailable(table, run, SET_METRIC, (value or {}).get("reason"))
     return Cell(float(value["value"]), verified=info.get("verified") is not False, n=int(value.get("n_videos") or 0))
 
 
 def _fvd_row(table: GroupTable, run: Run) -> FvdRow:
     value = _split_fvd(run, table.group.key.split)
-    cells = {key: _fvd_cell(table, run, value.get("cells", {}).get(key), f"{SET_METRIC} {key}") for key in table.fvd_cells}
-    return FvdRow(run, _fvd_cell(table, run, value, SET_METRIC), str(value.get("mode", "")), cells)
+    cells = {key: _fvd_cell(table, run, value.get("cells", {}).get(key)) for key in table.fvd_cells}
+    return FvdRow(run, _fvd_cell(table, run, value), str(value.get("mode", "")), cells)
 
 
 def metric_direction(runs: list[Run], metric: str) -> bool | None:
@@ -298,24 +313,47 @@ def _rich_cell(cell: Cell) -> Text:
     return Text(text, style="bold green" if cell.best else "yellow" if not cell.verified else "")
 
 
+def _label_column(grid: Table, header: str, values: list[str], justify: str = "right") -> None:
+    """A column of row labels: as wide as its longest value and never wrapped, so no row loses its name."""
+    grid.add_column(header, justify=justify, no_wrap=True, min_width=max(map(len, [*header.split("\n"), *values])))
+
+
+def _rich_table(table: GroupTable, columns: list[tuple[str, str, str]], title: str, lengths_apart: bool) -> Table:
+    """Rows range x model with `columns` of cells. `lengths_apart`: context and trajectory length in columns of their
+    own; otherwise both in one two-line column, to save width."""
+    grid = Table(title=title, title_style="bold")
+    _label_column(grid, "range", [row.range for row in table.rows])
+    _label_column(grid, "model", [row.model for row in table.rows], justify="left")
+    if lengths_apart:
+        _label_column(grid, "context", [row.context_len for row in table.rows])
+        _label_column(grid, "traj len", [row.traj_len for row in table.rows])
+    else:
+        _label_column(grid, "context\ntraj len", [v for row in table.rows for v in (row.context_len, row.traj_len)])
+    for _, _, header in columns:
+        grid.add_column(header, justify="right", no_wrap=True)
+    previous = None
+    for row in table.rows:
+        if previous is not None and row.range != previous:
+            grid.add_section()
+        lengths = [row.context_len, row.traj_len] if lengths_apart else [f"{row.context_len}\n{row.traj_len}"]
+        grid.add_row(row.range if row.range != previous else "", row.model, *lengths,
+                     *(_rich_cell(row.cells[m, t]) for m, t, _ in columns))
+        previous = row.range
+    return grid
+
+
 def render_rich(board: Leaderboard) -> RichGroup:
+    """Every metric side by side where the terminal is wide enough, else one table per metric (80 columns and pipes
+    fit). Metrics that no model has are left out of the tables; their footnote says why."""
     parts: list[Any] = []
     for table in board.tables:
-        main = Table(title=f"LoopNav leaderboard · {table.group.key.title}", title_style="bold")
-        for header in ("range", "model", "context", "traj len"):
-            main.add_column(header, justify="right" if header != "model" else "left")
-        columns = _columns(table)
-        for _, _, header in columns:
-            main.add_column(header, justify="right", no_wrap=True)
-        previous = None
-        for row in table.rows:
-            if previous is not None and row.range != previous:
-                main.add_section()
-            cells = [_rich_cell(row.cells[m, t]) for m, t, _ in columns]
-            main.add_row(row.range if row.range != previous else "", row.model, row.context_len, row.traj_len, *cells)
-            previous = row.range
-        parts.append(main)
-        if table.fvd:
+        title = f"LoopNav leaderboard · {table.group.key.title}"
+        columns = [c for c in _columns(table) if any(row.cells[c[0], c[1]].available for row in table.rows)]
+        per_metric = [_rich_table(table, [(m, t, t) for m_, t, _ in columns if m_ == m], f"{m.upper()}{_arrow(table, m)}",
+                                  lengths_apart=False) for m in dict.fromkeys(m for m, _, _ in columns)]
+        parts.append(FitWidth(_rich_table(table, columns, title, lengths_apart=True),
+                               RichGroup(Text(title, style="bold"), *per_metric)))
+        if any(r.cell.available for r in table.fvd):
             fvd = Table(title=_fvd_title(table))
             fvd.add_column("model")
             for header in _fvd_headers(table):
@@ -395,7 +433,8 @@ def render_html(board: Leaderboard) -> str:
 def _cell_record(cell: Cell, table: GroupTable) -> dict[str, Any]:
     return {"mean": cell.mean, "ci_low": cell.low, "ci_high": cell.high, "n": cell.n, "available": cell.available,
             "verified": cell.verified, "best": cell.best,
-            "note": table.footnotes[cell.note - 1] if cell.note else None}
+            "note": table.footnotes[cell.note - 1] if cell.note else None,
+            "reason": cell.reason, "reason_code": cell.reason_code}
 
 
 def to_records(board: Leaderboard) -> dict[str, Any]:
@@ -424,7 +463,7 @@ def render_json(board: Leaderboard) -> str:
 
 
 CSV_FIELDS = ("split", "manifest_hash", "eval_size", "range", "model", "task", "metric", "mean", "ci_low", "ci_high", "n",
-              "best", "verified", "available", "note")
+              "best", "verified", "available", "reason_code")  # the full reasons are in the json format
 
 
 def render_csv(board: Leaderboard) -> str:

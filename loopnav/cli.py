@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
-from loopnav_bench.console import console, progress_bar
+from loopnav_bench.console import FitWidth, console, progress_bar
 from loopnav_bench.distributed import DEFAULT_DEVICE
 
 app = typer.Typer(
@@ -122,13 +124,20 @@ def inspect(
         return
     _print_manifest(manifest)
     table = Table(title=f"trajectory {traj.id}", show_header=False)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
     for key, value in summary.items():
         if key != "id":
             table.add_row(key, json.dumps(value) if not isinstance(value, str) else value)
     console.print(table)
 
 
+_LISTED = 5  # skipped or repaired inputs printed by name; the manifest lists all of them
+
+
 def _print_manifest(manifest: dict) -> None:
+    from loopnav_bench.shards import input_name
+
     table = Table(title=f"{manifest['source']}: {manifest['n']} trajectories")
     for column in ("split", "task", "range", "n"):
         table.add_column(column, justify="right" if column in ("range", "n") else "left")
@@ -138,8 +147,13 @@ def _print_manifest(manifest: dict) -> None:
                 table.add_row(split, task, rng, str(n))
     console.print(table)
     for kind in ("skipped", "repaired"):
-        if manifest[kind]["n"]:
-            console.print(f"{kind}: {manifest[kind]['n']} {manifest[kind]['by_reason']}")
+        info = manifest[kind]
+        if info["n"]:
+            console.print(f"{kind}: {info['n']} ({', '.join(f'{n} {reason}' for reason, n in info['by_reason'].items())})")
+            for item in info["items"][:_LISTED]:
+                console.print(f"  {input_name(item['input'])}: {item['reason']}", markup=False, highlight=False)
+            if info["n"] > _LISTED:
+                console.print(f"  … and {info['n'] - _LISTED} more, listed in manifest.json")
 
 
 _METRICS = typer.Option(None, help="Comma-separated metrics: frame metrics (ssim, psnr, lpips, dreamsim) and fvd. Default: all.")
@@ -246,23 +260,33 @@ def _shipped(entry) -> list[str]:
 
 
 def _print_results(outcome) -> None:
+    from loopnav_bench.metrics.weights import short_reason
+
     results = outcome.results
-    names = [n for n, s in results["metrics"].items() if n != "fvd"]
-    table = Table(title=f"{results['model']}: {results['n_trajectories']['effective']} trajectories "
-                        f"at {results['eval_size']}")
-    for column in ("cell", "n", "context", *names):
-        table.add_column(column, justify="left" if column == "cell" else "right")
-    for key, cell in results["results"].items():
-        values = [f"{cell[n]['mean']:.4f}±{cell[n]['stderr']:.3f}" if cell.get(n) else "—" for n in names]
-        table.add_row(key, str(cell["n"]), f"{cell['context_len_mean']:.0f}", *values)
-    console.print(table)
+    names = [n for n, s in results["metrics"].items() if n != "fvd" and s["available"]]
+    title = f"{results['model']}: {results['n_trajectories']['effective']} trajectories at {results['eval_size']}"
+
+    def table(separator: str) -> Table:  # mean and stderr on one line, or on two where the terminal is narrow
+        grid = Table(title=title)
+        grid.add_column("cell", no_wrap=True)
+        for column in ("n", "context", *names):
+            grid.add_column(column, justify="right", no_wrap=True)
+        for key, cell in results["results"].items():
+            values = [f"{cell[n]['mean']:.4f}{separator}±{cell[n]['stderr']:.3f}" if cell.get(n) else "—" for n in names]
+            grid.add_row(key, str(cell["n"]), f"{cell['context_len_mean']:.0f}", *values)
+        return grid
+
+    console.print(FitWidth(table(""), table("\n")))
     for name, status in results["metrics"].items():
         if not status["available"]:
-            console.print(f"[yellow]{name} unavailable:[/] {status['reason'].splitlines()[0].rstrip(':')} (details in the results file)")
+            console.print(f"[yellow]{name} n/a:[/] {short_reason(status.get('reason_code'), status['reason'])}")
     for split, fvd in results["fvd"].items():
         if fvd["value"] is not None:
             cells = ", ".join(f"{key} {cell['value']:.2f}" for key, cell in fvd["cells"].items() if cell["value"] is not None)
             console.print(f"FVD ({split}, {fvd['mode']}): {fvd['value']:.2f} over {fvd['n_videos']} videos; per cell: {cells}")
+    if outcome.resumed:
+        console.print(f"resumed {outcome.resumed} of {results['n_trajectories']['effective']} trajectories from "
+                      f"{outcome.results['run_dir']}")
     console.print(f"[green]wrote[/] {outcome.results_path} and {outcome.samples_path.name}")
 
 
@@ -294,7 +318,7 @@ def leaderboard(
     if format not in FORMATS:
         fail(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
     try:
-        groups = group_runs(load_runs(results))
+        groups = group_runs(load_runs(results, skip=lambda message: console.print(f"[yellow]skipped:[/] {message}")))
         board = build_leaderboard(groups, _csv(metric))
         written = plot_leaderboard(groups, _csv(metric) or available_metrics(groups), plot) if plot else []
     except (ResultsError, FileNotFoundError) as err:
@@ -345,15 +369,30 @@ def weights_list() -> None:
     """Every weight file loopnav knows: where it goes, its upstream URL and how it is verified."""
     from loopnav_bench.metrics.weights import REGISTRY
 
+    columns = ("file", "variants", "path", "check", "expected", "MiB", "url")
+    rows = [(entry.id, ",".join(entry.variants), str(entry.path()), entry.check,
+             entry.sha256 or entry.sha256_prefix or "not established",
+             f"{entry.approx_mb or (entry.size or 0) / 2 ** 20:.3g}" if entry.approx_mb or entry.size else "?",
+             entry.url + (f" [{entry.archive_member}]" if entry.archive_member else "")) for entry in REGISTRY]
     table = Table(title="metric weight files")
-    for column in ("file", "variants", "path", "check", "expected", "MiB", "url"):
-        table.add_column(column, overflow="fold")
-    for entry in REGISTRY:
-        table.add_row(entry.id, ",".join(entry.variants), str(entry.path()), entry.check,
-                      entry.sha256 or entry.sha256_prefix or "not established",
-                      f"{entry.approx_mb or (entry.size or 0) / 2 ** 20:.3g}" if entry.approx_mb or entry.size else "?",
-                      entry.url + (f" [{entry.archive_member}]" if entry.archive_member else ""))
-    console.print(table)
+    for column in columns:
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    # narrow terminals: one block per file, a field per line
+    blocks = [_fields(row[0], zip(columns[1:], row[1:])) for row in rows]
+    console.print(FitWidth(table, Group(Text("metric weight files", style="bold"), *blocks)))
+
+
+def _fields(title: str, fields):
+    """`title`, then one indented `name value` line per field; long values (paths, URLs) fold within their column."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True, width=1)
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    for name, value in fields:
+        grid.add_row("", name, value)
+    return Group(Text(title, overflow="fold"), grid)
 
 
 @weights_app.command("check")
@@ -374,14 +413,22 @@ def weights_check(
     if as_json:
         print(json.dumps({"overall": verdict, "files": rows}, indent=2))
         raise typer.Exit(_WEIGHTS_EXIT[verdict])
+
     colours = {"verified": "green", "unverifiable": "yellow", "mismatch": "red", "missing": "red"}
-    table = Table(title="metric weights")
-    for column in ("file", "status", "check", "path", "sha256"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(row["id"], f"[{colours[row['status']]}]{row['status']}[/]", row["check"], row["path"],
-                      (row["sha256"] or "")[:16])
-    console.print(table)
+
+    def table(with_paths: bool) -> Table:
+        grid = Table(title="metric weights")
+        grid.add_column("file", no_wrap=with_paths, overflow="fold")
+        for column in ("status", "check", *(["path"] if with_paths else []), "sha256"):
+            grid.add_column(column, no_wrap=True)
+        for row in rows:
+            grid.add_row(row["id"], f"[{colours[row['status']]}]{row['status']}[/]", row["check"],
+                         *([row["path"]] if with_paths else []), (row["sha256"] or "")[:16])
+        return grid
+
+    # narrow terminals: the paths under the table, instead of a column folded into 5-line cells
+    paths = [_fields(row["id"], [("path", row["path"])]) for row in rows]
+    console.print(FitWidth(table(with_paths=True), Group(table(with_paths=False), *paths)))
     console.print({"verified": "[green]all weight files present and verified[/]",
                    "incomplete": "[red]some weight files are missing or fail their hash[/]: `loopnav weights download "
                                  "METRIC` (online) or place them at the paths above",

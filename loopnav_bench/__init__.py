@@ -4,7 +4,7 @@ __version__ = "0.1.0"
 
 from loopnav_bench import _torchvision_compat  # noqa: E402
 
-_torchvision_compat.install()  # before anything below (or lpips/dreamsim) can import torchvision
+_torchvision_compat.install_on_import()  # before anything (lpips, dreamsim) imports torchvision
 
 from loopnav_bench.schema import SCHEMA_VERSION, Trajectory, TrajectoryError  # noqa: E402
 from loopnav_bench.shards import read_trajectories  # noqa: E402

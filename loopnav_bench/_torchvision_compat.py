@@ -6,13 +6,15 @@ and torchvision then registers fake kernels for `torchvision::nms` unguarded, so
 timm and open_clip, which all import torchvision.
 
 `install()` defines the two missing operator schemas, and only when that exact failure is about to happen: torchvision
-is not imported yet and its `_C.so` fails to load. With a working torchvision nothing is touched (defining the schemas
+is not imported yet and its `_C.so` fails to load. `install_on_import()` defers that check (it imports torch, ~2 s)
+to the moment something first imports torchvision, so that `loopnav --help` and `loopnav models` stay fast. With a working torchvision nothing is touched (defining the schemas
 there would clash with the real registration). What stays broken is what needs the compiled ops (`torchvision.ops.nms`,
 `torchvision.io` decoding); loopnav uses neither.
 """
 
 from __future__ import annotations
 
+import importlib.abc
 import importlib.util
 import sys
 from pathlib import Path
@@ -30,6 +32,21 @@ def _extension_loads(package_dir: Path) -> bool:
             return False
         return True
     return True  # no compiled extension at all: torchvision's own import path handles that case
+
+
+class _BeforeTorchvision(importlib.abc.MetaPathFinder):
+    """Runs install() when torchvision is first imported, then steps aside for the normal import."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torchvision":
+            sys.meta_path.remove(self)
+            install()
+        return None
+
+
+def install_on_import() -> None:
+    if "torchvision" not in sys.modules and not any(isinstance(f, _BeforeTorchvision) for f in sys.meta_path):
+        sys.meta_path.insert(0, _BeforeTorchvision())
 
 
 def install() -> bool:

@@ -40,9 +40,11 @@ from loopnav_bench.distributed import DEFAULT_DEVICE, DistContext, PeerFailed, R
 from loopnav_bench.fileio import atomic_path, read_json, resolve_within, sha256_file, sha256_json, write_json_atomic
 from loopnav_bench.models import RolloutRequest, WorldModel, load_model
 from loopnav_bench.schema import SCHEMA_VERSION, Trajectory
-from loopnav_bench.shards import MANIFEST, decode_sample, iter_tar_samples, load_manifest, manifest_hash
+from loopnav_bench.shards import (MANIFEST, decode_sample, iter_tar_samples, iter_verified_samples, load_manifest,
+                                  manifest_hash)
 
 PROTOCOL_VERSION = "1"  # bump when what the model sees or which frames are scored changes
+MAX_EVAL_SIDE = 2048  # 3x LoopNav's 640x360 frames; 99999x99999 would need 28 GiB per frame
 FVD = "fvd"
 Progress = Callable[..., None]
 
@@ -85,11 +87,13 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class Item:
-    """One selected trajectory: its place in the deterministic list, its shard and its meta (read without frames)."""
+    """One selected trajectory: its place in the deterministic list, its shard (with the manifest's sha256, which the
+    shard is checked against when its frames are read) and its meta (read without frames)."""
 
     index: int
     id: str
     shard: Path
+    shard_sha256: str
     meta: dict[str, Any]
 
 
@@ -98,6 +102,7 @@ class Outcome:
     results_path: Path
     samples_path: Path
     results: dict[str, Any]
+    resumed: int = 0  # trajectories whose rows an earlier run had finished
 
 
 def parse_eval_size(text: str | None) -> tuple[int, int] | None:
@@ -107,8 +112,11 @@ def parse_eval_size(text: str | None) -> tuple[int, int] | None:
     match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", text)
     if not match or int(match.group(1)) == 0 or (match.group(2) and int(match.group(2)) == 0):
         raise EvaluationError(f"--eval-size {text!r} is not N or HxW (e.g. 64 or 64x96) with positive sizes")
-    height = int(match.group(1))
-    return height, int(match.group(2) or height)
+    height, width = int(match.group(1)), int(match.group(2) or match.group(1))
+    if max(height, width) > MAX_EVAL_SIDE:
+        raise EvaluationError(f"--eval-size {text!r}: at most {MAX_EVAL_SIDE} pixels a side (each frame is resized to "
+                              f"it in memory)")
+    return height, width
 
 
 def checkpoint_sha256(path: str | None) -> str | None:
@@ -149,19 +157,19 @@ def select_trajectories(data: Path, splits: list[str], tasks: list[str] | None =
             for sample in iter_tar_samples(path, fields={"meta.json"}):  # frames are not read here
                 meta = json.loads(sample["meta.json"])
                 if (tasks is None or meta["task"] in tasks) and (ranges is None or int(meta["range"]) in ranges):
-                    items.append(Item(len(items), sample["__key__"], path, meta))
+                    items.append(Item(len(items), sample["__key__"], path, shard["sha256"], meta))
     if not items:
         raise EvaluationError(f"{data}: no trajectory of split {splits} matches tasks {tasks} and ranges {ranges}")
     return items[:limit], len(items)
 
 
 def load_trajectories(items: list[Item]) -> Iterator[tuple[Item, Trajectory]]:
-    """Decode exactly these items, shard by shard, in their order."""
-    by_shard: dict[Path, dict[str, Item]] = {}
+    """Decode exactly these items, shard by shard, in their order, from shards that match the manifest's sha256."""
+    by_shard: dict[tuple[Path, str], dict[str, Item]] = {}
     for item in items:
-        by_shard.setdefault(item.shard, {})[item.id] = item
-    for shard, wanted in by_shard.items():
-        for sample in iter_tar_samples(shard):
+        by_shard.setdefault((item.shard, item.shard_sha256), {})[item.id] = item
+    for (shard, sha256), wanted in by_shard.items():
+        for sample in iter_verified_samples(shard, sha256):
             if (item := wanted.get(sample["__key__"])) is not None:
                 yield item, decode_sample(sample, where=str(shard))
 
@@ -235,6 +243,8 @@ class Scorer:
                  fvd_mode: str, fvd_covariance: str = "population"):
         from loopnav_bench.metrics import FRAME_METRICS, METRICS, MetricUnavailable, load_frame_metric
 
+        if names is not None and not names:
+            raise EvaluationError(f"--metrics names no metric; choose from {list(METRICS)}")
         names = list(names) if names is not None else list(METRICS)
         if unknown := sorted(set(names) - set(METRICS)):
             raise EvaluationError(f"unknown metric {unknown}; choose from {list(METRICS)}")
@@ -246,7 +256,7 @@ class Scorer:
             try:
                 metric = load_frame_metric(name, device, batch_size)
             except MetricUnavailable as err:
-                self.status[name] = {"available": False, "verified": False, "reason": str(err)}
+                self.status[name] = {"available": False, "verified": False, "reason": str(err), "reason_code": err.code}
                 continue
             self.frame_metrics[name] = metric
             info = dict(metric.info)
@@ -258,7 +268,8 @@ class Scorer:
                 self.status[FVD] = {"available": True, "verified": bool(self.fvd.info.get("verified")), "reason": None,
                                     "info": dict(self.fvd.info), "mode": fvd_mode}
             except MetricUnavailable as err:
-                self.status[FVD] = {"available": False, "verified": False, "reason": str(err), "mode": fvd_mode}
+                self.status[FVD] = {"available": False, "verified": False, "reason": str(err), "reason_code": err.code,
+                                    "mode": fvd_mode}
 
     def settings(self) -> dict[str, Any]:
         """What changes a row's numbers: keys the score folder."""
@@ -369,6 +380,7 @@ def run_job(job: Job, ctx: DistContext, progress: Progress | None = None) -> Out
             "label": job.config.entry, "model_describe": job.model_describe, "updated": _now(),
         })
         write_json_atomic(job.dirs.score / "score.json", job.scorer.settings())
+    resumed = sum(job.config.resume and job.dirs.row(item.id).exists() for item in job.items)  # before any is written
     markers = RankMarkers(job.dirs.score / "ranks" / ctx.shared_token(), ctx.rank)
     mine = job.items[ctx.rank::ctx.world_size]  # by index modulo world size: exactly once, no resampling
     failure: BaseException | None = None
@@ -390,7 +402,7 @@ def run_job(job: Job, ctx: DistContext, progress: Progress | None = None) -> Out
     shutil.rmtree(markers.folder, ignore_errors=True)
     with contextlib.suppress(OSError):  # the ranks folder itself, unless another attempt is running
         markers.folder.parent.rmdir()
-    return _merge(job, ctx.world_size)
+    return replace(_merge(job, ctx.world_size), resumed=resumed)
 
 
 def _merge(job: Job, world_size: int) -> Outcome:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import inspect
 import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ class WorldModel(ABC):
     """Subclass this and implement `rollout`. Override `rollout_batch` when the model can batch trajectories."""
 
     name: str = "unnamed"
+    takes_checkpoint: bool = True  # False: the model has no weights, so a --checkpoint given to it is an error
 
     def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0, **model_args: Any):
         self.checkpoint, self.device, self.seed, self.model_args = checkpoint, device, seed, model_args
@@ -113,12 +115,16 @@ def bind_args(cls: type[T], args: dict[str, Any], owner: str) -> T:
             close = difflib.get_close_matches(key, hints, n=1)
             hint = f" Did you mean {close[0]}?" if close else ""
             raise ValueError(f"{owner} takes no model arg {key!r}.{hint} It takes: {', '.join(hints) or 'none'}")
-        allowed = tuple(t for t in typing.get_args(hints[key]) or (hints[key],) if t is not type(None))
-        allowed += (int,) if float in allowed else ()
-        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-            names = " or ".join(t.__name__ for t in allowed)
-            raise ValueError(f"{owner}: model arg {key}={value!r} is not of type {names}")
+        if wanted := _unfit(value, hints[key]):
+            raise ValueError(f"{owner}: model arg {key}={value!r} is not of type {' or '.join(wanted)}")
     return cls(**args)
+
+
+def _unfit(value: Any, annotation: Any) -> list[str]:
+    """The type names `annotation` allows when `value` is none of them (an int does for a float); [] if it fits."""
+    wanted = [t for t in typing.get_args(annotation) or (annotation,) if isinstance(t, type) and t is not type(None)]
+    fits = not wanted or any(type(value) is t or (t is float and type(value) is int) for t in wanted)
+    return [] if fits else [t.__name__ for t in wanted]
 
 
 def _parse_value(value: str) -> Any:
@@ -133,4 +139,27 @@ def _parse_value(value: str) -> Any:
 
 
 def load_model(name: str, checkpoint: str | None = None, device: str = "cpu", seed: int = 0, **model_args: Any) -> WorldModel:
-    return model_class(name)(checkpoint=checkpoint, device=device, seed=seed, **model_args)
+    cls = model_class(name)
+    if checkpoint is not None and not cls.takes_checkpoint:
+        raise ValueError(f"--checkpoint {checkpoint}: model {name!r} has no weights to load")
+    check_model_args(cls, model_args)
+    return cls(checkpoint=checkpoint, device=device, seed=seed, **model_args)
+
+
+def check_model_args(cls: type[WorldModel], model_args: dict[str, Any]) -> None:
+    """Refuse model args the model's __init__ does not take, or of another type than it annotates, before anything
+    loads (ranges are the model's to check, also before it loads weights)."""
+    parameters = inspect.signature(cls.__init__).parameters
+    named = [p for p, spec in parameters.items() if spec.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+             and p not in ("self", "checkpoint", "device", "seed")]
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except (NameError, TypeError):  # a plug-in's annotations that do not resolve: no type check
+        hints = {}
+    for key, value in model_args.items():
+        if key not in named:
+            if any(spec.kind is inspect.Parameter.VAR_KEYWORD for spec in parameters.values()):
+                continue  # the model takes further args (in self.model_args) and checks them itself
+            raise ValueError(f"--model-args {key}: model {cls.name!r} takes {', '.join(named) or 'no model args'}")
+        if wanted := _unfit(value, hints.get(key)):
+            raise ValueError(f"--model-args {key}={value!r}: model {cls.name!r} wants {' or '.join(wanted)}")

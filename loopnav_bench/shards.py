@@ -18,6 +18,8 @@ Every sample of a set has the same fields (the HF `webdataset` builder requires 
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import io
 import itertools
 import json
@@ -30,12 +32,14 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from loopnav_bench.fileio import atomic_path, read_json, sha256_file, sha256_json, write_json_atomic
+from loopnav_bench.fileio import (atomic_path, read_json, resolve_within, sha256_file, sha256_json, write_bytes_atomic,
+                                  write_json_atomic)
 from loopnav_bench.schema import SCHEMA_VERSION, SPLITS, Trajectory, TrajectoryError, frames_from_jpeg
 from loopnav_bench.sources import SkipTrajectory, Source
 
 MANIFEST = "manifest.json"
 STATE = ".prepare-state.json"
+CARD = "README.md"  # dataset card: `datasets.load_dataset(DIR)` reads its splits and features
 TAR_MTIME = 0  # fixed tar metadata so that the same trajectories give byte-identical shards
 
 
@@ -73,6 +77,22 @@ def encode_sample(traj: Trajectory) -> dict[str, bytes]:
     return sample
 
 
+def sample_features(sample: dict[str, bytes]) -> dict[str, Any]:
+    """Each field's type as the dataset card declares it: an .npy's dtype and shape after the time axis (read from its
+    header), else the extension ("json", "mjpeg")."""
+    features: dict[str, Any] = {}
+    for field, data in sample.items():
+        if field.endswith(".npy"):
+            stream = io.BytesIO(data)
+            version = np.lib.format.read_magic(stream)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(stream)
+            features[field] = {"dtype": dtype.name, "shape": [None, *shape[1:]]}
+        else:
+            features[field] = field.rsplit(".", 1)[-1]
+    return features
+
+
 def decode_sample(sample: dict[str, Any], where: str = "") -> Trajectory:
     """A sample (field -> bytes, as in a tar or a webdataset pipeline) -> a validated Trajectory."""
     try:
@@ -97,19 +117,23 @@ def decode_sample(sample: dict[str, Any], where: str = "") -> Trajectory:
                           offset=offset, meta=meta, raw_actions=json.loads(sample["raw_actions.json"]), jpeg=jpeg)
     except KeyError as err:
         raise TrajectoryError(f"{where}: sample {sample.get('__key__', '?')!r} lacks field {err}") from None
+    except (ValueError, EOFError) as err:  # a damaged .npy or .json member, or one of the checks above
+        raise TrajectoryError(f"{where}: sample {sample.get('__key__', '?')!r}: {err}") from None
     return traj.validate(where)
 
 
 # ---------------------------------------------------------------------------------------------------- reading
 
 
-def iter_tar_samples(path: str | Path, fields: set[str] | None = None) -> Iterator[dict[str, Any]]:
+def iter_tar_samples(path: str | Path, fields: set[str] | None = None, data: bytes | None = None
+                     ) -> Iterator[dict[str, Any]]:
     """Group a webdataset tar's members into samples, splitting each name at the first dot of its basename.
 
-    With `fields`, only those members are read (e.g. {"meta.json"} to list trajectories without their frames)."""
+    With `fields`, only those members are read (e.g. {"meta.json"} to list trajectories without their frames).
+    With `data`, the tar is parsed from those bytes (already read from `path`) instead of the file."""
     sample: dict[str, Any] = {}
     try:
-        with tarfile.open(path) as tar:
+        with tarfile.open(path, fileobj=None if data is None else io.BytesIO(data)) as tar:
             for member in tar:
                 if not member.isfile():
                     continue
@@ -129,6 +153,18 @@ def iter_tar_samples(path: str | Path, fields: set[str] | None = None) -> Iterat
         yield sample
 
 
+def iter_verified_samples(path: str | Path, sha256: str) -> Iterator[dict[str, Any]]:
+    """The samples of a shard whose bytes match the manifest's sha256, else ShardError naming the shard.
+
+    The shard is read once: hashed and then parsed from memory (a shard is at most a few hundred MB), so no sample
+    of a changed shard is ever used, and checking costs no second read of the file."""
+    data = Path(path).read_bytes()
+    if (digest := hashlib.sha256(data).hexdigest()) != sha256:
+        raise ShardError(f"{path}: sha256 {digest[:12]}… does not match the manifest's {sha256[:12]}… "
+                         f"(changed since `loopnav prepare`; `loopnav validate` checks the whole set)")
+    yield from iter_tar_samples(path, data=data)
+
+
 def load_manifest(root: str | Path) -> dict[str, Any]:
     root = Path(root)
     path = root / MANIFEST
@@ -136,35 +172,62 @@ def load_manifest(root: str | Path) -> dict[str, Any]:
         hint = " (a prepare is in progress or was interrupted: re-run it)" if (root / STATE).exists() else ""
         raise ShardError(f"{path}: no manifest; is {root} a directory written by `loopnav prepare`?{hint}")
     manifest = read_json(path)
+    if not isinstance(manifest, dict):
+        raise ShardError(f"{path}: a JSON {type(manifest).__name__}, not a loopnav manifest")
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise ShardError(f"{path}: schema version {manifest.get('schema_version')!r}, this loopnav reads {SCHEMA_VERSION}")
+    _check_manifest_shape(path, manifest)
     return manifest
 
 
-def shard_paths(root: str | Path, split: str | None = None) -> list[Path]:
-    """The shard files of a prepared set, in manifest order, optionally for one split."""
+def _check_manifest_shape(path: Path, manifest: dict[str, Any]) -> None:
+    """The keys and types every reader of a manifest relies on, so that a damaged one is named, not a traceback."""
+    def need(obj: Any, key: str, kind: type, where: str) -> Any:
+        if not isinstance(obj, dict) or not isinstance(obj.get(key), kind):
+            raise ShardError(f"{path}: {where}{key!r} is missing or not a {kind.__name__}; re-run `loopnav prepare`")
+        return obj[key]
+
+    for key, kind in (("source", str), ("settings", dict), ("n", int), ("splits", dict), ("created", str)):
+        need(manifest, key, kind, "")
+    for split, info in manifest["splits"].items():
+        need(info, "n", int, f"splits.{split}.")
+        need(info, "counts", dict, f"splits.{split}.")
+        for i, shard in enumerate(need(info, "shards", list, f"splits.{split}.")):
+            for key, kind in (("path", str), ("sha256", str), ("keys", list)):
+                need(shard, key, kind, f"splits.{split}.shards[{i}].")
+
+
+def manifest_shards(root: str | Path, split: str | None = None) -> list[tuple[Path, str]]:
+    """(path, sha256) of every shard of a prepared set, in manifest order, optionally for one split."""
     root = Path(root)
     manifest = load_manifest(root)
     if split is not None and split not in manifest["splits"]:
         raise ShardError(f"{root / MANIFEST}: no split {split!r}; it has {sorted(manifest['splits'])}")
     splits = [split] if split else list(manifest["splits"])
-    return [root / shard["path"] for s in splits for shard in manifest["splits"][s]["shards"]]
+    return [(resolve_within(root, shard["path"], "shard path"), shard["sha256"])
+            for s in splits for shard in manifest["splits"][s]["shards"]]
+
+
+def shard_paths(root: str | Path, split: str | None = None) -> list[Path]:
+    """The shard files of a prepared set, in manifest order, optionally for one split."""
+    return [path for path, _ in manifest_shards(root, split)]
 
 
 def read_trajectories(path: str | Path, split: str | None = None) -> Iterator[Trajectory]:
     """Yield every Trajectory of a prepared set (a directory with manifest.json) or of one .tar shard.
 
-    `split` ("train", "val" or "test") restricts a directory to one split. Trajectories are validated as they are read.
+    `split` ("train", "val" or "test") restricts a directory to one split. Trajectories are validated as they are read,
+    and a directory's shards are checked against the manifest's sha256 first.
     """
     path = Path(path)
     if path.is_file():
-        tars = [path]
+        samples = [(path, iter_tar_samples(path))]
     elif path.is_dir():
-        tars = shard_paths(path, split)
+        samples = [(tar, iter_verified_samples(tar, sha256)) for tar, sha256 in manifest_shards(path, split)]
     else:
         raise FileNotFoundError(f"{path}: no such shard file or directory")
-    for tar in tars:
-        for sample in iter_tar_samples(tar):
+    for tar, shard_samples in samples:
+        for sample in shard_samples:
             traj = decode_sample(sample, where=str(tar))
             if split is None or traj.meta["split"] == split:
                 yield traj
@@ -188,26 +251,30 @@ def webdataset_pipeline(urls: list[str], shuffle: int = 0, seed: int = 0):
 
 
 class _TarShard:
-    """A shard being written: samples stream into a temporary tar that replaces the final path only when complete."""
+    """A shard being written: samples stream into a temporary tar that replaces the final path only when complete.
+    The file is created with the first sample, so a shard whose inputs were all skipped is never written."""
 
     def __init__(self, path: Path):
         self.path = path
+        self._writer = None
 
     def __enter__(self) -> "_TarShard":
-        import webdataset as wds
-
-        self._atomic = atomic_path(self.path)
-        self._stream = open(self._atomic.__enter__(), "wb")
-        self._writer = wds.TarWriter(self._stream, mtime=TAR_MTIME, user="loopnav", group="loopnav", mode=0o644)
         return self
 
     def write(self, key: str, sample: dict[str, bytes]) -> None:
+        if self._writer is None:
+            import webdataset as wds
+
+            self._atomic = atomic_path(self.path)
+            self._stream = open(self._atomic.__enter__(), "wb")  # noqa: SIM115  (closed in __exit__)
+            self._writer = wds.TarWriter(self._stream, mtime=TAR_MTIME, user="loopnav", group="loopnav", mode=0o644)
         self._writer.write({"__key__": key, **sample})
 
     def __exit__(self, *exc_info) -> None:
-        self._writer.close()
-        self._stream.close()
-        self._atomic.__exit__(*exc_info)
+        if self._writer is not None:
+            self._writer.close()
+            self._stream.close()
+            self._atomic.__exit__(*exc_info)
 
 
 def _counts(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, int]]:
@@ -249,19 +316,15 @@ def prepare(source: Source, out: str | Path, *, workers: int = 1, overwrite: boo
     settings = {"source": source.name, **source.settings()}
     settings_hash = sha256_json(settings)
     state_path, manifest_path = out / STATE, out / MANIFEST
+    previous = _previous_records(out)
 
-    if out.exists() and not overwrite:
-        for path in (manifest_path, state_path):
-            if path.exists() and read_json(path).get("settings_hash") != settings_hash:
+    if not overwrite:
+        for path, record in previous.items():
+            if record.get("settings_hash") != settings_hash:
                 raise ShardError(f"{path}: {out} was prepared with other settings; pass --overwrite or choose another --out")
-        if manifest_path.exists():
-            return read_json(manifest_path)
-    if overwrite and out.exists():
-        for stale in [manifest_path, state_path, *out.glob("*/*.tar")]:
-            stale.unlink(missing_ok=True)
-
+        if manifest_path in previous:
+            return previous[manifest_path]
     plan = source.plan()
-    state = read_json(state_path) if state_path.exists() else {"settings_hash": settings_hash, "shards": {}}
     jobs = []  # (split, shard path, specs)
     for split, specs in plan.items():
         if split not in SPLITS:
@@ -269,10 +332,26 @@ def prepare(source: Source, out: str | Path, *, workers: int = 1, overwrite: boo
         for i in range(0, len(specs), source.shard_size):
             rel = f"{split}/{source.name}-{i // source.shard_size:06d}.tar"
             jobs.append((split, rel, specs[i:i + source.shard_size]))
+    owned = {rel for record in previous.values() for rel in _listed_files(record)}
+    planned = [CARD, *(rel for _, rel, _ in jobs)]
+    if foreign := [out / rel for rel in planned if rel not in owned and (out / rel).exists()]:
+        raise ShardError(f"{foreign[0]}: exists but was not written by loopnav prepare; move it away or choose "
+                         f"another --out")
+    _remove_stale_temporaries(out, [MANIFEST, STATE, *owned, *planned])
+    if overwrite:  # only what loopnav's own manifest and state list: other files in --out are never touched
+        for rel in owned:
+            resolve_within(out, rel, "shard path").unlink(missing_ok=True)
+        for path in previous:
+            path.unlink()
+        previous = {}
+    state = previous.get(state_path) or {"settings_hash": settings_hash, "shards": {}}
+    state["planned"] = sorted({*state.get("planned", []), *planned})
+    write_json_atomic(state_path, state)  # claims the planned shard paths before any is written
 
     def done(rel: str) -> bool:
         record = state["shards"].get(rel)
-        return record is not None and (out / rel).exists() and (out / rel).stat().st_size == record["bytes"]
+        return record is not None and (not record["keys"] or (out / rel).exists()
+                                       and (out / rel).stat().st_size == record["bytes"])
 
     total = sum(len(specs) for *_, specs in jobs)
     finished = sum(len(specs) for _, rel, specs in jobs if done(rel))
@@ -293,7 +372,7 @@ def prepare(source: Source, out: str | Path, *, workers: int = 1, overwrite: boo
         results = map(_load_one, specs_todo)
     try:
         for split, rel, specs in pending:
-            keys, metas, skipped, repaired = [], [], [], []
+            keys, metas, skipped, repaired, features = [], [], [], [], []
             counts: dict[str, Counter] = defaultdict(Counter)
             with _TarShard(out / rel) as shard:
                 for spec, sample, meta, reason in itertools.islice(results, len(specs)):
@@ -301,6 +380,7 @@ def prepare(source: Source, out: str | Path, *, workers: int = 1, overwrite: boo
                         skipped.append({"input": spec, "reason": reason})
                     else:
                         shard.write(meta["id"], sample)
+                        features.append(sample_features(sample))
                         keys.append(meta["id"])
                         metas.append(meta)
                         counts[meta["task"]][str(meta["range"])] += 1
@@ -310,9 +390,10 @@ def prepare(source: Source, out: str | Path, *, workers: int = 1, overwrite: boo
                         progress(f"{source.name} → {out}", finished, total)
             path = out / rel
             state["shards"][rel] = {
-                "path": rel, "split": split, "sha256": sha256_file(path), "bytes": path.stat().st_size,
-                "keys": keys, "counts": {k: dict(v) for k, v in counts.items()},
+                "path": rel, "split": split, "sha256": sha256_file(path) if keys else None,
+                "bytes": path.stat().st_size if keys else 0, "keys": keys, "counts": {k: dict(v) for k, v in counts.items()},
                 "skipped": skipped, "repaired": repaired, "metas": metas,
+                "features": features[0] if features and all(f == features[0] for f in features) else None,
             }
             write_json_atomic(state_path, state)  # the shard is final only once it is recorded here
     finally:
@@ -321,15 +402,94 @@ def prepare(source: Source, out: str | Path, *, workers: int = 1, overwrite: boo
             pool.join()
 
     manifest = _manifest(source, settings, settings_hash, [state["shards"][rel] for _, rel, _ in jobs])
+    if not manifest["n"]:
+        state_path.unlink()  # nothing was written: leave no half-made set behind
+        skipped = manifest["skipped"]
+        if not skipped["n"]:
+            raise ShardError(f"{out}: nothing to prepare: source {source.name} selected no input")
+        first = skipped["items"][0]
+        raise ShardError(f"{out}: nothing prepared: all {skipped['n']} inputs were skipped "
+                         f"({', '.join(f'{n} {reason}' for reason, n in skipped['by_reason'].items())}); "
+                         f"first: {input_name(first['input'])}: {first['reason']}")
+    write_bytes_atomic(out / CARD, _dataset_card(manifest, [state["shards"][rel] for _, rel, _ in jobs]).encode())
     write_json_atomic(manifest_path, manifest)
     state_path.unlink(missing_ok=True)
     return manifest
 
 
+def _previous_records(out: Path) -> dict[Path, dict[str, Any]]:
+    """loopnav's own manifest and prepare state in `out`, by path. Refuses an --out that is a file, or that holds
+    other files but neither record: prepare must never overwrite or delete what it did not write."""
+    if out.exists() and not out.is_dir():
+        raise ShardError(f"--out {out}: is a file; pass a directory")
+    records = {}
+    for path in (out / MANIFEST, out / STATE):
+        if path.exists():
+            record = read_json(path)
+            if not isinstance(record, dict) or not isinstance(record.get("settings_hash"), str):
+                raise ShardError(f"{path}: not written by loopnav prepare; choose another --out")
+            records[path] = record
+    if not records and out.exists() and any(out.iterdir()):
+        raise ShardError(f"--out {out}: not empty and holds no loopnav {MANIFEST}; choose an empty or new directory "
+                         f"(prepare never overwrites or deletes files it did not write)")
+    return records
+
+
+def _listed_files(record: dict[str, Any]) -> list[str]:
+    """The files a manifest or a prepare state names as loopnav's (paths relative to its directory)."""
+    if "splits" in record:
+        return [*record.get("card", []), *(shard["path"] for split in record["splits"].values()
+                                          for shard in split["shards"])]
+    return [*record.get("planned", []), *record["shards"]]
+
+
+def _dataset_card(manifest: dict[str, Any], records: list[dict[str, Any]]) -> str:
+    """A dataset card whose YAML gives `datasets.load_dataset(DIR)` the splits and, when every sample has the same
+    fields, dtypes and shapes, the features: then it skips inferring them (and frames stay uint8 arrays, not lists)."""
+    import yaml
+
+    card: dict[str, Any] = {"configs": [{"config_name": "default", "data_files": [
+        {"split": split, "path": f"{split}/*.tar"} for split in manifest["splits"]]}]}
+    found = [r.get("features") for r in records if r["keys"]]  # None: mixed, or a state from before cards
+    if found and all(f == found[0] for f in found) and None not in found:
+        card["dataset_info"] = {"features": [*(_card_feature(name, kind) for name, kind in sorted(found[0].items())),
+                                             {"name": "__key__", "dtype": "string"},
+                                             {"name": "__url__", "dtype": "string"}]}
+    return (f"---\n{yaml.safe_dump(card, sort_keys=False)}---\n\n# {manifest['source']} trajectories for LoopNav\n\n"
+            f"Written by `loopnav prepare`; `manifest.json` lists every shard with its sha256 and every skipped input.\n"
+            f"Load with `datasets.load_dataset(\"<this folder>\", split=\"test\").with_format(\"numpy\", dtype=None)` "
+            f"(`dtype=None` keeps uint8 frames and float64 poses).\n")
+
+
+def _card_feature(name: str, kind: Any) -> dict[str, Any]:
+    if kind == "json":
+        return {"name": name, "dtype": "json"}
+    if not isinstance(kind, dict):
+        return {"name": name, "dtype": "binary"}  # e.g. frames.mjpeg: the source's JPEG bytes
+    if len(kind["shape"]) == 1:
+        return {"name": name, "list": kind["dtype"]}
+    return {"name": name, "dtype": {f"array{len(kind['shape'])}_d": kind}}
+
+
+def _remove_stale_temporaries(out: Path, rels: Iterable[str]) -> None:
+    """Delete the temporary files (`atomic_path`'s `.<name>.<random>.tmp`) a killed prepare left beside its files."""
+    for rel in set(rels):
+        path = out / rel
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
+def input_name(spec: Any) -> str:
+    """A source's input spec as one short line: the id, path or name sources put in their specs, else compact JSON."""
+    if isinstance(spec, dict) and (name := next((spec[k] for k in ("id", "path", "name") if k in spec), None)):
+        return str(name)
+    return spec if isinstance(spec, str) else json.dumps(spec, sort_keys=True, default=str)
+
+
 def _manifest(source: Source, settings: dict, settings_hash: str, records: list[dict]) -> dict[str, Any]:
     splits: dict[str, Any] = {}
     for split in SPLITS:
-        mine = [r for r in records if r["split"] == split]
+        mine = [r for r in records if r["split"] == split and r["keys"]]  # no empty shards, no empty splits
         if not mine:
             continue
         splits[split] = {
@@ -345,7 +505,7 @@ def _manifest(source: Source, settings: dict, settings_hash: str, records: list[
     return {
         "schema_version": SCHEMA_VERSION, "loopnav_version": __version__, "source": source.name,
         "settings": settings, "settings_hash": settings_hash,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "card": [CARD],
         "n": sum(s["n"] for s in splits.values()), "splits": splits,
         "skipped": {"n": len(skipped), "by_reason": _reason_counts(skipped), "items": skipped},
         "repaired": {"n": len(repaired), "by_reason": _reason_counts(repaired), "items": repaired},
@@ -379,10 +539,8 @@ def validate(root: str | Path, progress: Callable[[str, int, int], None] | None 
         path = root / shard["path"]
         if not path.exists():
             raise ShardError(f"{path}: listed in {root / MANIFEST} but missing")
-        if (digest := sha256_file(path)) != shard["sha256"]:
-            raise ShardError(f"{path}: sha256 {digest[:12]}… does not match the manifest's {shard['sha256'][:12]}…")
         keys = []
-        for sample in iter_tar_samples(path):
+        for sample in iter_verified_samples(path, shard["sha256"]):
             traj = decode_sample(sample, where=str(path))
             if traj.meta["split"] != split:
                 raise ShardError(f"{path}: trajectory {traj.id!r} is marked split {traj.meta['split']!r}, shard is in {split!r}")

@@ -3,8 +3,8 @@ WorldPack, NWM and DIAMOND share.
 
 A rollout advances a batch of requests together, one frame per step: for each trajectory still running it builds the
 conditioning of its next frame from its buffer (real context frames, then its own predictions), samples, and writes
-the frame back. Each trajectory draws its noise from its own generator (RolloutRequest.seed), so its frames do not
-depend on which others share its batch.
+the frame back. Each trajectory draws its noise from its own generator (RolloutRequest.seed) and every network call
+has the same shape, so its frames do not depend on which others share its batch.
 """
 
 from __future__ import annotations
@@ -19,6 +19,13 @@ from torch import nn
 
 from loopnav_bench.models import RolloutRequest, WorldModel, shipped_checkpoints
 from modelkit import checkpoint as ckpt
+from modelkit.diffusion import SOLVERS
+
+# Rows of every rollout network call. Matmul kernels pick their blocking, and so their rounding, by the batch's size
+# (here a grey level in most frames between batches of 1 and 8); one fixed shape, padded when fewer trajectories are
+# active, gives each row the same arithmetic whatever shares the call, its position and the padding included.
+# 4 rather than 8: a batch's last, longest trajectory runs alone for hundreds of steps, padded to LANES rows.
+LANES = 4
 
 
 class CheckpointedModel(WorldModel):
@@ -38,6 +45,10 @@ class CheckpointedModel(WorldModel):
         super().__init__(checkpoint, device, seed, sampler_steps=sampler_steps, solver=solver, **model_args)
         if model_args:
             raise ValueError(f"{self.name} takes the model args sampler_steps and solver, not {sorted(model_args)}")
+        if sampler_steps is not None and (type(sampler_steps) is not int or sampler_steps < 1):
+            raise ValueError(f"--model-args sampler_steps={sampler_steps!r}: a whole number of at least 1")
+        if solver not in (None, *SOLVERS):
+            raise ValueError(f"--model-args solver={solver!r}: choose {' or '.join(SOLVERS)}")
         self.step_dir = ckpt.resolve(self._locate(checkpoint or self.default_checkpoint))
         self.checkpoint = str(self.step_dir)  # what was loaded, the default included: evaluate hashes it
         self.saved = ckpt.read_config(self.step_dir)
@@ -48,7 +59,11 @@ class CheckpointedModel(WorldModel):
         overrides = {k: v for k, v in (("steps", sampler_steps), ("solver", solver)) if v is not None}
         self.config = replace(config, edm=replace(config.edm, **overrides))
         self.model = self.network_class(self.config)
-        self.model.load_state_dict(ckpt.load_tensors(self.step_dir / ckpt.WEIGHTS))
+        try:
+            self.model.load_state_dict(ckpt.load_tensors(self.step_dir / ckpt.WEIGHTS))
+        except RuntimeError as err:  # tensors of another model or size
+            raise ValueError(f"{self.step_dir / ckpt.WEIGHTS}: does not fit the {self.name} model of its "
+                             f"{ckpt.CONFIG} ({str(err).splitlines()[0]})") from None
         self.model.to(device).eval()
 
     def _locate(self, checkpoint: str) -> Path:
@@ -87,19 +102,24 @@ def lockstep_rollout(buffers: list[torch.Tensor], offsets: list[int], seeds: lis
                      conditioning: Callable[[int, int], dict[str, torch.Tensor]],
                      sample: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor],
                      device: str | torch.device) -> list[torch.Tensor]:
-    """Fill each buffers[i][offsets[i]:] one frame at a time, all trajectories advancing together as one batch.
+    """Fill each buffers[i][offsets[i]:] one frame at a time, all trajectories advancing together.
 
     conditioning(i, t) gives trajectory i's inputs for predicting its frame t; it reads buffers[i], whose frames
     before t are real (context) or already predicted. sample(batch, noise) returns the next frames. Each trajectory
-    draws its noise from its own generator seeded with seeds[i], so its frames do not depend on its batch.
+    draws its noise from its own generator seeded with seeds[i], and every network call has exactly LANES rows, so a
+    trajectory's frames do not depend on which others share its batch, rank or resumed run.
     Returns the predicted part of every buffer.
     """
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
     for step in range(max((len(b) - o for b, o in zip(buffers, offsets)), default=0)):
         active = [i for i, (b, o) in enumerate(zip(buffers, offsets)) if o + step < len(b)]
-        items = [conditioning(i, offsets[i] + step) for i in active]
-        batch = {key: value.to(device) for key, value in collate(items).items()}
-        noise = torch.cat([torch.randn(1, *buffers[i].shape[1:], generator=generators[i]) for i in active])
-        for i, frame in zip(active, sample(batch, noise.to(device)).cpu()):
-            buffers[i][offsets[i] + step] = frame
+        for start in range(0, len(active), LANES):
+            lanes = active[start:start + LANES]
+            items = [conditioning(i, offsets[i] + step) for i in lanes]
+            noise = torch.cat([torch.randn(1, *buffers[i].shape[1:], generator=generators[i]) for i in lanes])
+            filler = LANES - len(lanes)  # copies of the first row fill the fixed shape; their outputs are dropped
+            batch = {key: value.to(device) for key, value in collate(items + items[:1] * filler).items()}
+            noise = torch.cat([noise, noise[:1].expand(filler, *noise.shape[1:])])
+            for i, frame in zip(lanes, sample(batch, noise.to(device)).cpu()):
+                buffers[i][offsets[i] + step] = frame
     return [b[o:] for b, o in zip(buffers, offsets)]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from loopnav_bench.fileio import atomic_path, read_json, write_bytes_atomic, write_json_atomic
@@ -39,7 +40,10 @@ def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[s
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
-    return load_file(str(path), device=str(device))
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:

@@ -21,6 +21,9 @@ import torch
 DenoiserNet = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
 
 
+SOLVERS = ("heun", "euler")
+
+
 @dataclass(frozen=True)
 class EDMConfig:
     sigma_data: float = 1.0   # latents are scaled to unit std by the autoencoder
@@ -38,7 +41,7 @@ class EDMConfig:
 
 class EDM:
     def __init__(self, config: EDMConfig = EDMConfig()):
-        if config.solver not in ("heun", "euler"):
+        if config.solver not in SOLVERS:
             raise ValueError(f"unknown EDM solver {config.solver!r}: use 'heun' or 'euler'")
         self.config = config
 

@@ -64,7 +64,9 @@ def encode_trajectories(trajectories: list[Trajectory], encode: Callable[[np.nda
     """Each trajectory's frames as latents [T, C, h, w], on the CPU."""
     out = []
     for i, traj in enumerate(trajectories):
-        out.append(torch.cat([encode(traj.frames[s:s + chunk]).cpu() for s in range(0, len(traj), chunk)]))
+        # contiguous: a conv encoder can hand back channels-last latents, and randn_like (the diffusion noise) follows
+        # the layout, so cached and freshly encoded latents would otherwise draw different noise
+        out.append(torch.cat([encode(traj.frames[s:s + chunk]).cpu() for s in range(0, len(traj), chunk)]).contiguous())
         if progress:
             progress("encode frames", i + 1, len(trajectories))
     return out

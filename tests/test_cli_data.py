@@ -145,3 +145,43 @@ def test_prepare_recon_with_a_split_file_and_context(tmp_path):
     assert shown["offset"] == 8 and shown["meta"]["task"] == "RECON" and shown["action_layout"] == "recon-v1"
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["n"] == 2 and list(manifest["splits"]) == ["test"] and not (tmp_path / "pwned").exists()
+
+
+def test_prepare_names_skipped_inputs_and_fails_when_nothing_is_left(prepared, raw, tmp_path):
+    _, output = prepared
+    assert shows("skipped: 4 (", output)
+    assert shows("loopnav_ABA_plains_village_20_5_05-12_09-99-99: missing file:", output)  # the input, its reason
+    assert shows("test.csv:6: path escapes the data root", output)
+
+    result, output = run("prepare", "--source", "loopnav", "--input", raw[0], "--out", tmp_path / "none",
+                         "--split", "test", "--tasks", "ABCA")
+    assert result.exit_code == 2 and shows("nothing prepared: all 2 inputs were skipped", output)
+    assert not (tmp_path / "none" / "manifest.json").exists()
+
+    (tmp_path / "a-file").write_text("mine")
+    result, output = run("prepare", "--source", "loopnav", "--input", raw[0], "--out", tmp_path / "a-file")
+    assert result.exit_code == 2 and shows("is a file; pass a directory", output)
+    assert (tmp_path / "a-file").read_text() == "mine"
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_every_table_fits_the_terminal_width(raw, tmp_path, width):
+    """At 80 columns (and in a pipe, which rich treats as 80) and at 200, nothing is cut and no label collapses."""
+    def check(*args: str):
+        result = runner.invoke(app, [str(a) for a in args], env={"COLUMNS": str(width)})
+        lines = result.output.splitlines()
+        assert max(map(len, lines)) <= width, result.output
+        assert not [line for line in lines if "…" in line and "0:00:" not in line], result.output  # bars may elide
+        return result
+
+    out = tmp_path / "out"
+    assert check("prepare", "--source", "loopnav", "--input", raw[0], "--out", out).exit_code == 0
+    assert check("inspect", out).exit_code == 0
+    result = check("evaluate", "--model", "copy-last", "--data", out, "--split", "train", "-o", tmp_path / "results",
+                   "--metrics", "ssim,psnr,lpips")
+    assert result.exit_code == 0 and " test" not in result.output
+    assert any(line.startswith("│ train/ABA/5 ") for line in result.output.splitlines())
+    assert check("leaderboard", "--results", tmp_path / "results").exit_code == 0
+    result = check("weights", "check", "lpips", "fvd")
+    assert "lpips/alexnet" in result.output and "fvd/i3d" in result.output
+    assert check("weights", "list").exit_code == 0

@@ -85,7 +85,7 @@ def test_evaluate_end_to_end(tiny_shards, tmp_path, no_lpips_no_fvd):
     aba = [np.mean(r["metrics"]["ssim"]) for r in rows if r["task"] == "ABA"]
     assert cell["ssim"]["mean"] == pytest.approx(np.mean(aba))
     assert results["metrics"]["lpips"] == {"available": False, "verified": False,
-                                           "reason": "lpips: weights missing (test)"}
+                                           "reason": "lpips: weights missing (test)", "reason_code": "unavailable"}
     assert results["metrics"]["ssim"]["available"] is True
     assert results["fvd"] == {"test": {"value": None, "reason": "fvd: i3d weights missing (test)", "mode": "default"}}
     assert results["higher_is_better"]["lpips"] is False and results["higher_is_better"]["ssim"] is True
@@ -285,12 +285,19 @@ def test_cli_evaluate_then_score(tiny_shards, tmp_path):
     results = json.loads(next(out.glob("nearest-pose__yaw_weight=2__/results_*.json")).read_text())
     assert results["config"]["model_args"] == {"yaw_weight": 2} and results["eval_size"] == [12, 12]
     assert results["model"] == "nearest-pose[yaw_weight=2]"
-    assert "test/ABA/5" in result.output
+    assert "test/ABA/5" in result.output and "resumed" not in result.output
 
     run = out / "nearest-pose__yaw_weight=2__" / results["run_key"]
     result = runner.invoke(app, ["score", "--predictions", str(run), "--metrics", "ssim,psnr", "--eval-size", "12"])
     assert result.exit_code == 0, result.output
     assert len(list(out.glob("nearest-pose__yaw_weight=2__/results_*.json"))) == 2
+
+    args = ["evaluate", "--model", "nearest-pose", "--data", str(tiny_shards), "-o", str(out), "--metrics", "ssim,psnr",
+            "--eval-size", "12", "--model-args", "yaw_weight=2"]
+    result = runner.invoke(app, args)  # all 4: the 2 rows of the run above are kept, and it says so
+    assert result.exit_code == 0 and "resumed 2 of 4 trajectories" in result.output, result.output
+    result = runner.invoke(app, [*args, "--no-resume"])
+    assert result.exit_code == 0 and "resumed" not in result.output
 
     result = runner.invoke(app, ["evaluate", "--model", "copy-last", "--data", str(tiny_shards), "-o", str(out),
                                  "--eval-size", "12x"])
@@ -309,3 +316,38 @@ def test_labels_keep_two_entries_of_one_model_apart_on_the_leaderboard(tiny_shar
     assert [run.model for run in group.runs] == ["copy-last-a", "copy-last-b"] and not group.superseded
     rescored = score(out / "copy-last-a" / plain.results["run_key"], metrics=PIXEL)
     assert rescored.results["model"] == "copy-last-a"
+
+
+def zero_inside_frames(shard, n_bytes: int = 8192) -> None:
+    """Zero `n_bytes` in the middle of the shard's first frames.npy: the tar stays readable, the pixels change."""
+    import tarfile
+
+    with tarfile.open(shard) as tar:
+        member = next(m for m in tar if m.name.endswith(".frames.npy"))
+    start = member.offset_data + (member.size - n_bytes) // 2
+    with open(shard, "r+b") as f:
+        f.seek(start)
+        f.write(bytes(n_bytes))
+
+
+def test_evaluate_refuses_a_changed_shard_and_keeps_no_row_from_it(tiny_shards, tmp_path):
+    from loopnav_bench.shards import shard_paths
+
+    _, changed = shard_paths(tiny_shards, "test")  # 3 trajectories, then 1
+    clean = changed.read_bytes()
+    zero_inside_frames(changed)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["evaluate", "--model", "copy-last", "--data", str(tiny_shards), "-o", str(out),
+                                      "--metrics", "ssim,psnr", "--batch-size", "1"])
+    assert result.exit_code != 0
+    shown = "".join(result.output.split())  # rich folds long lines
+    assert str(changed) in shown and "doesnotmatchthemanifest" in shown
+    assert not list(out.rglob("results_*.json"))
+    rows = {p.stem for p in out.rglob("rows/*.json")}
+    changed_ids = {t.id for t in read_trajectories(changed)}
+    assert rows and not rows & changed_ids  # rows of the verified shard only
+
+    changed.write_bytes(clean)  # the data restored: the same run resumes and matches a fresh run exactly
+    resumed = evaluate(_config(tiny_shards, out))
+    fresh = evaluate(_config(tiny_shards, tmp_path / "fresh"))
+    assert _rows(resumed) == _rows(fresh)

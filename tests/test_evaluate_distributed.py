@@ -84,3 +84,22 @@ def test_each_rank_gets_its_own_gpu_and_bad_devices_are_named(tiny_shards, tmp_p
     assert DistContext().device("cuda") == "cuda"
     with pytest.raises(EvaluationError, match="--device 'gpu0'"):
         evaluate(EvalConfig(data=tiny_shards, output_dir=tmp_path, model="copy-last", metrics=["ssim"], device="gpu0"))
+
+
+def test_worldpack_rows_do_not_depend_on_batch_size_ranks_or_resume(tiny_shards, tmp_path):
+    """The README's promise, on a model that batches its network calls: bit-identical rows whatever the batches."""
+    def rows(out: Path, **overrides) -> list[dict]:
+        config = EvalConfig(data=tiny_shards, output_dir=out, model="worldpack", model_args={"sampler_steps": 2},
+                            metrics=["ssim", "psnr"], **{"batch_size": 8, **overrides})
+        return _rows(evaluate(config).results_path)
+
+    together = rows(tmp_path / "b8")
+    assert len(together) == 4
+    assert rows(tmp_path / "b1", batch_size=1) == together
+    rows(tmp_path / "resumed", batch_size=2, limit=3)  # a run stopped after 3 trajectories, in other batches
+    assert rows(tmp_path / "resumed") == together
+    proc = _torchrun(["--model", "worldpack", "--model-args", "sampler_steps=2", "--data", str(tiny_shards),
+                      "-o", str(tmp_path / "ranks"), "--metrics", "ssim,psnr", "--batch-size", "8"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [results_path] = (tmp_path / "ranks" / "worldpack__sampler_steps=2__").glob("results_*.json")
+    assert _rows(results_path) == together

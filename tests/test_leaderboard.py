@@ -252,3 +252,45 @@ def test_infinite_psnr_frames_are_capped_like_evaluate(tmp_path):
     board = build_leaderboard(group_runs(load_runs(tmp_path)), metrics=["psnr"])
     cell = board.tables[0].rows[0].cells["psnr", rows[0]["task"]]
     assert np.isfinite(cell.high) and cell.mean == pytest.approx(doc["results"]["test/ABA/5"]["psnr"]["mean"])
+
+
+LONG_REASON = ("lpips (alex) needs weight files that are not here:\n  lpips/alexnet: missing "
+               "/root/.cache/torch/hub/checkpoints/alexnet-owt-7be5be79.pth; get it with `loopnav weights download "
+               "lpips` on a machine with internet, or place https://download.pytorch.org/models/alexnet.pth there")
+
+
+@pytest.fixture
+def demo_like(tmp_path) -> Path:
+    """Five entries, as `make demo` writes them: LPIPS missing its weights for all, with the full multi-line reason."""
+    root = tmp_path / "results"
+    for i, model in enumerate(("copy-last", "diamond", "nearest-pose", "nwm", "worldpack-long-label")):
+        path = write_run(root, model, f"2026-01-02T10-00-0{i}.000001", 0.5 + i / 10, seed=i, unavailable=("lpips",))
+        doc = json.loads(path.read_text())
+        doc["metrics"]["lpips"].update(reason=LONG_REASON, reason_code="weights-missing")
+        path.write_text(json.dumps(doc))
+    return root
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_terminal_leaderboard_fits_its_width_and_names_every_row(demo_like, width):
+    result = CliRunner().invoke(app, ["leaderboard", "--results", str(demo_like)], env={"COLUMNS": str(width)})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(map(len, lines)) <= width and "…" not in result.stdout  # nothing cut, no header truncated
+    table_rows = [line for line in lines if line.startswith("│")]
+    for model in ("copy-last", "diamond", "nearest-pose", "nwm", "worldpack-long-label"):
+        assert any(f" {model} " in row for row in table_rows), model
+    assert "[1] lpips n/a: weights missing; see `loopnav weights check`" in lines  # one short line for the metric
+    assert "alexnet-owt" not in result.stdout and "LPIPS" not in result.stdout  # no path, no column of n/a
+    side_by_side = any("SSIM ↑ ABA" in line and "PSNR ↑ ABA" in line for line in lines)
+    assert side_by_side == (width == 200)  # a wide terminal gets one wide table, 80 columns one table per metric
+
+
+def test_csv_and_json_keep_the_reason_short_and_full(demo_like):
+    board = build_leaderboard(group_runs(load_runs(demo_like)))
+    lines = list(csv.DictReader(io.StringIO(render_csv(board))))
+    lpips = [line for line in lines if line["metric"] == "lpips"]
+    assert lpips and {line["reason_code"] for line in lpips} == {"weights-missing"}
+    assert max(len(value) for line in lines for value in line.values()) < 80
+    cell = to_records(board)["groups"][0]["rows"][0]["cells"]["lpips"]["ABA"]
+    assert cell["reason"] == LONG_REASON and cell["note"] == "lpips n/a: weights missing; see `loopnav weights check`"

@@ -168,3 +168,97 @@ def test_iter_tar_samples_reports_an_unreadable_shard(tmp_path):
     bad.write_bytes(b"this is not a tar file" * 40)
     with pytest.raises(ShardError, match=f"{bad}: not a readable tar shard"):
         list(iter_tar_samples(bad))
+
+
+class SkipListed(SyntheticSource):
+    """Skips the listed input indices (in every split), as a source skips unusable raw files."""
+
+    def __init__(self, skip: tuple[int, ...], **kwargs):
+        super().__init__(**kwargs)
+        self.skip = skip
+
+    def load(self, spec):
+        if spec["index"] in self.skip:
+            raise SkipTrajectory(f"no return frames: input {spec['index']}")
+        return super().load(spec)
+
+
+def test_prepare_never_deletes_or_overwrites_files_it_did_not_write(tiny_shards, tmp_path):
+    user = tmp_path / "user"
+    (user / "backups").mkdir(parents=True)
+    (user / "backups" / "photos.tar").write_bytes(b"my photos")
+    for overwrite in (False, True):
+        with pytest.raises(ShardError, match="not empty and holds no loopnav manifest.json"):
+            prepare(SyntheticSource(), user, overwrite=overwrite)
+    assert (user / "backups" / "photos.tar").read_bytes() == b"my photos" and len(list(user.rglob("*"))) == 2
+
+    (user / "notes.txt").write_text("")
+    with pytest.raises(ShardError, match="is a file; pass a directory"):
+        prepare(SyntheticSource(), user / "notes.txt")
+    (tmp_path / "bogus").mkdir()
+    (tmp_path / "bogus" / "manifest.json").write_text('{"name": "my own manifest"}')
+    with pytest.raises(ShardError, match="not written by loopnav prepare"):
+        prepare(SyntheticSource(), tmp_path / "bogus", overwrite=True)
+
+    # a loopnav set with the user's files beside its shards: --overwrite replaces only the shards it listed
+    foreign = [tiny_shards / "backups" / "photos.tar", tiny_shards / "train" / "mine.tar"]
+    for path in foreign:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"mine")
+    manifest = prepare(SyntheticSource(per_split=2), tiny_shards, overwrite=True)
+    assert manifest["n"] == 4 and all(path.read_bytes() == b"mine" for path in foreign)
+    assert not (tiny_shards / "train" / "synthetic-000001.tar").exists()  # loopnav's own old shard is gone
+
+    # a user file where the new plan puts a shard is refused before anything is deleted
+    squatter = tiny_shards / "test" / "synthetic-000001.tar"
+    squatter.write_bytes(b"mine")
+    before = {p: p.read_bytes() for p in tiny_shards.rglob("*") if p.is_file()}
+    with pytest.raises(ShardError, match="synthetic-000001.tar: exists but was not written by loopnav prepare"):
+        prepare(SyntheticSource(per_split=4), tiny_shards, overwrite=True)
+    assert {p: p.read_bytes() for p in tiny_shards.rglob("*") if p.is_file()} == before
+
+
+def test_a_rerun_removes_the_temporary_files_of_a_killed_prepare(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        prepare(SyntheticSource(fail_on=(3,)), out)
+    killed = [out / "train" / ".synthetic-000001.tar.k1ll3d_x.tmp", out / ".manifest.json.k1ll3d_x.tmp"]
+    for path in killed:  # what a SIGKILL leaves (an exception cleans up after itself)
+        path.write_bytes(b"partial")
+    kept = out / "train" / ".my-notes.tmp"
+    kept.write_text("not loopnav's")
+    prepare(SyntheticSource(), out)
+    assert not any(path.exists() for path in killed) and kept.exists()
+
+
+def test_prepare_writes_no_empty_shard_and_fails_when_nothing_is_produced(tmp_path):
+    manifest = prepare(SkipListed(skip=(3,)), tmp_path / "out")  # shard 1 of each split held only input 3
+    assert manifest["n"] == 6 and manifest["skipped"]["n"] == 2
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.tar")) == [
+        "test/synthetic-000000.tar", "train/synthetic-000000.tar"]
+    assert [len(split["shards"]) for split in manifest["splits"].values()] == [1, 1]
+    assert validate(tmp_path / "out")["n"] == 6
+
+    empty = tmp_path / "empty"
+    with pytest.raises(ShardError, match=r"nothing prepared: all 8 inputs were skipped \(8 no return frames\); "
+                                         r"first: .*: no return frames: input 0"):
+        prepare(SkipListed(skip=(0, 1, 2, 3)), empty)
+    assert not list(empty.rglob("*"))  # no manifest, no state, no shard
+
+
+def test_the_dataset_card_lets_datasets_load_the_folder_with_dtypes_and_shapes(tiny_shards, tmp_path):
+    import datasets
+
+    card = (tiny_shards / "README.md").read_text()
+    assert "array4_d" in card and "uint8" in card
+    rows = datasets.load_dataset(str(tiny_shards), split="test", cache_dir=str(tmp_path / "cache"))
+    assert isinstance(rows.features["frames.npy"], datasets.Array4D)  # declared, not inferred as nested lists
+    rows = rows.with_format("numpy", dtype=None)
+    expected = {t.id: t for t in read_trajectories(tiny_shards, "test")}
+    assert sorted(rows["__key__"]) == sorted(expected)
+    for row in rows:
+        traj = expected[row["__key__"]]
+        assert row["frames.npy"].dtype == np.uint8 and row["poses.npy"].dtype == np.float64
+        np.testing.assert_array_equal(row["frames.npy"], traj.frames)
+        np.testing.assert_array_equal(row["actions.npy"], traj.actions)
+        assert row["meta.json"]["offset"] == traj.offset

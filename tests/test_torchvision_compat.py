@@ -44,3 +44,16 @@ def test_install_is_a_no_op_when_torchvision_is_already_imported():
         print(_torchvision_compat.install(), _torchvision_compat._library is None)
     """)
     assert out == "False True"
+
+
+def test_help_and_models_do_not_import_torch():
+    out = run_python("""
+        import sys
+        from typer.testing import CliRunner
+        from loopnav.cli import app
+        for args in (["--help"], ["models"], ["evaluate", "--help"]):
+            result = CliRunner().invoke(app, args)
+            assert result.exit_code == 0, result.output
+        print("torch" in sys.modules, "torchvision" in sys.modules)
+    """)
+    assert out == "False False"

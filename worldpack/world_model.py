@@ -3,8 +3,9 @@
 A rollout encodes the context frames, then for each target step picks the context exactly as in training
 (context.build_example: recent frames plus memories retrieved with the known pose of the frame being predicted),
 samples the next latent with EDM and appends it, so later steps see their own predictions. Requests are advanced
-in lockstep as one batch; each draws its noise from its own generator (RolloutRequest.seed), so a trajectory's
-frames do not depend on which others share its batch. Frames come back at the checkpoint's image size.
+in lockstep, in network calls of a fixed batch shape; each draws its noise from its own generator
+(RolloutRequest.seed), so a trajectory's frames are bit-identical whichever others share its batch. Frames come
+back at the checkpoint's image size.
 
 Memories are retrieved among the real context frames first (generated frames only when too few real ones score).
 Without --checkpoint the shipped default checkpoint is used; `--checkpoint NAME` picks another shipped one (see

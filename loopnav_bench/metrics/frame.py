@@ -66,7 +66,7 @@ def _lpips_model(files: dict, device: str) -> torch.nn.Module:
     expected = {k for k in model.state_dict() if k.startswith("lin") and not k.startswith("lins.")}  # lins: same modules
     if set(heads) != expected:
         raise MetricUnavailable(f"{files['lpips/linear-alex']}: not an LPIPS alex linear-head file "
-                                f"(keys {sorted(heads)[:3]}…, expected {sorted(expected)[:3]}…)")
+                                f"(keys {sorted(heads)[:3]}…, expected {sorted(expected)[:3]}…)", "weights-invalid")
     model.load_state_dict(heads, strict=False)
     return model.eval().requires_grad_(False).to(device)
 
@@ -78,7 +78,7 @@ def load_lpips(device: str, variant: Optional[str]) -> tuple[ScoreFn, dict]:
     except MetricUnavailable:
         raise
     except (RuntimeError, KeyError) as err:  # an opted-in unverified file with the wrong layout
-        raise MetricUnavailable(f"lpips: cannot load weights ({err})") from None
+        raise MetricUnavailable(f"lpips: cannot load weights ({err})", "weights-invalid") from None
 
     def score(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         to_signed = lambda frames: to_unit_nchw(frames, device, torch.float32) * 2 - 1  # noqa: E731  LPIPS wants [-1, 1]
@@ -102,7 +102,7 @@ def load_dreamsim(device: str, variant: Optional[str]) -> tuple[ScoreFn, dict]:
                                 dreamsim_type=info["variant"])
     except (RuntimeError, KeyError, ValueError, OSError) as err:
         raise MetricUnavailable(f"dreamsim ({info['variant']}): cannot load weights from "
-                                f"{weights.dreamsim_cache_dir()} ({err})") from None
+                                f"{weights.dreamsim_cache_dir()} ({err})", "weights-invalid") from None
     finally:
         torch.hub.set_dir(hub_dir)
 

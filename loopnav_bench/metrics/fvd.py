@@ -97,7 +97,7 @@ class FVD:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 self.detector = torch.jit.load(str(path), map_location=device).eval()
         except (RuntimeError, ValueError) as err:
-            raise MetricUnavailable(f"fvd: {path} is not a loadable TorchScript I3D ({err})") from None
+            raise MetricUnavailable(f"fvd: {path} is not a loadable TorchScript I3D ({err})", "weights-invalid") from None
         windowing = (f"non-overlapping {clip_len}-frame windows from frame 0; partial tail dropped; videos shorter "
                      f"than {clip_len} frames give no clip" if mode == "default" else
                      f"whole clip as one input (>= {LOOPNAV_MIN_FRAMES} frames), batch 1, mean term only, averaged "
@@ -130,7 +130,7 @@ class FVD:
                 out = self.detector(batch, rescale=False, resize=False, return_features=True)
                 if out.ndim != 2 or out.shape[0] != len(batch):
                     raise MetricUnavailable(f"fvd: the I3D detector returned shape {list(out.shape)} for a batch of "
-                                            f"{len(batch)}; expected [{len(batch)}, {FEATURE_DIM}]")
+                                            f"{len(batch)}; expected [{len(batch)}, {FEATURE_DIM}]", "weights-invalid")
                 rows.append(out.double().cpu().numpy())
         return np.concatenate(rows) if rows else np.zeros((0, FEATURE_DIM))
 

@@ -37,11 +37,27 @@ OFFLINE_ENVS = ("LOOPNAV_OFFLINE", "HF_HUB_OFFLINE")
 
 
 class MetricUnavailable(RuntimeError):
-    """A metric cannot be computed here; `.reason` says which file is missing or unverified and how to get it."""
+    """A metric cannot be computed here; `.reason` says which file is missing or unverified and how to get it, `.code`
+    says why in one word (a key of SHORT_REASONS) for tables and CSV."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, code: str = "unavailable"):
         super().__init__(reason)
-        self.reason = reason
+        self.reason, self.code = reason, code
+
+
+# What a table says for an unavailable metric; the full reason (paths, URLs) stays in the results and `weights check`.
+SHORT_REASONS = {
+    "weights-missing": "weights missing; see `loopnav weights check`",
+    "weights-unverified": "weights unverified; see `loopnav weights check`",
+    "weights-invalid": "weights do not load; see `loopnav weights check`",
+}
+
+
+def short_reason(code: str | None, reason: str | None) -> str:
+    """One line for a table: the known code's text, else the reason's first line."""
+    if code in SHORT_REASONS:
+        return SHORT_REASONS[code]
+    return (reason or "not computed").strip().splitlines()[0].rstrip(":")
 
 
 class WeightsDownloadError(RuntimeError):
@@ -68,7 +84,7 @@ def _lpips_package_dir() -> Path:
 
     spec = importlib.util.find_spec("lpips")
     if spec is None or spec.origin is None:
-        raise MetricUnavailable("the lpips package is not installed: pip install lpips==0.1.4")
+        raise MetricUnavailable("the lpips package is not installed: pip install lpips==0.1.4", "package-missing")
     return Path(spec.origin).parent
 
 
@@ -269,10 +285,12 @@ def require(metric: str, variant: Optional[str] = None) -> tuple[dict[str, Path]
     command = download_command(metric, variant)
     missing = [_problem(r, e, command) for r, e in zip(rows, entries) if r["status"] == "missing"]
     if missing:
-        raise MetricUnavailable(f"{metric} ({variant}) needs weight files that are not here:\n  " + "\n  ".join(missing))
+        raise MetricUnavailable(f"{metric} ({variant}) needs weight files that are not here:\n  " + "\n  ".join(missing),
+                                "weights-missing")
     unverified = [_problem(r, e, command) for r, e in zip(rows, entries) if not r["verified"]]
     if unverified and not allow_unverified():
-        raise MetricUnavailable(f"{metric} ({variant}) refuses weight files it cannot verify:\n  " + "\n  ".join(unverified))
+        raise MetricUnavailable(f"{metric} ({variant}) refuses weight files it cannot verify:\n  " + "\n  ".join(unverified),
+                                "weights-unverified")
     info = {"variant": variant, "verified": not unverified,
             "weights": [{k: r[k] for k in ("id", "path", "size", "sha256", "check", "status")} for r in rows]}
     if unverified:
