@@ -33,13 +33,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from loopnav_bench.fileio import write_json_atomic
 from loopnav_bench.schema import ACTION_LAYOUTS
-from worldpack.context import VARIANTS
-from modelkit.train import LoopConfig, fit
-from modelkit.train_data import EncodedTrajectory
-from worldpack.model import WorldPack, WorldPackConfig
-from worldpack.packing import tokens_per_frame
 from modelkit.autoencoder import preset_config
 from modelkit.presets import get_preset
+from modelkit.train import LoopConfig, fit
+from modelkit.train_data import EncodedTrajectory
+from worldpack.context import VARIANTS
+from worldpack.model import WorldPack, WorldPackConfig
+from worldpack.packing import tokens_per_frame
 from worldpack.presets import PRESETS
 from worldpack.retrieval import RETRIEVAL_PRESETS
 from worldpack.train import MemoryBatches

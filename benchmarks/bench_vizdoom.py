@@ -25,7 +25,8 @@ import numpy as np
 
 from loopnav_bench.fileio import write_json_atomic
 from loopnav_bench.shards import prepare, read_trajectories
-from loopnav_bench.sources.vizdoom import BUTTONS, FRAME_SKIP, MAPS, VizDoomSource, DoomSession, LoopFailure, walk_loop
+from loopnav_bench.sources.vizdoom import BUTTONS, FRAME_SKIP, MAPS, DoomSession, LoopFailure, VizDoomSource, walk_loop
+
 
 def replay_steps_per_second(loops: list[dict]) -> tuple[int, float]:
     """Replay recorded loops' buttons from their start: (frames, seconds in make_action + get_state only)."""

@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from loopnav_bench.fileio import write_json_atomic
+from modelkit.autoencoder import preset_config
+from modelkit.presets import get_preset
 from worldpack.context import build_example, collate
 from worldpack.model import WorldPack, WorldPackConfig
 from worldpack.packing import tokens_per_frame
-from modelkit.autoencoder import preset_config
-from modelkit.presets import get_preset
 from worldpack.presets import PRESETS
 from worldpack.retrieval import VIZDOOM_PARAMS
 

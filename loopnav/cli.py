@@ -57,7 +57,8 @@ def prepare(
 ) -> None:
     """Convert a data source into webdataset shards with poses, actions and a manifest."""
     from loopnav_bench.registry import UnknownNameError
-    from loopnav_bench.shards import ShardError, prepare as run_prepare
+    from loopnav_bench.shards import ShardError
+    from loopnav_bench.shards import prepare as run_prepare
     from loopnav_bench.sources import source_class
 
     options = {"input": input, "hub_repo": hub_repo, "splits": _csv(split), "tasks": _csv(tasks),
@@ -83,7 +84,8 @@ def prepare(
 def validate(path: Path = typer.Argument(..., help="A directory written by `loopnav prepare`.")) -> None:
     """Check a shard set against its manifest: counts, sha256 and schema of every trajectory."""
     from loopnav_bench.schema import TrajectoryError
-    from loopnav_bench.shards import ShardError, validate as run_validate
+    from loopnav_bench.shards import ShardError
+    from loopnav_bench.shards import validate as run_validate
 
     try:
         with progress_bar() as progress:
@@ -187,7 +189,8 @@ def evaluate(
                                                    "e.g. to tell variants or checkpoints of one model apart."),
 ) -> None:
     """Roll a model out on the return legs, save its predictions, score them and write results (torchrun-ready)."""
-    from loopnav_bench.evaluate import EvalConfig, evaluate as run_evaluate, parse_eval_size
+    from loopnav_bench.evaluate import EvalConfig, parse_eval_size
+    from loopnav_bench.evaluate import evaluate as run_evaluate
     from loopnav_bench.models import parse_model_args
     from loopnav_bench.registry import UnknownNameError
 
@@ -219,7 +222,8 @@ def score(
     resume: bool = typer.Option(False, "--resume/--no-resume", help="Keep rows already scored with the same settings."),
 ) -> None:
     """Re-score saved predictions without the model (other metrics, another evaluation size, new weights)."""
-    from loopnav_bench.evaluate import parse_eval_size, score as run_score
+    from loopnav_bench.evaluate import parse_eval_size
+    from loopnav_bench.evaluate import score as run_score
 
     try:
         with progress_bar() as progress:
@@ -490,7 +494,8 @@ def train(
     from loopnav_bench.registry import UnknownNameError
     from loopnav_bench.schema import TrajectoryError
     from loopnav_bench.shards import ShardError
-    from loopnav_bench.train import TrainOptions, train as run_train
+    from loopnav_bench.train import TrainOptions
+    from loopnav_bench.train import train as run_train
 
     try:
         options = TrainOptions(data=data, output_dir=output_dir, preset=preset, steps=steps, resume=resume,

@@ -40,8 +40,14 @@ from loopnav_bench.distributed import DEFAULT_DEVICE, DistContext, PeerFailed, R
 from loopnav_bench.fileio import atomic_path, read_json, resolve_within, sha256_file, sha256_json, write_json_atomic
 from loopnav_bench.models import RolloutRequest, WorldModel, load_model
 from loopnav_bench.schema import SCHEMA_VERSION, Trajectory
-from loopnav_bench.shards import (MANIFEST, decode_sample, iter_tar_samples, iter_verified_samples, load_manifest,
-                                  manifest_hash)
+from loopnav_bench.shards import (
+    MANIFEST,
+    decode_sample,
+    iter_tar_samples,
+    iter_verified_samples,
+    load_manifest,
+    manifest_hash,
+)
 
 PROTOCOL_VERSION = "1"  # bump when what the model sees or which frames are scored changes
 MAX_EVAL_SIDE = 2048  # 3x LoopNav's 640x360 frames; 99999x99999 would need 28 GiB per frame

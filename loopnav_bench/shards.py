@@ -32,8 +32,15 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from loopnav_bench.fileio import (atomic_path, read_json, resolve_within, sha256_file, sha256_json, write_bytes_atomic,
-                                  write_json_atomic)
+from loopnav_bench.fileio import (
+    atomic_path,
+    read_json,
+    resolve_within,
+    sha256_file,
+    sha256_json,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from loopnav_bench.schema import SCHEMA_VERSION, SPLITS, Trajectory, TrajectoryError, frames_from_jpeg
 from loopnav_bench.sources import SkipTrajectory, Source
 

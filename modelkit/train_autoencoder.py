@@ -3,25 +3,24 @@ and the train split encoded with a trained (or given) autoencoder."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-
-import hashlib
 
 import torch
 from safetensors.torch import save as save_tensors_bytes
 
 from loopnav_bench.console import ProgressFn
 from loopnav_bench.contract import data_identity
-from loopnav_bench.fileio import loopnav_cache_dir, sha256_json
 from loopnav_bench.distributed import DistContext
+from loopnav_bench.fileio import loopnav_cache_dir, sha256_json
 from loopnav_bench.schema import Trajectory
 from loopnav_bench.train import TrainOptions
+from modelkit import checkpoint as ckpt
 from modelkit.autoencoder import AUTOENCODER_FILE, PRESETS, Autoencoder, load_autoencoder, preset_config
 from modelkit.presets import get_preset
 from modelkit.train import fit, loop_config
-from modelkit import checkpoint as ckpt
 from modelkit.train_data import EncodedTrajectory, ImageBatches, encode_trajectories, load_split, with_latents
 
 

@@ -37,11 +37,11 @@ import sys
 import tempfile
 import threading
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Protocol, TextIO
 
+import tomllib
 import torch
 
 from loopnav_bench.fileio import atomic_path, read_json, sha256_json, write_json_atomic
@@ -49,9 +49,9 @@ from loopnav_bench.models import parse_model_args
 from loopnav_bench.registry import MODELS, TRAINERS
 from loopnav_bench.schema import ACTION_LAYOUTS
 from modelkit import checkpoint as ckpt
-from worldpack.model import WorldPack, WorldPackConfig
 from modelkit.autoencoder import preset_config
 from modelkit.presets import get_preset
+from worldpack.model import WorldPack, WorldPackConfig
 from worldpack.presets import PRESETS
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,8 +12,19 @@ from conftest import SyntheticSource, make_trajectory
 
 from loopnav_bench.fileio import sha256_file
 from loopnav_bench.schema import frames_from_jpeg
-from loopnav_bench.shards import (ShardError, decode_sample, encode_sample, iter_tar_samples, load_manifest,
-                                  manifest_hash, prepare, read_trajectories, shard_paths, validate, webdataset_pipeline)
+from loopnav_bench.shards import (
+    ShardError,
+    decode_sample,
+    encode_sample,
+    iter_tar_samples,
+    load_manifest,
+    manifest_hash,
+    prepare,
+    read_trajectories,
+    shard_paths,
+    validate,
+    webdataset_pipeline,
+)
 from loopnav_bench.sources import SkipTrajectory
 
 

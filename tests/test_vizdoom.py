@@ -73,7 +73,14 @@ vizdoom = pytest.importorskip("vizdoom")
 from loopnav_bench.shards import prepare, read_trajectories  # noqa: E402
 from loopnav_bench.sources import SkipTrajectory  # noqa: E402
 from loopnav_bench.sources.vizdoom import (  # noqa: E402
-    ARRIVE_TOLERANCE, FRAME_SKIP, LOOK_AROUND_STEP, MAPS, RETURN_TOLERANCE, UNITS_PER_BLOCK, VizDoomSource)
+    ARRIVE_TOLERANCE,
+    FRAME_SKIP,
+    LOOK_AROUND_STEP,
+    MAPS,
+    RETURN_TOLERANCE,
+    UNITS_PER_BLOCK,
+    VizDoomSource,
+)
 
 
 def _small(**kwargs) -> VizDoomSource:

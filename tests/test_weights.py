@@ -12,8 +12,7 @@ from metrics_standins import isolate_caches
 from typer.testing import CliRunner
 
 from loopnav.cli import app
-from loopnav_bench.metrics import FVD, MetricUnavailable, load_frame_metric, weights_status
-from loopnav_bench.metrics import weights
+from loopnav_bench.metrics import FVD, MetricUnavailable, load_frame_metric, weights, weights_status
 from loopnav_bench.metrics.weights import WeightFile, WeightsDownloadError
 
 runner = CliRunner()
