@@ -161,7 +161,8 @@ def main() -> None:
     if args.steps < 1 or args.warmup < 1:
         parser.error("--steps and --warmup must be at least 1 (the first step also allocates and autotunes)")
     peak = args.peak_tflops or peak_tflops(device)
-    result = measure(args.preset, args.variant, device, args.batch_size or get_preset(PRESETS, args.preset, "worldpack").batch_size,
+    result = measure(args.preset, args.variant, device,
+                     args.batch_size or get_preset(PRESETS, args.preset, "worldpack").batch_size,
                      args.steps, args.warmup, peak)
     result.update(dtype=expected, device=str(device), device_name=torch.cuda.get_device_name(device)
                   if device.type == "cuda" else platform.processor() or platform.machine(),

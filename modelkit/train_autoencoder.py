@@ -80,7 +80,8 @@ def cached_latents(trajectories: list[Trajectory], codec: Any, codec_spec: dict[
                    progress: ProgressFn | None = None) -> list[torch.Tensor]:
     """The split's latents, encoded once per (data set, autoencoder): cached under $LOOPNAV_CACHE_DIR/latents, keyed
     by the manifest hash, the split and a hash of the autoencoder's spec and weights."""
-    state = {k: v.detach().cpu().contiguous() for k, v in codec.state_dict().items()} if codec_spec["kind"] == "ours" else {}
+    state = ({k: v.detach().cpu().contiguous() for k, v in codec.state_dict().items()}
+             if codec_spec["kind"] == "ours" else {})
     weights = hashlib.sha256(save_tensors_bytes(state)).hexdigest()  # safetensors bytes: keys sorted, deterministic
     key = sha256_json([identity["manifest_hash"], identity["split"], codec_spec, weights])[:24]
     path = loopnav_cache_dir() / "latents" / f"{key}.safetensors"
