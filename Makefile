@@ -25,4 +25,5 @@ demo: install
 	$(LOOPNAV) leaderboard --results $(DEMO)/results --plot $(DEMO)/plots
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q

@@ -45,7 +45,6 @@ from modelkit.autoencoder import frames_to_tensor, tensor_to_frames
 from modelkit.diffusion import EDM, EDMConfig
 from modelkit.presets import Preset
 
-
 # ------------------------------------------------------------------------------------------------ actions
 
 

@@ -8,7 +8,8 @@ dummy         seeded uniform noise, for testing the harness.
 
 Pose distance used by nearest-pose, between a context pose c and a target pose t (poses are x, y, z, yaw, pitch):
 
-    d(c, t) = |xyz_c - xyz_t| / units_per_block  +  yaw_weight * |wrap(yaw_c - yaw_t)|  +  pitch_weight * |pitch_c - pitch_t|
+    d(c, t) = |xyz_c - xyz_t| / units_per_block  +  yaw_weight * |wrap(yaw_c - yaw_t)|
+              +  pitch_weight * |pitch_c - pitch_t|
 
 Position is measured in Minecraft blocks (meta['units_per_block'] source units make one block; 1 when absent), angles
 in radians. The defaults, yaw_weight = 4 and pitch_weight = 2 blocks per radian, make facing the wrong way cost more

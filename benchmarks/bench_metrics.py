@@ -44,7 +44,8 @@ def loop_ssim(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
             x, y = a[..., c].astype(np.float64) / 255, b[..., c].astype(np.float64) / 255
             mx, my = blur(x), blur(y)
             vx, vy, cov = blur(x * x) - mx ** 2, blur(y * y) - my ** 2, blur(x * y) - mx * my
-            channels.append((((2 * mx * my + c1) * (2 * cov + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))).mean())
+            channels.append((((2 * mx * my + c1) * (2 * cov + c2))
+                             / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))).mean())
         values.append(np.mean(channels))
     return np.array(values)
 

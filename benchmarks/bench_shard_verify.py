@@ -39,7 +39,8 @@ def main() -> None:
         for verified in (False, True):
             times[verified].append(one_pass(shards, verified))
     plain, checked = min(times[False]), min(times[True])
-    print(f"{platform.processor() or platform.machine()}, {len(shards)} shards, {megabytes:.1f} MiB, best of {args.repeats}")
+    print(f"{platform.processor() or platform.machine()}, {len(shards)} shards, {megabytes:.1f} MiB, "
+          f"best of {args.repeats}")
     print(f"read + decode:           {plain:.3f} s ({megabytes / plain:.0f} MiB/s)")
     print(f"read + sha256 + decode:  {checked:.3f} s ({megabytes / checked:.0f} MiB/s)")
     print(f"overhead: {checked / plain:.2f}x")

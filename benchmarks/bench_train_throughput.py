@@ -33,13 +33,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from loopnav_bench.fileio import write_json_atomic
 from loopnav_bench.schema import ACTION_LAYOUTS
-from worldpack.context import VARIANTS
-from modelkit.train import LoopConfig, fit
-from modelkit.train_data import EncodedTrajectory
-from worldpack.model import WorldPack, WorldPackConfig
-from worldpack.packing import tokens_per_frame
 from modelkit.autoencoder import preset_config
 from modelkit.presets import get_preset
+from modelkit.train import LoopConfig, fit
+from modelkit.train_data import EncodedTrajectory
+from worldpack.context import VARIANTS
+from worldpack.model import WorldPack, WorldPackConfig
+from worldpack.packing import tokens_per_frame
 from worldpack.presets import PRESETS
 from worldpack.retrieval import RETRIEVAL_PRESETS
 from worldpack.train import MemoryBatches
@@ -161,7 +161,8 @@ def main() -> None:
     if args.steps < 1 or args.warmup < 1:
         parser.error("--steps and --warmup must be at least 1 (the first step also allocates and autotunes)")
     peak = args.peak_tflops or peak_tflops(device)
-    result = measure(args.preset, args.variant, device, args.batch_size or get_preset(PRESETS, args.preset, "worldpack").batch_size,
+    result = measure(args.preset, args.variant, device,
+                     args.batch_size or get_preset(PRESETS, args.preset, "worldpack").batch_size,
                      args.steps, args.warmup, peak)
     result.update(dtype=expected, device=str(device), device_name=torch.cuda.get_device_name(device)
                   if device.type == "cuda" else platform.processor() or platform.machine(),

@@ -1,7 +1,7 @@
 """ViZDoom source speed: frames per second written into shards, next to the simulator's raw stepping speed.
 
     python benchmarks/bench_vizdoom.py [--per-cell 2] [--out runs/bench/vizdoom.json]
-    python benchmarks/bench_vizdoom.py --survey      # loops per map: how the MAPS lists in sources/vizdoom.py were chosen
+    python benchmarks/bench_vizdoom.py --survey  # loops per map: how the MAPS lists in sources/vizdoom.py were chosen
 
 Prepare speed is `shards.prepare` end to end (process start, map geometry, planning, walking, resizing, tar writing)
 divided into the frames written. Raw speed is the simulator alone on exactly those frames: the recorded buttons of
@@ -25,7 +25,8 @@ import numpy as np
 
 from loopnav_bench.fileio import write_json_atomic
 from loopnav_bench.shards import prepare, read_trajectories
-from loopnav_bench.sources.vizdoom import BUTTONS, FRAME_SKIP, MAPS, VizDoomSource, DoomSession, LoopFailure, walk_loop
+from loopnav_bench.sources.vizdoom import BUTTONS, FRAME_SKIP, MAPS, DoomSession, LoopFailure, VizDoomSource, walk_loop
+
 
 def replay_steps_per_second(loops: list[dict]) -> tuple[int, float]:
     """Replay recorded loops' buttons from their start: (frames, seconds in make_action + get_state only)."""
@@ -95,7 +96,8 @@ def survey(loops_per_map: int) -> list[dict]:
             outcomes["ok"] += 1
             errors.append(record["return_error"])
             frames += len(record["screens"])
-        row = {"map": map_name, "outcomes": dict(outcomes), "median_return_error": float(np.median(errors)) if errors else None,
+        row = {"map": map_name, "outcomes": dict(outcomes),
+               "median_return_error": float(np.median(errors)) if errors else None,
                "frames_per_s": round(frames / (time.perf_counter() - start), 1),
                "split": next((s for s, names in MAPS.items() if map_name in names), None)}
         rows.append(row)

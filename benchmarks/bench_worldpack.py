@@ -6,8 +6,9 @@ sampler: 2·steps − 1 evaluations with Heun), and the peak memory of inference
 (2.5 frames' worth against 4), so we expect ≤ 1.0× the time.
 
 Time: on a GPU, synchronised wall time; on a CPU, process CPU time with one intra-op thread (robust to other jobs on a
-shared machine). Memory: on a GPU, torch.cuda.max_memory_allocated during inference; on a CPU, each variant runs in its own process
-and reports the growth of its peak resident set size (ru_maxrss) over inference, so weights are excluded in both.
+shared machine). Memory: on a GPU, torch.cuda.max_memory_allocated during inference; on a CPU, each variant runs in its
+own process and reports the growth of its peak resident set size (ru_maxrss) over inference, so weights are excluded in
+both.
 
     .venv/bin/python benchmarks/bench_worldpack.py --preset small --device cpu --out runs/bench_worldpack.json
 """
@@ -27,11 +28,11 @@ import numpy as np
 import torch
 
 from loopnav_bench.fileio import write_json_atomic
+from modelkit.autoencoder import preset_config
+from modelkit.presets import get_preset
 from worldpack.context import build_example, collate
 from worldpack.model import WorldPack, WorldPackConfig
 from worldpack.packing import tokens_per_frame
-from modelkit.autoencoder import preset_config
-from modelkit.presets import get_preset
 from worldpack.presets import PRESETS
 from worldpack.retrieval import VIZDOOM_PARAMS
 
@@ -61,7 +62,8 @@ def measure(variant: str, preset: str, device: str, batch: int, repeats: int) ->
         torch.set_num_threads(1)
     torch.manual_seed(0)
     p = get_preset(PRESETS, preset, "worldpack")
-    config = WorldPackConfig(latent_size=preset_config(p.autoencoder).latent_size, latent_channels=preset_config(p.autoencoder).latent_channels,
+    config = WorldPackConfig(latent_size=preset_config(p.autoencoder).latent_size,
+                             latent_channels=preset_config(p.autoencoder).latent_channels,
                              variant=variant, retrieval=VIZDOOM_PARAMS, **p.model)
     model = WorldPack(config).to(dev).eval()
     # a straight corridor walked out and back, long enough that every slot (recent and retrieved) is filled
@@ -91,7 +93,8 @@ def measure(variant: str, preset: str, device: str, batch: int, repeats: int) ->
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
     return {"variant": variant, "context_frames": config.layout.frames, "effective_context": model.effective_context(),
-            "target_tokens": tokens_per_frame((config.latent_size, config.latent_size), config.patch), "context_tokens": context_tokens,
+            "target_tokens": tokens_per_frame((config.latent_size, config.latent_size), config.patch),
+            "context_tokens": context_tokens,
             "denoiser_ms": denoiser_ms, "frame_ms": frame_ms, "evaluations_per_frame": 2 * config.edm.steps - 1,
             "peak_memory_mb": peak / 2**20, "parameters": sum(p.numel() for p in model.parameters())}
 
@@ -118,7 +121,8 @@ def main() -> None:
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu, 1 thread, process CPU time"
     result = {"preset": args.preset, "device": device_name, "batch": args.batch, "torch": torch.__version__,
               "rows": rows, "ratio_full_over_base": ratios}
-    print(f"{'variant':8} {'frames':>6} {'eff.ctx':>7} {'ctx tok':>7} {'denoiser ms':>11} {'frame ms':>9} {'peak MB':>8}")
+    print(f"{'variant':8} {'frames':>6} {'eff.ctx':>7} {'ctx tok':>7} "
+          f"{'denoiser ms':>11} {'frame ms':>9} {'peak MB':>8}")
     for r in rows:
         print(f"{r['variant']:8} {r['context_frames']:>6} {r['effective_context']:>7.2f} {r['context_tokens']:>7} "
               f"{r['denoiser_ms']:>11.2f} {r['frame_ms']:>9.1f} {r['peak_memory_mb']:>8.1f}")

@@ -66,7 +66,8 @@ def measure(data: Path, split: str, limit: int | None, stride: int, k: int) -> d
                 row["best_k"].append(float(values[top].max()))
                 row["dyaw"].append(float(abs(wrap_angle(traj.poses[top[0], 3] - traj.poses[t, 3]))))
     return {task: {name: {"psnr": float(np.mean(r["psnr"])), "ssim": float(np.mean(r["ssim"])),
-                          "best_k_psnr": float(np.mean(r["best_k"])), "median_dyaw_deg": float(np.degrees(np.median(r["dyaw"]))),
+                          "best_k_psnr": float(np.mean(r["best_k"])),
+                          "median_dyaw_deg": float(np.degrees(np.median(r["dyaw"]))),
                           "frames": len(r["psnr"])} for name, r in by_name.items()} for task, by_name in per.items()}
 
 

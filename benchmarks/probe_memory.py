@@ -80,7 +80,8 @@ def summary(results: dict) -> dict:
             values = np.array(scores[condition])
             diff = values - on
             out[task][condition] = {"psnr": float(values.mean()), "minus_on": float(diff.mean()),
-                                    "ci95": float(1.96 * diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0}
+                                    "ci95": (float(1.96 * diff.std(ddof=1) / np.sqrt(len(diff)))
+                                             if len(diff) > 1 else 0.0)}
     return out
 
 
@@ -88,7 +89,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--split", default="test")
-    parser.add_argument("--checkpoint", default=None, help="a path or a shipped checkpoint's name (default: the shipped default)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="a path or a shipped checkpoint's name (default: the shipped default)")
     parser.add_argument("--frames", type=int, default=96, help="return-leg frames per task")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)

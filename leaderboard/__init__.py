@@ -3,7 +3,8 @@
 - `results`: find `results_<ts>.json` / `samples_<ts>.jsonl` pairs and group them by what makes numbers comparable
   (data manifest, evaluation size, split); the newest run per model and group is the one shown.
 - `bootstrap`: percentile-bootstrap confidence intervals over trajectories.
-- `table`: the Tables 1-2 layout (range x model rows, metric x task columns) rendered as rich, markdown, html, json or csv.
+- `table`: the Tables 1-2 layout (range x model rows, metric x task columns) rendered as rich, markdown, html, json
+  or csv.
 - `plots`: per-frame metric curves over the return leg, aligned at its end (Figure 4).
 - `hub`: one-commit upload of results and per-trajectory rows to a Hub dataset repo, with a dataset card.
 """

@@ -166,5 +166,6 @@ def push(runs: list[Run], repo_id: str, *, api: Any = None, private: bool = Fals
             commit_description=f"{len(runs)} run(s) pushed with `loopnav leaderboard push`.")
     except PushError:
         raise
-    except Exception as err:  # HTTP, transport (the hub's own HTTP client) and file errors all end the push the same way
+    # HTTP, transport (the hub's own HTTP client) and file errors all end the push the same way
+    except Exception as err:
         raise PushError(f"push to dataset repo {repo_id} failed: {type(err).__name__}: {err}") from err

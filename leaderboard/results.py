@@ -135,7 +135,8 @@ def load_run(results_path: Path) -> Run:
         try:
             _lookup(results, dotted)
         except KeyError:
-            raise ResultsError(f"{results_path}: missing key {dotted!r} (not a `loopnav evaluate` results file?)") from None
+            raise ResultsError(f"{results_path}: missing key {dotted!r} "
+                               "(not a `loopnav evaluate` results file?)") from None
     for name, cell in results["results"].items():
         if not isinstance(cell, dict) or not {"split", "task", "range"} <= cell.keys():
             raise ResultsError(f"{results_path}: results[{name!r}] lacks split/task/range")

@@ -239,7 +239,8 @@ def _add_notes(table: GroupTable) -> None:
     flagged += [(r.run, SET_METRIC) for r in table.fvd for c in r.cells.values() if c.available and not c.verified]
     unverified = sorted({f"{run.model} ({m}: {_unverified_reason(run, m)})" for run, m in flagged})
     if unverified:
-        notes.append(f"{DAGGER} computed with unverified metric weights, so never ranked as best: " + "; ".join(unverified))
+        notes.append(f"{DAGGER} computed with unverified metric weights, so never ranked as best: "
+                     + "; ".join(unverified))
     if table.fvd:
         notes.append(f"FVD is set-level: one number per model over all trajectories of split {group.key.split} "
                      "(\"all\") and one per task and range, so it has no interval.")
@@ -349,8 +350,9 @@ def render_rich(board: Leaderboard) -> RichGroup:
     for table in board.tables:
         title = f"LoopNav leaderboard · {table.group.key.title}"
         columns = [c for c in _columns(table) if any(row.cells[c[0], c[1]].available for row in table.rows)]
-        per_metric = [_rich_table(table, [(m, t, t) for m_, t, _ in columns if m_ == m], f"{m.upper()}{_arrow(table, m)}",
-                                  lengths_apart=False) for m in dict.fromkeys(m for m, _, _ in columns)]
+        per_metric = [_rich_table(table, [(m, t, t) for m_, t, _ in columns if m_ == m],
+                                  f"{m.upper()}{_arrow(table, m)}", lengths_apart=False)
+                      for m in dict.fromkeys(m for m, _, _ in columns)]
         parts.append(FitWidth(_rich_table(table, columns, title, lengths_apart=True),
                                RichGroup(Text(title, style="bold"), *per_metric)))
         if any(r.cell.available for r in table.fvd):
@@ -381,13 +383,15 @@ def render_markdown(board: Leaderboard) -> str:
                   _md_row(["range", "model", "context", "traj len", *(h for _, _, h in columns)]),
                   _md_row(["---:", ":---", "---:", "---:", *("---:" for _ in columns)])]
         for row in table.rows:
-            cells = [(f"**{cell_text(c)}**" if c.best else cell_text(c)) for c in (row.cells[m, t] for m, t, _ in columns)]
+            cells = [(f"**{cell_text(c)}**" if c.best else cell_text(c))
+                     for c in (row.cells[m, t] for m, t, _ in columns)]
             lines.append(_md_row([row.range, row.model, row.context_len, row.traj_len, *cells]))
         if table.fvd:
             headers = _fvd_headers(table)
             lines += ["", f"{_fvd_title(table)}:", "", _md_row(["model", *headers, "mode"]),
                       _md_row([":---", *("---:" for _ in headers), ":---"])]
-            lines += [_md_row([r.model, *(f"**{cell_text(c)}**" if c.best else cell_text(c) for c in _fvd_cells(table, r)),
+            lines += [_md_row([r.model,
+                               *(f"**{cell_text(c)}**" if c.best else cell_text(c) for c in _fvd_cells(table, r)),
                                r.mode]) for r in table.fvd]
         lines.append("")
         lines += [f"[{i}] {text}  " for i, text in enumerate(table.footnotes, 1)]
@@ -419,7 +423,8 @@ def render_html(board: Leaderboard) -> str:
         if table.fvd:
             headers = "".join(f"<th>{html.escape(h)}</th>" for h in ("model", *_fvd_headers(table), "mode"))
             out.append(f"<p>{html.escape(_fvd_title(table))}</p>\n<table>\n<thead><tr>{headers}</tr></thead>\n<tbody>")
-            out += [f"<tr><td>{html.escape(r.model)}</td>" + "".join(f"<td>{_html_cell(c)}</td>" for c in _fvd_cells(table, r))
+            out += [f"<tr><td>{html.escape(r.model)}</td>"
+                    + "".join(f"<td>{_html_cell(c)}</td>" for c in _fvd_cells(table, r))
                     + f"<td>{html.escape(r.mode)}</td></tr>" for r in table.fvd]
             out.append("</tbody>\n</table>")
         if table.footnotes:
@@ -450,7 +455,8 @@ def to_records(board: Leaderboard) -> dict[str, Any]:
             "superseded": [{"model": r.model, "timestamp": r.timestamp, "results_file": str(r.results_path)}
                            for r in table.group.superseded],
             "rows": [{"range": row.range, "model": row.model, "context_len": row.context_len, "traj_len": row.traj_len,
-                      "cells": {m: {t: _cell_record(row.cells[m, t], table) for t in table.tasks} for m in table.metrics}}
+                      "cells": {m: {t: _cell_record(row.cells[m, t], table) for t in table.tasks}
+                                for m in table.metrics}}
                      for row in table.rows],
             "fvd": [{"model": r.model, "mode": r.mode, **_cell_record(r.cell, table),
                      "cells": {key: _cell_record(cell, table) for key, cell in r.cells.items()}} for r in table.fvd],
@@ -462,8 +468,8 @@ def render_json(board: Leaderboard) -> str:
     return json.dumps(to_records(board), indent=2, default=str) + "\n"
 
 
-CSV_FIELDS = ("split", "manifest_hash", "eval_size", "range", "model", "task", "metric", "mean", "ci_low", "ci_high", "n",
-              "best", "verified", "available", "reason_code")  # the full reasons are in the json format
+CSV_FIELDS = ("split", "manifest_hash", "eval_size", "range", "model", "task", "metric", "mean", "ci_low", "ci_high",
+              "n", "best", "verified", "available", "reason_code")  # the full reasons are in the json format
 
 
 def render_csv(board: Leaderboard) -> str:

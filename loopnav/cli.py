@@ -41,7 +41,8 @@ def prepare(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory for shards and manifest.json."),
     source: str = typer.Option("vizdoom", help="Data source: vizdoom (embedded, default), loopnav or recon."),
     input: Optional[Path] = typer.Option(None, "--input", "-i", help="Local raw data directory (loopnav, recon)."),
-    hub_repo: Optional[str] = typer.Option(None, help="Fetch LoopNav rows from this Hub dataset repo (e.g. kevinLian/LoopNav)."),
+    hub_repo: Optional[str] = typer.Option(None, help="Fetch LoopNav rows from this Hub dataset repo "
+                                                      "(e.g. kevinLian/LoopNav)."),
     split: Optional[str] = typer.Option(None, help="Comma-separated splits to prepare (default: all)."),
     tasks: Optional[str] = typer.Option(None, help="Comma-separated tasks, e.g. ABA,ABCA."),
     ranges: Optional[str] = typer.Option(None, help="Comma-separated navigation ranges, e.g. 5,15,30,50."),
@@ -57,7 +58,8 @@ def prepare(
 ) -> None:
     """Convert a data source into webdataset shards with poses, actions and a manifest."""
     from loopnav_bench.registry import UnknownNameError
-    from loopnav_bench.shards import ShardError, prepare as run_prepare
+    from loopnav_bench.shards import ShardError
+    from loopnav_bench.shards import prepare as run_prepare
     from loopnav_bench.sources import source_class
 
     options = {"input": input, "hub_repo": hub_repo, "splits": _csv(split), "tasks": _csv(tasks),
@@ -83,7 +85,8 @@ def prepare(
 def validate(path: Path = typer.Argument(..., help="A directory written by `loopnav prepare`.")) -> None:
     """Check a shard set against its manifest: counts, sha256 and schema of every trajectory."""
     from loopnav_bench.schema import TrajectoryError
-    from loopnav_bench.shards import ShardError, validate as run_validate
+    from loopnav_bench.shards import ShardError
+    from loopnav_bench.shards import validate as run_validate
 
     try:
         with progress_bar() as progress:
@@ -120,7 +123,8 @@ def inspect(
         "meta": {k: v for k, v in traj.meta.items() if k not in ("id",)},
     }
     if as_json:
-        print(json.dumps({"manifest": {k: manifest[k] for k in ("source", "settings", "n", "created")}, "trajectory": summary}, indent=2))
+        print(json.dumps({"manifest": {k: manifest[k] for k in ("source", "settings", "n", "created")},
+                          "trajectory": summary}, indent=2))
         return
     _print_manifest(manifest)
     table = Table(title=f"trajectory {traj.id}", show_header=False)
@@ -149,15 +153,18 @@ def _print_manifest(manifest: dict) -> None:
     for kind in ("skipped", "repaired"):
         info = manifest[kind]
         if info["n"]:
-            console.print(f"{kind}: {info['n']} ({', '.join(f'{n} {reason}' for reason, n in info['by_reason'].items())})")
+            console.print(f"{kind}: {info['n']} "
+                          f"({', '.join(f'{n} {reason}' for reason, n in info['by_reason'].items())})")
             for item in info["items"][:_LISTED]:
                 console.print(f"  {input_name(item['input'])}: {item['reason']}", markup=False, highlight=False)
             if info["n"] > _LISTED:
                 console.print(f"  … and {info['n'] - _LISTED} more, listed in manifest.json")
 
 
-_METRICS = typer.Option(None, help="Comma-separated metrics: frame metrics (ssim, psnr, lpips, dreamsim) and fvd. Default: all.")
-_EVAL_SIZE = typer.Option(None, "--eval-size", help="Score at N or HxW pixels (e.g. 64, 64x96); default: the data's native size.")
+_METRICS = typer.Option(None, help="Comma-separated metrics: frame metrics (ssim, psnr, lpips, dreamsim) and fvd. "
+                                   "Default: all.")
+_EVAL_SIZE = typer.Option(None, "--eval-size",
+                          help="Score at N or HxW pixels (e.g. 64, 64x96); default: the data's native size.")
 _FVD_MODE = typer.Option("default", "--fvd-mode", help="FVD settings: default or loopnav-v1.")
 _FVD_COVARIANCE = typer.Option("population", "--fvd-covariance",
                                help="Default-mode FVD covariance: population (StyleGAN-V) or sample (np.cov, N-1).")
@@ -168,7 +175,8 @@ _DEVICE = typer.Option(DEFAULT_DEVICE, help="Torch device: auto (CUDA when there
 def evaluate(
     model: str = typer.Option(..., "--model", "-m", help="A registered model (see `loopnav models`)."),
     data: Path = typer.Option(..., "--data", "-d", help="A directory written by `loopnav prepare`."),
-    model_args: Optional[str] = typer.Option(None, "--model-args", "--model_args", "-a", help="k=v,k2=v2 for the model."),
+    model_args: Optional[str] = typer.Option(None, "--model-args", "--model_args", "-a",
+                                             help="k=v,k2=v2 for the model."),
     checkpoint: Optional[Path] = typer.Option(None, help="Model checkpoint file or folder (its sha256 keys the run)."),
     split: str = typer.Option("test", help="Comma-separated splits."),
     tasks: Optional[str] = typer.Option(None, help="Comma-separated tasks, e.g. ABA,ABCA (default: all)."),
@@ -182,12 +190,14 @@ def evaluate(
     seed: int = typer.Option(0, help="Run seed; each trajectory's rollout seed derives from it and the trajectory id."),
     fvd_mode: str = _FVD_MODE,
     fvd_covariance: str = _FVD_COVARIANCE,
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="Reuse finished rows of a run with the same settings."),
+    resume: bool = typer.Option(True, "--resume/--no-resume",
+                                help="Reuse finished rows of a run with the same settings."),
     label: Optional[str] = typer.Option(None, help="Name of this entry on the leaderboard (default: the model name), "
                                                    "e.g. to tell variants or checkpoints of one model apart."),
 ) -> None:
     """Roll a model out on the return legs, save its predictions, score them and write results (torchrun-ready)."""
-    from loopnav_bench.evaluate import EvalConfig, evaluate as run_evaluate, parse_eval_size
+    from loopnav_bench.evaluate import EvalConfig, parse_eval_size
+    from loopnav_bench.evaluate import evaluate as run_evaluate
     from loopnav_bench.models import parse_model_args
     from loopnav_bench.registry import UnknownNameError
 
@@ -207,8 +217,10 @@ def evaluate(
 
 @app.command(rich_help_panel=EVAL)
 def score(
-    predictions: Path = typer.Option(..., "--predictions", "-p", help="A run folder of `loopnav evaluate` (<out>/<model>/run-<key>)."),
-    data: Optional[Path] = typer.Option(None, "--data", "-d", help="The prepared set (default: the one the run recorded)."),
+    predictions: Path = typer.Option(..., "--predictions", "-p",
+                                     help="A run folder of `loopnav evaluate` (<out>/<model>/run-<key>)."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d",
+                                        help="The prepared set (default: the one the run recorded)."),
     metrics: Optional[str] = _METRICS,
     eval_size: Optional[str] = _EVAL_SIZE,
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "--output_path", "-o", help="Default: the run's."),
@@ -219,7 +231,8 @@ def score(
     resume: bool = typer.Option(False, "--resume/--no-resume", help="Keep rows already scored with the same settings."),
 ) -> None:
     """Re-score saved predictions without the model (other metrics, another evaluation size, new weights)."""
-    from loopnav_bench.evaluate import parse_eval_size, score as run_score
+    from loopnav_bench.evaluate import parse_eval_size
+    from loopnav_bench.evaluate import score as run_score
 
     try:
         with progress_bar() as progress:
@@ -272,7 +285,8 @@ def _print_results(outcome) -> None:
         for column in ("n", "context", *names):
             grid.add_column(column, justify="right", no_wrap=True)
         for key, cell in results["results"].items():
-            values = [f"{cell[n]['mean']:.4f}{separator}±{cell[n]['stderr']:.3f}" if cell.get(n) else "—" for n in names]
+            values = [f"{cell[n]['mean']:.4f}{separator}±{cell[n]['stderr']:.3f}" if cell.get(n) else "—"
+                      for n in names]
             grid.add_row(key, str(cell["n"]), f"{cell['context_len_mean']:.0f}", *values)
         return grid
 
@@ -282,8 +296,10 @@ def _print_results(outcome) -> None:
             console.print(f"[yellow]{name} n/a:[/] {short_reason(status.get('reason_code'), status['reason'])}")
     for split, fvd in results["fvd"].items():
         if fvd["value"] is not None:
-            cells = ", ".join(f"{key} {cell['value']:.2f}" for key, cell in fvd["cells"].items() if cell["value"] is not None)
-            console.print(f"FVD ({split}, {fvd['mode']}): {fvd['value']:.2f} over {fvd['n_videos']} videos; per cell: {cells}")
+            cells = ", ".join(f"{key} {cell['value']:.2f}" for key, cell in fvd["cells"].items()
+                              if cell["value"] is not None)
+            console.print(f"FVD ({split}, {fvd['mode']}): {fvd['value']:.2f} over {fvd['n_videos']} videos; "
+                          f"per cell: {cells}")
     if outcome.resumed:
         console.print(f"resumed {outcome.resumed} of {results['n_trajectories']['effective']} trajectories from "
                       f"{outcome.results['run_dir']}")
@@ -301,7 +317,8 @@ def leaderboard(
     ctx: typer.Context,
     results: Optional[Path] = _RESULTS,
     format: str = typer.Option("rich", "--format", "-f", help="rich, markdown, html, json or csv (to stdout)."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Also write per-frame curve PNGs here (one per task and range)."),
+    plot: Optional[Path] = typer.Option(None, "--plot",
+                                        help="Also write per-frame curve PNGs here (one per task and range)."),
     metric: Optional[str] = typer.Option(None, "--metric", help="Comma-separated metrics to show (default: all)."),
 ) -> None:
     """Show the leaderboard: range x model rows, metric x task columns, mean with a 95% bootstrap CI."""
@@ -334,12 +351,15 @@ def leaderboard(
 
 @leaderboard_app.command("push")
 def leaderboard_push(
-    results: Path = typer.Option(..., "--results", "-r", help="Directory of `loopnav evaluate` outputs; every run is pushed."),
+    results: Path = typer.Option(..., "--results", "-r",
+                                 help="Directory of `loopnav evaluate` outputs; every run is pushed."),
     repo_id: str = typer.Option(..., "--repo-id", help="Hub dataset repo, ORG/NAME (created if missing)."),
-    dry_run: Optional[Path] = typer.Option(None, "--dry-run", help="Write the exact commit tree to this folder instead."),
+    dry_run: Optional[Path] = typer.Option(None, "--dry-run",
+                                           help="Write the exact commit tree to this folder instead."),
     private: bool = typer.Option(False, "--private", help="Create the repo private."),
     create_pr: bool = typer.Option(False, "--create-pr", help="Open a pull request instead of committing to main."),
-    allow_partial: bool = typer.Option(False, "--allow-partial", help="Also push runs that evaluated fewer trajectories than selected."),
+    allow_partial: bool = typer.Option(False, "--allow-partial",
+                                       help="Also push runs that evaluated fewer trajectories than selected."),
 ) -> None:
     """Upload results and per-trajectory rows to a Hub dataset repo in one commit, with a dataset card."""
     from leaderboard.hub import PushError, build_commit, push, run_files, write_tree
@@ -349,7 +369,8 @@ def leaderboard_push(
         runs = load_runs(results)
         if dry_run is not None:
             written = write_tree(build_commit(run_files(runs, allow_partial), repo_id), dry_run)
-            console.print(f"[green]dry run:[/] wrote {len(written)} files of the commit to {dry_run} (nothing uploaded)")
+            console.print(f"[green]dry run:[/] wrote {len(written)} files of the commit to {dry_run} "
+                          "(nothing uploaded)")
             return
         info = push(runs, repo_id, private=private, create_pr=create_pr, allow_partial=allow_partial)
     except (ResultsError, PushError, FileNotFoundError) as err:
@@ -357,8 +378,9 @@ def leaderboard_push(
     console.print(f"[green]pushed[/] {len(runs)} run(s) to {info.pr_url or info.commit_url}")
 
 
-weights_app = typer.Typer(help="Locate, verify (sha256) and download the pretrained weights of LPIPS, DreamSim and FVD.",
-                          pretty_exceptions_show_locals=False, no_args_is_help=True)
+weights_app = typer.Typer(
+    help="Locate, verify (sha256) and download the pretrained weights of LPIPS, DreamSim and FVD.",
+    pretty_exceptions_show_locals=False, no_args_is_help=True)
 app.add_typer(weights_app, name="weights", rich_help_panel=EVAL)
 _WEIGHT_METRICS = typer.Argument(None, help="Metrics to include: lpips, dreamsim, fvd (default: all).")
 _WEIGHTS_EXIT = {"verified": 0, "incomplete": 1, "unverifiable": 3}
@@ -490,7 +512,8 @@ def train(
     from loopnav_bench.registry import UnknownNameError
     from loopnav_bench.schema import TrajectoryError
     from loopnav_bench.shards import ShardError
-    from loopnav_bench.train import TrainOptions, train as run_train
+    from loopnav_bench.train import TrainOptions
+    from loopnav_bench.train import train as run_train
 
     try:
         options = TrainOptions(data=data, output_dir=output_dir, preset=preset, steps=steps, resume=resume,

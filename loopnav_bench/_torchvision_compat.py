@@ -6,10 +6,10 @@ and torchvision then registers fake kernels for `torchvision::nms` unguarded, so
 timm and open_clip, which all import torchvision.
 
 `install()` defines the two missing operator schemas, and only when that exact failure is about to happen: torchvision
-is not imported yet and its `_C.so` fails to load. `install_on_import()` defers that check (it imports torch, ~2 s)
-to the moment something first imports torchvision, so that `loopnav --help` and `loopnav models` stay fast. With a working torchvision nothing is touched (defining the schemas
-there would clash with the real registration). What stays broken is what needs the compiled ops (`torchvision.ops.nms`,
-`torchvision.io` decoding); loopnav uses neither.
+is not imported yet and its `_C.so` fails to load. `install_on_import()` defers that check (it imports torch, ~2 s) to
+the moment something first imports torchvision, so that `loopnav --help` and `loopnav models` stay fast. With a working
+torchvision nothing is touched (defining the schemas there would clash with the real registration). What stays broken is
+what needs the compiled ops (`torchvision.ops.nms`, `torchvision.io` decoding); loopnav uses neither.
 """
 
 from __future__ import annotations

@@ -4,11 +4,12 @@
 for training on GPUs) and `device("auto")` resolves to CUDA when there is one, else the CPU; under torchrun a bare
 "cuda" is this rank's local GPU.
 
-Evaluation fails fast when one rank fails: each rank takes every `world_size`-th trajectory of the deterministic list (no resampling, ranks with nothing to do are
-fine), writes its rows to disk, then leaves a `rank-<r>.done` or `rank-<r>.failed` marker. Ranks look for a failed peer
-between batches and stop early; at the end one all_reduce (gloo, bounded by a timeout) tells every rank how many
-failed, so all of them exit non-zero together instead of waiting on a dead peer. Rank 0 then merges from the rows.
-A rank that dies without a word (killed, out of memory) is caught by torchrun, which stops the others.
+Evaluation fails fast when one rank fails: each rank takes every `world_size`-th trajectory of the deterministic list
+(no resampling, ranks with nothing to do are fine), writes its rows to disk, then leaves a `rank-<r>.done` or
+`rank-<r>.failed` marker. Ranks look for a failed peer between batches and stop early; at the end one all_reduce (gloo,
+bounded by a timeout) tells every rank how many failed, so all of them exit non-zero together instead of waiting on a
+dead peer. Rank 0 then merges from the rows. A rank that dies without a word (killed, out of memory) is caught by
+torchrun, which stops the others.
 """
 
 from __future__ import annotations

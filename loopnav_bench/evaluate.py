@@ -40,8 +40,14 @@ from loopnav_bench.distributed import DEFAULT_DEVICE, DistContext, PeerFailed, R
 from loopnav_bench.fileio import atomic_path, read_json, resolve_within, sha256_file, sha256_json, write_json_atomic
 from loopnav_bench.models import RolloutRequest, WorldModel, load_model
 from loopnav_bench.schema import SCHEMA_VERSION, Trajectory
-from loopnav_bench.shards import (MANIFEST, decode_sample, iter_tar_samples, iter_verified_samples, load_manifest,
-                                  manifest_hash)
+from loopnav_bench.shards import (
+    MANIFEST,
+    decode_sample,
+    iter_tar_samples,
+    iter_verified_samples,
+    load_manifest,
+    manifest_hash,
+)
 
 PROTOCOL_VERSION = "1"  # bump when what the model sees or which frames are scored changes
 MAX_EVAL_SIDE = 2048  # 3x LoopNav's 640x360 frames; 99999x99999 would need 28 GiB per frame
@@ -260,7 +266,8 @@ class Scorer:
                 continue
             self.frame_metrics[name] = metric
             info = dict(metric.info)
-            self.status[name] = {"available": True, "verified": bool(info.get("verified")), "reason": None, "info": info}
+            self.status[name] = {"available": True, "verified": bool(info.get("verified")), "reason": None,
+                                 "info": info}
         self.fvd = None
         if FVD in names:
             try:
@@ -438,7 +445,8 @@ def _merge(job: Job, world_size: int) -> Outcome:
                      "context": "frames, poses, actions [0, offset)", "given": "poses, actions [offset, T)",
                      "scored": "frames [offset, T)"},
         "config": {**asdict(job.config), "data": str(job.config.data), "output_dir": str(job.config.output_dir)},
-        "seeds": {"seed": job.config.seed, "per_trajectory": "models.request_seed(seed, id): sha256(f'{seed}:{id}')[:4]"},
+        "seeds": {"seed": job.config.seed,
+                  "per_trajectory": "models.request_seed(seed, id): sha256(f'{seed}:{id}')[:4]"},
         "data": data_identity(job.config.data),
         "n_trajectories": {"original": job.n_original, "effective": len(job.items)},
         "run_key": job.dirs.run.name, "score_key": job.dirs.score.name,
@@ -514,7 +522,8 @@ def _environment(device: str, world_size: int) -> dict[str, Any]:
         "python": platform.python_version(), "platform": platform.platform(), "numpy": np.__version__,
         "torch": torch.__version__, "cuda_available": cuda, "cuda_version": torch.version.cuda,
         "cudnn_version": torch.backends.cudnn.version() if cuda else None, "device": device,
-        "device_name": torch.cuda.get_device_name(torch.device(device)) if cuda and device.startswith("cuda") else platform.processor() or platform.machine(),
+        "device_name": (torch.cuda.get_device_name(torch.device(device)) if cuda and device.startswith("cuda")
+                        else platform.processor() or platform.machine()),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "world_size": world_size,
     }

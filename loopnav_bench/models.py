@@ -138,7 +138,8 @@ def _parse_value(value: str) -> Any:
     return value
 
 
-def load_model(name: str, checkpoint: str | None = None, device: str = "cpu", seed: int = 0, **model_args: Any) -> WorldModel:
+def load_model(name: str, checkpoint: str | None = None, device: str = "cpu", seed: int = 0,
+               **model_args: Any) -> WorldModel:
     cls = model_class(name)
     if checkpoint is not None and not cls.takes_checkpoint:
         raise ValueError(f"--checkpoint {checkpoint}: model {name!r} has no weights to load")

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-
 OWN = "loopnav"  # this distribution
 
 

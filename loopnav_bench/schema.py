@@ -148,7 +148,8 @@ class Trajectory:
         if not isinstance(actions, np.ndarray) or actions.dtype != np.float32:
             fail(f"actions must be a float32 array, got {getattr(actions, 'dtype', type(actions))}")
         if actions.ndim != 2 or actions.shape[1] != len(layout):
-            fail(f"actions must have shape [T,{len(layout)}] for layout {self.meta['action_layout']!r}, got {list(actions.shape)}")
+            fail(f"actions must have shape [T,{len(layout)}] for layout {self.meta['action_layout']!r}, "
+                 f"got {list(actions.shape)}")
         T = len(frames)
         if len(poses) != T or len(actions) != T:
             fail(f"length mismatch: {T} frames, {len(poses)} poses, {len(actions)} actions")

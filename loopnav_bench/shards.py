@@ -32,8 +32,15 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from loopnav_bench.fileio import (atomic_path, read_json, resolve_within, sha256_file, sha256_json, write_bytes_atomic,
-                                  write_json_atomic)
+from loopnav_bench.fileio import (
+    atomic_path,
+    read_json,
+    resolve_within,
+    sha256_file,
+    sha256_json,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from loopnav_bench.schema import SCHEMA_VERSION, SPLITS, Trajectory, TrajectoryError, frames_from_jpeg
 from loopnav_bench.sources import SkipTrajectory, Source
 
@@ -102,7 +109,8 @@ def decode_sample(sample: dict[str, Any], where: str = "") -> Trajectory:
         meta.pop("length", None)
         version = meta.pop("schema_version")
         if version != SCHEMA_VERSION:
-            raise TrajectoryError(f"schema version {version} (this loopnav reads {SCHEMA_VERSION}); re-run loopnav prepare")
+            raise TrajectoryError(f"schema version {version} (this loopnav reads {SCHEMA_VERSION}); "
+                                  "re-run loopnav prepare")
         jpeg = None
         if codec == "jpeg":
             stream, sizes = sample["frames.mjpeg"], _load_npy(sample["frame_bytes.npy"])
@@ -175,7 +183,8 @@ def load_manifest(root: str | Path) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise ShardError(f"{path}: a JSON {type(manifest).__name__}, not a loopnav manifest")
     if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise ShardError(f"{path}: schema version {manifest.get('schema_version')!r}, this loopnav reads {SCHEMA_VERSION}")
+        raise ShardError(f"{path}: schema version {manifest.get('schema_version')!r}, "
+                         f"this loopnav reads {SCHEMA_VERSION}")
     _check_manifest_shape(path, manifest)
     return manifest
 
@@ -321,7 +330,8 @@ def prepare(source: Source, out: str | Path, *, workers: int = 1, overwrite: boo
     if not overwrite:
         for path, record in previous.items():
             if record.get("settings_hash") != settings_hash:
-                raise ShardError(f"{path}: {out} was prepared with other settings; pass --overwrite or choose another --out")
+                raise ShardError(f"{path}: {out} was prepared with other settings; "
+                                 "pass --overwrite or choose another --out")
         if manifest_path in previous:
             return previous[manifest_path]
     plan = source.plan()
@@ -391,7 +401,8 @@ def prepare(source: Source, out: str | Path, *, workers: int = 1, overwrite: boo
             path = out / rel
             state["shards"][rel] = {
                 "path": rel, "split": split, "sha256": sha256_file(path) if keys else None,
-                "bytes": path.stat().st_size if keys else 0, "keys": keys, "counts": {k: dict(v) for k, v in counts.items()},
+                "bytes": path.stat().st_size if keys else 0, "keys": keys,
+                "counts": {k: dict(v) for k, v in counts.items()},
                 "skipped": skipped, "repaired": repaired, "metas": metas,
                 "features": features[0] if features and all(f == features[0] for f in features) else None,
             }
@@ -456,7 +467,8 @@ def _dataset_card(manifest: dict[str, Any], records: list[dict[str, Any]]) -> st
                                              {"name": "__key__", "dtype": "string"},
                                              {"name": "__url__", "dtype": "string"}]}
     return (f"---\n{yaml.safe_dump(card, sort_keys=False)}---\n\n# {manifest['source']} trajectories for LoopNav\n\n"
-            f"Written by `loopnav prepare`; `manifest.json` lists every shard with its sha256 and every skipped input.\n"
+            "Written by `loopnav prepare`; `manifest.json` lists every shard with its sha256 "
+            "and every skipped input.\n"
             f"Load with `datasets.load_dataset(\"<this folder>\", split=\"test\").with_format(\"numpy\", dtype=None)` "
             f"(`dtype=None` keeps uint8 frames and float64 poses).\n")
 
@@ -543,16 +555,19 @@ def validate(root: str | Path, progress: Callable[[str, int, int], None] | None 
         for sample in iter_verified_samples(path, shard["sha256"]):
             traj = decode_sample(sample, where=str(path))
             if traj.meta["split"] != split:
-                raise ShardError(f"{path}: trajectory {traj.id!r} is marked split {traj.meta['split']!r}, shard is in {split!r}")
+                raise ShardError(f"{path}: trajectory {traj.id!r} is marked split {traj.meta['split']!r}, "
+                                 f"shard is in {split!r}")
             if traj.id in seen_ids:
                 raise ShardError(f"{path}: trajectory id {traj.id!r} appears twice in the set")
             seen_ids.add(traj.id)
             keys.append(sample["__key__"])
         if keys != shard["keys"]:
-            raise ShardError(f"{path}: holds keys {keys[:3]}… ({len(keys)}), the manifest lists {shard['keys'][:3]}… ({len(shard['keys'])})")
+            raise ShardError(f"{path}: holds keys {keys[:3]}… ({len(keys)}), "
+                             f"the manifest lists {shard['keys'][:3]}… ({len(shard['keys'])})")
         n += len(keys)
         if progress:
             progress("validating", i + 1, len(shards))
     if n != manifest["n"]:
         raise ShardError(f"{root / MANIFEST}: says {manifest['n']} trajectories, the shards hold {n}")
-    return {"root": str(root), "n": n, "shards": len(shards), "splits": {s: v["n"] for s, v in manifest["splits"].items()}}
+    return {"root": str(root), "n": n, "shards": len(shards),
+            "splits": {s: v["n"] for s, v in manifest["splits"].items()}}

@@ -3,8 +3,9 @@
 NWM diffuses in the latent space of the frozen SD VAE (stabilityai/sd-vae-ft-ema, latents × 0.18215). Nothing can be
 downloaded here, so WorldPack ships `Autoencoder`: a residual conv encoder/decoder (downsampling 2^levels, 4 latent
 channels), trained with L1 + MSE reconstruction by `loopnav train --model autoencoder` (the first stage of every
-latent model's training when no `autoencoder=` model arg names one), sized by PRESETS. It keeps a running std of its raw latents, and
-`encode` divides by it, so latents have about unit variance (the role of SD's 0.18215), matching EDM's σ_data = 1.
+latent model's training when no `autoencoder=` model arg names one), sized by PRESETS. It keeps a running std of its
+raw latents, and `encode` divides by it, so latents have about unit variance (the role of SD's 0.18215), matching
+EDM's σ_data = 1.
 
 `DiffusersAutoencoder` wraps a local diffusers AutoencoderKL directory (diffusers is an optional import, not a
 dependency; files are never fetched from the Hub). Both expose encode(frames uint8 [N,H,W,3]) -> latents and
@@ -65,8 +66,10 @@ class ResBlock(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         groups = min(8, channels)
-        self.body = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1),
-                                  nn.GroupNorm(groups, channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1))
+        self.body = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(),
+                                  nn.Conv2d(channels, channels, 3, padding=1),
+                                  nn.GroupNorm(groups, channels), nn.SiLU(),
+                                  nn.Conv2d(channels, channels, 3, padding=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -85,7 +88,8 @@ class Autoencoder(nn.Module):
         self.encoder = nn.Sequential(*encoder)
         decoder: list[nn.Module] = [nn.Conv2d(config.latent_channels, widths[-1], 3, padding=1), ResBlock(widths[-1])]
         for c_in, c_out in zip(widths[::-1], widths[::-1][1:] + widths[:1]):
-            decoder += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, padding=1), ResBlock(c_out)]
+            decoder += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, padding=1),
+                        ResBlock(c_out)]
         decoder += [nn.GroupNorm(min(8, widths[0]), widths[0]), nn.SiLU(), nn.Conv2d(widths[0], 3, 3, padding=1)]
         self.decoder = nn.Sequential(*decoder)
         self.register_buffer("latent_std", torch.ones(()))

@@ -72,7 +72,8 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str
 
 
 def fit(model: nn.Module, batches: BatchBuilder, loop: LoopConfig, output_dir: Path, run_config: dict[str, Any],
-        *, device: str = DEFAULT_DEVICE, resume: bool = False, extra_files: dict[str, dict[str, torch.Tensor]] | None = None,
+        *, device: str = DEFAULT_DEVICE, resume: bool = False,
+        extra_files: dict[str, dict[str, torch.Tensor]] | None = None,
         progress: ProgressFn | None = None, description: str = "train") -> Path:
     """Train `model` for loop.steps optimizer steps; return the last checkpoint folder.
 

@@ -3,25 +3,24 @@ and the train split encoded with a trained (or given) autoencoder."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-
-import hashlib
 
 import torch
 from safetensors.torch import save as save_tensors_bytes
 
 from loopnav_bench.console import ProgressFn
 from loopnav_bench.contract import data_identity
-from loopnav_bench.fileio import loopnav_cache_dir, sha256_json
 from loopnav_bench.distributed import DistContext
+from loopnav_bench.fileio import loopnav_cache_dir, sha256_json
 from loopnav_bench.schema import Trajectory
 from loopnav_bench.train import TrainOptions
+from modelkit import checkpoint as ckpt
 from modelkit.autoencoder import AUTOENCODER_FILE, PRESETS, Autoencoder, load_autoencoder, preset_config
 from modelkit.presets import get_preset
 from modelkit.train import fit, loop_config
-from modelkit import checkpoint as ckpt
 from modelkit.train_data import EncodedTrajectory, ImageBatches, encode_trajectories, load_split, with_latents
 
 
@@ -81,7 +80,8 @@ def cached_latents(trajectories: list[Trajectory], codec: Any, codec_spec: dict[
                    progress: ProgressFn | None = None) -> list[torch.Tensor]:
     """The split's latents, encoded once per (data set, autoencoder): cached under $LOOPNAV_CACHE_DIR/latents, keyed
     by the manifest hash, the split and a hash of the autoencoder's spec and weights."""
-    state = {k: v.detach().cpu().contiguous() for k, v in codec.state_dict().items()} if codec_spec["kind"] == "ours" else {}
+    state = ({k: v.detach().cpu().contiguous() for k, v in codec.state_dict().items()}
+             if codec_spec["kind"] == "ours" else {})
     weights = hashlib.sha256(save_tensors_bytes(state)).hexdigest()  # safetensors bytes: keys sorted, deterministic
     key = sha256_json([identity["manifest_hash"], identity["split"], codec_spec, weights])[:24]
     path = loopnav_cache_dir() / "latents" / f"{key}.safetensors"

@@ -25,7 +25,8 @@ def find_trajectory(data: Path, trajectory_id: str | None) -> Trajectory:
     for traj in read_trajectories(data, split=None if trajectory_id else "test"):
         if traj.id == trajectory_id or (trajectory_id is None and traj.meta["task"] == "ABA"):
             return traj
-    raise SystemExit(f"{data}: no trajectory {trajectory_id!r}" if trajectory_id else f"{data}: no ABA trajectory in the test split")
+    raise SystemExit(f"{data}: no trajectory {trajectory_id!r}" if trajectory_id
+                     else f"{data}: no ABA trajectory in the test split")
 
 
 def leg_row(traj: Trajectory, start: int, stop: int, columns: int, scale: int) -> np.ndarray:

@@ -37,11 +37,11 @@ import sys
 import tempfile
 import threading
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Protocol, TextIO
 
+import tomllib
 import torch
 
 from loopnav_bench.fileio import atomic_path, read_json, sha256_json, write_json_atomic
@@ -49,9 +49,9 @@ from loopnav_bench.models import parse_model_args
 from loopnav_bench.registry import MODELS, TRAINERS
 from loopnav_bench.schema import ACTION_LAYOUTS
 from modelkit import checkpoint as ckpt
-from worldpack.model import WorldPack, WorldPackConfig
 from modelkit.autoencoder import preset_config
 from modelkit.presets import get_preset
+from worldpack.model import WorldPack, WorldPackConfig
 from worldpack.presets import PRESETS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,8 +112,8 @@ def worldpack_weight_bytes(preset: str, variant: str) -> int:
     settings = get_preset(PRESETS, preset, "worldpack")
     with torch.device("meta"):
         model = WorldPack(WorldPackConfig(latent_channels=preset_config(settings.autoencoder).latent_channels,
-                                          latent_size=preset_config(settings.autoencoder).latent_size, action_dim=ACTION_DIM,
-                                          variant=variant, **settings.model))
+                                          latent_size=preset_config(settings.autoencoder).latent_size,
+                                          action_dim=ACTION_DIM, variant=variant, **settings.model))
     return SHIPPED_BYTES_PER_WEIGHT * sum(t.numel() for t in (*model.parameters(), *model.buffers()))
 
 
@@ -126,7 +126,8 @@ def preflight_sizes(config: dict[str, Any]) -> None:
             variant = parse_model_args(entry["model_args"]).get("variant", "full")
             size = worldpack_weight_bytes(config["train"]["preset"], variant)
             if size > limit:
-                too_big.append(f"{entry['name']}: {size / MB:.1f} MB ({size // SHIPPED_BYTES_PER_WEIGHT:,} weights in fp16)")
+                too_big.append(f"{entry['name']}: {size / MB:.1f} MB "
+                               f"({size // SHIPPED_BYTES_PER_WEIGHT:,} weights in fp16)")
     if too_big:
         raise PipelineError(f"the {config['train']['preset']!r} preset's EMA weights file would exceed "
                             f"[checks] max_file_mb = {config['checks']['max_file_mb']} MB: " + "; ".join(too_big))
@@ -170,14 +171,16 @@ def build_steps(config: dict[str, Any], workdir: Path, skip: list[str] = ()) -> 
             train_dir=run, total=total, probe=train["probe_steps"])
 
     def entry_args(entry: dict[str, Any]) -> list:
-        args = ",".join(filter(None, [entry["model_args"], f"autoencoder={autoencoder}" if entry["autoencoder"] else ""]))
+        args = ",".join(filter(None, [entry["model_args"],
+                                      f"autoencoder={autoencoder}" if entry["autoencoder"] else ""]))
         return ["--model-args", args] if args else []
 
     def evaluation(entry: dict[str, Any]) -> Step:
         model_args = evaluate.get("model_args", {}).get(entry["model"])
         optional = {"--limit": evaluate.get("limit"), "--model-args": model_args}
         return once(f"evaluate-{entry['name']}", loopnav(
-            "evaluate", "--model", entry["model"], "--label", entry["name"], "--checkpoint", workdir / "train" / entry["name"],
+            "evaluate", "--model", entry["model"], "--label", entry["name"],
+            "--checkpoint", workdir / "train" / entry["name"],
             "--data", data,
             "--split", evaluate["split"], "--device", evaluate["device"], "--batch-size", evaluate["batch_size"],
             "--output-dir", workdir / "results" / entry["name"],

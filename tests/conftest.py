@@ -83,7 +83,8 @@ def install_model_plugin(root, name: str, code: str) -> str:
     with the model class `Plugin` defined by `code` (which sees `np`, `WorldModel` and `RolloutRequest`).
     Put `root` on sys.path (or PYTHONPATH for subprocesses) to install it. Returns the entry-point value."""
     module = f"loopnav_plugin_{name.replace('-', '_')}"
-    (root / f"{module}.py").write_text("import numpy as np\nfrom loopnav_bench.models import RolloutRequest, WorldModel\n\n"
+    (root / f"{module}.py").write_text("import numpy as np\n"
+                                       "from loopnav_bench.models import RolloutRequest, WorldModel\n\n"
                                        + code)
     dist_info = root / f"{module}-0.1.dist-info"
     dist_info.mkdir(parents=True)

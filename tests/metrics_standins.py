@@ -95,7 +95,8 @@ def _dino_files(root: Path) -> None:
     student["module.head.last_layer.weight"] = torch.randn(2048, 256) * 0.02
     torch.save({"student": student}, root / "dino_vitb16_pretrain.pth")
     (root / "checkpoints").mkdir(exist_ok=True)
-    torch.save(vit_base(patch_size=16, num_classes=0).state_dict(), root / "checkpoints" / "dino_vitbase16_pretrain.pth")
+    torch.save(vit_base(patch_size=16, num_classes=0).state_dict(),
+               root / "checkpoints" / "dino_vitbase16_pretrain.pth")
     repo = root / "facebookresearch_dino_main"
     repo.mkdir(exist_ok=True)
     (repo / "hubconf.py").write_text(_HUBCONF)

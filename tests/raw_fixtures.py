@@ -85,7 +85,8 @@ def loop_entries(legs: int = 1, rng: int = 5, start=(10.5, 64.0, -20.5), yaw_tur
                 body_yaw, body_pitch = _wrap(looks[0][0]), looks.pop(0)[1]
             else:
                 phase, goal, outbound = "walk", (dict(zip("xyz", (math.floor(targets[0][0]), int(y0),
-                                                                  math.floor(targets[0][1])))) if with_goals else None), True
+                                                                  math.floor(targets[0][1]))))
+                                                 if with_goals else None), True
         if phase == "walk":
             tx, tz = targets[0] if outbound else (x0, z0)
             if math.hypot(tx - x, tz - z) < STEP / 2:  # goal_reached: fullStop, then the next goal
@@ -203,7 +204,8 @@ def write_recon_hdf5(path: Path, n: int, seed: int = 0) -> dict:
     return {"jpeg": jpeg, "position": position, "yaw": yaw, "linear": linear[:, 0], "angular": angular[:, 0]}
 
 
-def write_nomad_folder(folder: Path, n_images: int, n_poses: int | None = None, seed: int = 0, protocol: int = 4) -> dict:
+def write_nomad_folder(folder: Path, n_images: int, n_poses: int | None = None, seed: int = 0,
+                       protocol: int = 4) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     jpeg = [jpeg_bytes(i, seed) for i in range(n_images)]
     for i, data in enumerate(jpeg):
@@ -236,9 +238,13 @@ def make_recon_root(root: Path, marker: Path) -> dict[str, dict]:
     """RECON inputs: two raw HDF5 trajectories (one too short), two NoMaD folders (one with an extra pose row) and
     one NoMaD folder whose pickle would create `marker` if it were loaded unrestricted."""
     return {
-        "jackal_2019-08-02-16-23-30_0_r00": write_recon_hdf5(root / "recon_release" / "jackal_2019-08-02-16-23-30_0_r00.hdf5", 28),
-        "jackal_2019-08-02-17-00-00_0_r01": write_recon_hdf5(root / "recon_release" / "jackal_2019-08-02-17-00-00_0_r01.hdf5", 10, seed=1),
-        "jackal_2019-09-01-10-00-00_1_r00_0": write_nomad_folder(root / "nomad" / "jackal_2019-09-01-10-00-00_1_r00_0", 26, seed=2),
-        "jackal_2019-09-01-11-00-00_1_r00_1": write_nomad_folder(root / "nomad" / "jackal_2019-09-01-11-00-00_1_r00_1", 24, 25, seed=3),
+        "jackal_2019-08-02-16-23-30_0_r00":
+            write_recon_hdf5(root / "recon_release" / "jackal_2019-08-02-16-23-30_0_r00.hdf5", 28),
+        "jackal_2019-08-02-17-00-00_0_r01":
+            write_recon_hdf5(root / "recon_release" / "jackal_2019-08-02-17-00-00_0_r01.hdf5", 10, seed=1),
+        "jackal_2019-09-01-10-00-00_1_r00_0":
+            write_nomad_folder(root / "nomad" / "jackal_2019-09-01-10-00-00_1_r00_0", 26, seed=2),
+        "jackal_2019-09-01-11-00-00_1_r00_1":
+            write_nomad_folder(root / "nomad" / "jackal_2019-09-01-11-00-00_1_r00_1", 24, 25, seed=3),
         "evil": write_malicious_folder(root / "nomad" / "evil", marker),
     }

@@ -94,10 +94,13 @@ def test_validate_reports_the_corrupted_and_the_missing_shard(prepared):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("prepare", "--source", "loopnav", "--input", "{tmp}/nowhere", "--out", "{tmp}/o"), "{tmp}/nowhere: no such LoopNav data directory"),
-    (("prepare", "--source", "recon", "--input", "{tmp}", "--tasks", "ABA", "--out", "{tmp}/o"), "--source recon does not take --tasks"),
+    (("prepare", "--source", "loopnav", "--input", "{tmp}/nowhere", "--out", "{tmp}/o"),
+     "{tmp}/nowhere: no such LoopNav data directory"),
+    (("prepare", "--source", "recon", "--input", "{tmp}", "--tasks", "ABA", "--out", "{tmp}/o"),
+     "--source recon does not take --tasks"),
     (("prepare", "--source", "recon", "--input", "{tmp}", "--out", "{tmp}/o"), "{tmp}: no RECON trajectories"),
-    (("prepare", "--source", "loopnav", "--input", "{tmp}", "--out", "{tmp}/o"), "{tmp}/train.csv: no split file train.csv"),
+    (("prepare", "--source", "loopnav", "--input", "{tmp}", "--out", "{tmp}/o"),
+     "{tmp}/train.csv: no split file train.csv"),
     (("prepare", "--source", "loopnav", "--out", "{tmp}/o"), "needs exactly one of --input DIR or --hub-repo"),
     (("prepare", "--source", "doom", "--out", "{tmp}/o"), "unknown source 'doom'"),
     (("validate", "{tmp}"), "{tmp}/manifest.json: no manifest"),
@@ -112,8 +115,10 @@ def test_cli_errors_exit_2_and_name_the_problem(tmp_path, args, message):
 
 def test_bad_csv_header_names_the_file(raw, tmp_path):
     (tmp_path / "train.csv").write_text("a,b\n1,2\n")
-    result, output = run("prepare", "--source", "loopnav", "--input", tmp_path, "--split", "train", "--out", tmp_path / "o")
-    assert result.exit_code == 2 and shows(f"{tmp_path / 'train.csv'}: header ['a', 'b'] lacks the LoopNav columns", output)
+    result, output = run("prepare", "--source", "loopnav", "--input", tmp_path, "--split", "train",
+                         "--out", tmp_path / "o")
+    assert result.exit_code == 2 and shows(f"{tmp_path / 'train.csv'}: header ['a', 'b'] "
+                                           "lacks the LoopNav columns", output)
 
 
 def test_inspect_unknown_id(prepared):
@@ -126,8 +131,8 @@ def test_hub_prepare_offline_fails_at_once(tmp_path):
     """HF_HUB_OFFLINE is read when huggingface_hub is imported, so this needs a fresh interpreter."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="300")
     result = subprocess.run([sys.executable, "-m", "loopnav", "prepare", "--source", "loopnav", "--hub-repo",
-                             "kevinLian/LoopNav", "--out", str(tmp_path / "o")], capture_output=True, text=True, env=env,
-                            timeout=120)
+                             "kevinLian/LoopNav", "--out", str(tmp_path / "o")],
+                            capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "cannot fetch from the Hub dataset kevinLian/LoopNav: huggingface_hub is in offline mode" in result.stderr
     assert not (tmp_path / "o").exists()

@@ -8,8 +8,16 @@ import torch
 from conftest import loss_after_steps, make_trajectory
 from torch import nn
 
-from baselines.diamond import (ACTION_MAPPINGS, LOOPNAV_CAMERA, VIZDOOM_CAMERA, Diamond, DiamondConfig, DiamondModel,
-                               action_mapping, step_window)
+from baselines.diamond import (
+    ACTION_MAPPINGS,
+    LOOPNAV_CAMERA,
+    VIZDOOM_CAMERA,
+    Diamond,
+    DiamondConfig,
+    DiamondModel,
+    action_mapping,
+    step_window,
+)
 from baselines.diamond_train import FrameBatches
 from loopnav_bench.models import RolloutRequest
 from loopnav_bench.schema import ACTION_LAYOUTS

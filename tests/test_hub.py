@@ -17,12 +17,12 @@ from types import SimpleNamespace
 import datasets
 import pytest
 from huggingface_hub import CommitOperationAdd
+from test_leaderboard import results_tree, write_run
 from typer.testing import CliRunner
 
 from leaderboard.hub import PushError, push
 from leaderboard.results import load_runs
 from loopnav.cli import app
-from test_leaderboard import results_tree, write_run
 
 FAKE_TOKEN = "hf_FAKEtokenNEVERtoBEwritten0123456789"
 REPO = "loopnav-org/loopnav-results"

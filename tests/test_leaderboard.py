@@ -63,7 +63,8 @@ def write_run(root: Path, model: str, ts: str, quality: float, *, manifest: str 
     metrics = {m: {"available": m not in unavailable,
                    "reason": "weights missing: run `loopnav weights download " + m + "`" if m in unavailable else None,
                    "verified": m not in unverified,
-                   "info": {"verified": m not in unverified, "unverified_reason": "LOOPNAV_ALLOW_UNVERIFIED_WEIGHTS=1 was set"}
+                   "info": {"verified": m not in unverified,
+                            "unverified_reason": "LOOPNAV_ALLOW_UNVERIFIED_WEIGHTS=1 was set"}
                    if m in unverified else {}}
                for m in METRICS}
     n_total = len(rows)
@@ -163,8 +164,8 @@ def test_formats_carry_the_same_numbers(results_dir):
 
     lines = list(csv.DictReader(io.StringIO(render_csv(board))))
     assert len(lines) == (4 + 2) * 2 * 2  # 6 rows (4 + gamma's 2) x 2 metrics x 2 tasks; FVD not selected
-    beta_lpips = next(l for l in lines if l["model"] == "beta" and l["metric"] == "lpips" and l["range"] == "5"
-                      and l["task"] == "ABA")
+    beta_lpips = next(row for row in lines if row["model"] == "beta" and row["metric"] == "lpips"
+                      and row["range"] == "5" and row["task"] == "ABA")
     assert beta_lpips["verified"] == "False" and beta_lpips["best"] == "False"
 
     markdown = render_markdown(board)
@@ -214,7 +215,8 @@ def test_every_format_shows_fvd_per_cell(results_dir):
     board = build_leaderboard(group_runs(load_runs(results_dir)), metrics=["fvd"])
     lines = [line for line in csv.DictReader(io.StringIO(render_csv(board))) if line["metric"] == "fvd"]
     alpha = {(line["task"], line["range"]): float(line["mean"]) for line in lines if line["model"] == "alpha"}
-    assert alpha == pytest.approx({("all", "all"): 400 / 0.7, ("ABA", "5"): 300 / 0.7 + 5, ("ABA", "15"): 300 / 0.7 + 15,
+    assert alpha == pytest.approx({("all", "all"): 400 / 0.7,
+                                   ("ABA", "5"): 300 / 0.7 + 5, ("ABA", "15"): 300 / 0.7 + 15,
                                    ("ABCA", "5"): 300 / 0.7 + 5, ("ABCA", "15"): 70.0})
     record = to_records(board)["groups"][0]["fvd"][0]
     assert record["cells"]["ABCA/15"]["best"] is True and record["cells"]["ABA/5"]["best"] is False

@@ -165,7 +165,8 @@ def test_split_offset_is_the_last_frame_with_an_outbound_goal():
     assert entries[turn + 1]["goal"]["rangeSq"] == 1  # the next entry already heads back to A
     entries[turn + 3]["goal"] = {"x": entries[0]["x"] + 2.5, "z": entries[0]["z"]}  # a late goal 2.5 blocks away
     assert split_offset(entries) == turn + 3
-    entries[turn + 3]["goal"] = {"x": entries[0]["x"] + 1.9, "z": entries[0]["z"] - 1.9}  # within 2 in both: not outbound
+    # within 2 in both: not outbound
+    entries[turn + 3]["goal"] = {"x": entries[0]["x"] + 1.9, "z": entries[0]["z"] - 1.9}
     assert split_offset(entries) == turn
     assert split_offset([dict(e, goal=None) for e in entries]) is None
 
@@ -225,7 +226,8 @@ def test_the_frame_clock_marks_heartbeat_frames(raw, prepared):
     del broken[10]
     assert frame_clock(broken)["frame_count_gaps"] == 1
     summary = load_manifest(prepared)["summary"]
-    assert summary["action_alignment"].startswith("actions[i] = movement keys") and "heartbeat" in summary["frame_clock"]
+    assert (summary["action_alignment"].startswith("actions[i] = movement keys")
+            and "heartbeat" in summary["frame_clock"])
     # two heartbeats in each of the 4 prepared loops, except the one whose video lost its last 2 frames
     assert summary["trajectories_with_heartbeats"] == 3 and summary["heartbeat_frames"] == 6
     assert summary["frame_count_gaps"] == 0
@@ -264,7 +266,8 @@ def test_prepared_shards_are_bit_exact_and_the_manifest_counts_everything(raw, p
         traj, row = by_video[rows[name]["video"]], rows[name]
         source_jpeg = read_mjpeg_frames(root / row["video"])
         assert traj.jpeg == source_jpeg[:len(traj)]  # the original MJPG chunks, byte for byte
-        np.testing.assert_array_equal(traj.frames[3], cv2.cvtColor(cv2.imdecode(np.frombuffer(source_jpeg[3], np.uint8), 1), cv2.COLOR_BGR2RGB))
+        np.testing.assert_array_equal(
+            traj.frames[3], cv2.cvtColor(cv2.imdecode(np.frombuffer(source_jpeg[3], np.uint8), 1), cv2.COLOR_BGR2RGB))
         assert traj.offset == row["offset"] and traj.raw_actions == row["entries"][:len(traj)]
         assert (traj.meta["fps"], traj.meta["units_per_block"], traj.meta["range"]) == (20, 1, row["rng"])
         assert traj.meta["location"] == row["location"] and traj.meta["task"] == row["task"]
@@ -306,7 +309,8 @@ def test_hub_rows_escaping_the_repo_are_rejected(raw, tmp_path):
     shutil.copytree(raw[0], folder)
     source = LoopNavSource(hub_repo="kevinLian/LoopNav", splits=["test"], download=FakeHub(folder))
     assert len(source.plan()["test"]) == 4
-    assert source.rejected_inputs()[0]["reason"] == "path escapes the data root: path '../outside/05-12_09-00-00.avi' escapes the data root kevinLian/LoopNav"
+    assert source.rejected_inputs()[0]["reason"] == ("path escapes the data root: path '../outside/05-12_09-00-00.avi' "
+                                                     "escapes the data root kevinLian/LoopNav")
 
 
 def test_hub_connection_failures_and_offline_mode_fail_clearly(raw, tmp_path, monkeypatch):

@@ -136,7 +136,8 @@ def test_time_boxed_runs_resume_until_everything_is_done(rg, config, tmp_path):
         assert FakeMachine.step(tmp_path / "train" / entry["name"]) == 3000
     assert (tmp_path / "leaderboard.md").read_text() == "| table |\n"
     # 7 runs x (3000 steps x 0.25 s + overheads) fill about 540 s per invocation, with no chunk cut at the deadline
-    train_chunks = [c for name, r in state["steps"].items() if name.startswith(("train-", "probe-")) for c in r["chunks"]]
+    train_chunks = [c for name, r in state["steps"].items() if name.startswith(("train-", "probe-"))
+                    for c in r["chunks"]]
     assert not any(c["timed_out"] for c in train_chunks)
     assert invocations <= 1 + (6 * 3000 + 1000) * 0.25 / 540 * 1.6
     # every entry trains from the shared autoencoder with the same steps and batch
@@ -144,7 +145,8 @@ def test_time_boxed_runs_resume_until_everything_is_done(rg, config, tmp_path):
     assert {argv[argv.index("--batch-size") + 1] for argv in trains} == {"4"}
     latent = {e["model"] for e in config["entry"] if e["autoencoder"]}
     shared = f"autoencoder={tmp_path / 'train' / 'autoencoder'}"
-    model_args = {argv[argv.index("--model") + 1]: argv[argv.index("--model-args") + 1] if "--model-args" in argv else ""
+    model_args = {argv[argv.index("--model") + 1]:
+                  argv[argv.index("--model-args") + 1] if "--model-args" in argv else ""
                   for argv in trains}
     assert all(shared in args.split(",") for model, args in model_args.items() if model in latent)
     assert not any("autoencoder=" in args for model, args in model_args.items() if model not in latent)

@@ -61,7 +61,8 @@ def test_wrap_angle_maps_to_half_open_interval():
 
 
 def test_make_key_is_dot_free_and_refuses_empty():
-    assert make_key("loopnav", "ABA", "plains.village 1", 5, None, "05-10_16-21-01") == "loopnav_ABA_plains-village-1_5_05-10_16-21-01"
+    assert (make_key("loopnav", "ABA", "plains.village 1", 5, None, "05-10_16-21-01")
+            == "loopnav_ABA_plains-village-1_5_05-10_16-21-01")
     with pytest.raises(TrajectoryError):
         make_key("..", "")
 

@@ -12,8 +12,19 @@ from conftest import SyntheticSource, make_trajectory
 
 from loopnav_bench.fileio import sha256_file
 from loopnav_bench.schema import frames_from_jpeg
-from loopnav_bench.shards import (ShardError, decode_sample, encode_sample, iter_tar_samples, load_manifest,
-                                  manifest_hash, prepare, read_trajectories, shard_paths, validate, webdataset_pipeline)
+from loopnav_bench.shards import (
+    ShardError,
+    decode_sample,
+    encode_sample,
+    iter_tar_samples,
+    load_manifest,
+    manifest_hash,
+    prepare,
+    read_trajectories,
+    shard_paths,
+    validate,
+    webdataset_pipeline,
+)
 from loopnav_bench.sources import SkipTrajectory
 
 
@@ -40,7 +51,8 @@ def test_prepared_set_round_trips_exactly(tiny_shards):
 
 def test_jpeg_trajectory_keeps_the_source_bitstreams():
     traj = make_trajectory(length=12, size=16)
-    jpeg = [cv2.imencode(".jpg", frame[..., ::-1].copy(), [cv2.IMWRITE_JPEG_QUALITY, 75])[1].tobytes() for frame in traj.frames]
+    jpeg = [cv2.imencode(".jpg", frame[..., ::-1].copy(), [cv2.IMWRITE_JPEG_QUALITY, 75])[1].tobytes()
+            for frame in traj.frames]
     traj.jpeg, traj.frames = jpeg, frames_from_jpeg(jpeg)
     sample = encode_sample(traj)
     assert "frames.npy" not in sample and sample["frames.mjpeg"] == b"".join(jpeg)
@@ -89,7 +101,8 @@ def test_skipped_and_repaired_inputs_are_counted_with_reasons(tmp_path):
     assert manifest["n"] == 6
     assert manifest["skipped"]["by_reason"] == {"no outbound goal": 2, "path escapes the data root": 1}
     assert manifest["repaired"]["by_reason"] == {"frame count mismatch": 2}
-    assert {item["input"]["split"] for item in manifest["skipped"]["items"] if isinstance(item["input"], dict)} == {"train", "test"}
+    assert {item["input"]["split"] for item in manifest["skipped"]["items"]
+            if isinstance(item["input"], dict)} == {"train", "test"}
 
 
 def test_resume_after_a_crash_keeps_finished_shards_untouched(tmp_path):

@@ -13,14 +13,16 @@ from loopnav_bench.sources.doom_planner import MIN_CLEARANCE, build_grid, classi
 
 def _sector(floor: float, ceiling: float, lines: list[tuple[float, float, float, float]], blocking: bool = False):
     return SimpleNamespace(floor_height=floor, ceiling_height=ceiling,
-                           lines=[SimpleNamespace(x1=a, y1=b, x2=c, y2=d, is_blocking=blocking) for a, b, c, d in lines])
+                           lines=[SimpleNamespace(x1=a, y1=b, x2=c, y2=d, is_blocking=blocking)
+                                  for a, b, c, d in lines])
 
 
 def _two_rooms(door_ceiling: float = 128.0):
     """Two 512x512 rooms side by side joined by a 128-wide doorway sector, whose ceiling makes it open or closed."""
     left = _sector(0, 128, [(0, 0, 512, 0), (0, 0, 0, 512), (0, 512, 512, 512),
                             (512, 0, 512, 192), (512, 320, 512, 512), (512, 192, 512, 320)])
-    door = _sector(0, door_ceiling, [(512, 192, 512, 320), (640, 192, 640, 320), (512, 192, 640, 192), (512, 320, 640, 320)])
+    door = _sector(0, door_ceiling, [(512, 192, 512, 320), (640, 192, 640, 320),
+                                     (512, 192, 640, 192), (512, 320, 640, 320)])
     right = _sector(0, 128, [(640, 0, 1152, 0), (1152, 0, 1152, 512), (640, 512, 1152, 512),
                              (640, 0, 640, 192), (640, 320, 640, 512), (640, 192, 640, 320)])
     return [left, door, right]
@@ -73,7 +75,14 @@ vizdoom = pytest.importorskip("vizdoom")
 from loopnav_bench.shards import prepare, read_trajectories  # noqa: E402
 from loopnav_bench.sources import SkipTrajectory  # noqa: E402
 from loopnav_bench.sources.vizdoom import (  # noqa: E402
-    ARRIVE_TOLERANCE, FRAME_SKIP, LOOK_AROUND_STEP, MAPS, RETURN_TOLERANCE, UNITS_PER_BLOCK, VizDoomSource)
+    ARRIVE_TOLERANCE,
+    FRAME_SKIP,
+    LOOK_AROUND_STEP,
+    MAPS,
+    RETURN_TOLERANCE,
+    UNITS_PER_BLOCK,
+    VizDoomSource,
+)
 
 
 def _small(**kwargs) -> VizDoomSource:
@@ -128,7 +137,8 @@ def test_loops_follow_the_recipe(small_set):
         assert np.linalg.norm(poses[traj.offset - 1, :2] - turn_around) < ARRIVE_TOLERANCE
         assert np.linalg.norm(poses[-1, :2] - a) == pytest.approx(meta["return_error"], abs=1e-2)
         assert meta["return_error"] < RETURN_TOLERANCE
-        assert traj.raw_actions[1][2] == -LOOK_AROUND_STEP / FRAME_SKIP and len(traj.raw_actions[0]) == 4  # right turn < 0
+        # right turn < 0
+        assert traj.raw_actions[1][2] == -LOOK_AROUND_STEP / FRAME_SKIP and len(traj.raw_actions[0]) == 4
     pitch_moves = np.concatenate([t.actions[:, 3] for t in trajectories])
     assert (pitch_moves != 0).any()
     summary = manifest["summary"]

@@ -12,8 +12,7 @@ from metrics_standins import isolate_caches
 from typer.testing import CliRunner
 
 from loopnav.cli import app
-from loopnav_bench.metrics import FVD, MetricUnavailable, load_frame_metric, weights_status
-from loopnav_bench.metrics import weights
+from loopnav_bench.metrics import FVD, MetricUnavailable, load_frame_metric, weights, weights_status
 from loopnav_bench.metrics.weights import WeightFile, WeightsDownloadError
 
 runner = CliRunner()
@@ -83,7 +82,8 @@ def test_verification_levels_and_the_opt_in(monkeypatch, tmp_path):
     monkeypatch.setenv("LOOPNAV_ALLOW_UNVERIFIED_WEIGHTS", "1")
     paths, info = weights.require("toy", "v")
     assert paths["toy/good"] == root / "good" and info["verified"] is False
-    assert "toy/bad: mismatch" in info["unverified_reason"] and "toy/unpinned: unverifiable" in info["unverified_reason"]
+    assert ("toy/bad: mismatch" in info["unverified_reason"]
+            and "toy/unpinned: unverifiable" in info["unverified_reason"])
 
     monkeypatch.setattr(weights, "REGISTRY", entries[:1] + entries[2:3])
     monkeypatch.delenv("LOOPNAV_ALLOW_UNVERIFIED_WEIGHTS")
@@ -101,7 +101,8 @@ def test_download_fetches_files_and_archive_members_atomically_and_verifies(monk
         zf.writestr("../../escape.txt", "never extracted")
     entries = (
         _entry("direct", url=(source / "direct.bin").as_uri(), sha256=_sha(direct)),
-        _entry("hubconf", candidates=("repo/hubconf.py",), url=(source / "repo.zip").as_uri(), archive_member="*/hubconf.py"),
+        _entry("hubconf", candidates=("repo/hubconf.py",), url=(source / "repo.zip").as_uri(),
+               archive_member="*/hubconf.py"),
         _entry("adapter", candidates=("lora/adapter_model.safetensors", "lora/adapter_model.bin"),
                url=(source / "repo.zip").as_uri(), archive_member="*/lora/adapter_model.*"),
     )
@@ -111,7 +112,8 @@ def test_download_fetches_files_and_archive_members_atomically_and_verifies(monk
     cache = tmp_path / "caches/loopnav"
     assert (cache / "toy/direct").read_bytes() == direct and rows["toy/direct"]["status"] == "verified"
     assert (cache / "repo/hubconf.py").read_text() == "hub = 1\n"
-    assert (cache / "lora/adapter_model.bin").read_bytes() == b"lora" and rows["toy/adapter"]["status"] == "unverifiable"
+    assert ((cache / "lora/adapter_model.bin").read_bytes() == b"lora"
+            and rows["toy/adapter"]["status"] == "unverifiable")
     assert not list(tmp_path.rglob("escape.txt")) and not list(cache.rglob("*.tmp"))
     assert seen and seen[-1][1] == seen[-1][2]
 
@@ -152,7 +154,8 @@ def test_cli_check_exit_codes_and_json(monkeypatch, tmp_path):
     result = runner.invoke(app, ["weights", "check", "--json"])
     assert result.exit_code == 3
     report = json.loads(result.stdout)
-    assert report["overall"] == "unverifiable" and [r["status"] for r in report["files"]] == ["verified", "unverifiable"]
+    assert (report["overall"] == "unverifiable"
+            and [r["status"] for r in report["files"]] == ["verified", "unverifiable"])
     assert runner.invoke(app, ["weights", "check", "nope"]).exit_code == 2
 
 
@@ -160,7 +163,8 @@ def test_cli_path_and_list(tmp_path):
     result = runner.invoke(app, ["weights", "path", "fvd"])
     assert result.exit_code == 0 and result.stdout.strip() == str(tmp_path / "caches/loopnav/fvd/i3d_torchscript.pt")
     listing = runner.invoke(app, ["weights", "list"], env={"COLUMNS": "400"})
-    assert listing.exit_code == 0 and "alexnet-owt-7be5be79.pth" in listing.output and "not established" in listing.output
+    assert (listing.exit_code == 0 and "alexnet-owt-7be5be79.pth" in listing.output
+            and "not established" in listing.output)
 
 
 def test_registry_entries_are_consistent():

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from modelkit.adapter import collate
-from worldpack.context import VARIANTS, build_example, relative_pose, select_context
 from modelkit.diffusion import EDM, EDMConfig
+from modelkit.rope import TemporalRoPE
+from worldpack.context import VARIANTS, build_example, relative_pose, select_context
 from worldpack.model import WorldPack, WorldPackConfig
 from worldpack.packing import PackedPatchEmbed, effective_context, tokens_per_frame
 from worldpack.retrieval import PAPER_PARAMS, RetrievalParams, retrieval_scores, retrieve
-from modelkit.rope import TemporalRoPE
 
 TEST_MODEL = {"hidden": 32, "depth": 2, "heads": 2}
 

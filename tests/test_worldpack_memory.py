@@ -92,7 +92,8 @@ def test_fine_memory_is_the_papers_layout_with_copyable_memories_within_the_base
     assert fine.retrieved[:3] == (0, 1, 1)
     kernels = lambda layout: [2 * 2**level for level in layout.levels]  # noqa: E731
     for size in (8, 16):
-        assert effective_context((size, size), kernels(full), 2) < effective_context((size, size), kernels(fine), 2) <= 4
+        assert (effective_context((size, size), kernels(full), 2)
+                < effective_context((size, size), kernels(fine), 2) <= 4)
 
 
 @pytest.fixture(scope="module")

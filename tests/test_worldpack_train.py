@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_trajectory
 from safetensors.torch import load_file
+from test_worldpack import one_thread  # noqa: F401  (autouse fixture: one intra-op thread)
 from typer.testing import CliRunner
 
-from conftest import make_trajectory
-from test_worldpack import one_thread  # noqa: F401  (autouse fixture: one intra-op thread)
 from loopnav.cli import app
 from loopnav_bench.models import RolloutRequest, load_model
-from modelkit import checkpoint as ckpt
 from loopnav_bench.registry import UnknownNameError
 from loopnav_bench.train import TrainOptions, train
+from modelkit import checkpoint as ckpt
 
 FAST = {"batch_size": 4, "save_every": 2}
 
@@ -29,6 +29,7 @@ FAST = {"batch_size": 4, "save_every": 2}
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
     from conftest import SyntheticSource
+
     from loopnav_bench.shards import prepare
 
     out = tmp_path_factory.mktemp("wp") / "shards"

@@ -64,7 +64,8 @@ def relative_pose(origin: np.ndarray, other: np.ndarray, units_per_block: float 
 
 
 def select_context(poses: np.ndarray, current: int, last_seen: int, layout: ContextLayout,
-                   params: RetrievalParams, units_per_block: float = 1.0, prefer_before: int | None = None) -> np.ndarray:
+                   params: RetrievalParams, units_per_block: float = 1.0,
+                   prefer_before: int | None = None) -> np.ndarray:
     """Frame index for each slot of `layout` (-1 = empty): recent frames back from last_seen, then retrieved ones
     (frames before `prefer_before` first: see `retrieve`)."""
     recent = [last_seen - i if last_seen - i >= 0 else -1 for i in range(len(layout.recent))]
@@ -96,7 +97,8 @@ def example_from_slots(latents: torch.Tensor, poses: np.ndarray, actions: np.nda
     valid = slots >= 0
     safe = np.where(valid, slots, last_seen)
     return {
-        "context": latents.index_select(0, torch.from_numpy(safe)),  # latents[idx] goes through the thread pool: ms on a busy CPU
+        # latents[idx] goes through the thread pool: ms on a busy CPU
+        "context": latents.index_select(0, torch.from_numpy(safe)),
         "context_valid": torch.from_numpy(valid),
         "context_time": torch.from_numpy(np.where(valid, slots - current, 0).astype(np.float32)),
         "context_pose": torch.from_numpy(relative_pose(poses[current], poses[safe], units_per_block)),

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from modelkit.cdit import CDiT, CDiTConfig, TimestepEmbedder, VectorEmbedder
-from worldpack.context import VARIANTS, ContextLayout
 from modelkit.diffusion import EDM, EDMConfig
+from worldpack.context import VARIANTS, ContextLayout
 from worldpack.packing import PackedPatchEmbed, effective_context
 from worldpack.retrieval import RETRIEVAL_PRESETS, RetrievalParams
 

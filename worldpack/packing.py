@@ -61,7 +61,8 @@ class PackedPatchEmbed(nn.Module):
         for level, k in enumerate(self.kernels):
             gh, gw = (math.ceil(s / k) for s in latent_hw)
             centres = [(np.arange(g) + 0.5) * k for g in (gh, gw)]  # patch centres in latent pixels
-            self.register_buffer(f"pos_{level}", torch.from_numpy(sincos_2d(hidden, *centres)).float(), persistent=False)
+            self.register_buffer(f"pos_{level}", torch.from_numpy(sincos_2d(hidden, *centres)).float(),
+                                 persistent=False)
         base = self.proj[0]
         w = base.weight.data.view(base.out_channels, -1)
         nn.init.xavier_uniform_(w)  # a conv initialised like a linear, as in DiT

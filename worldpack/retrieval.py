@@ -6,8 +6,10 @@ pitch φ. For each past frame i, with p_i = (x_i, y_i, 0) and its own direction 
     s_i = (p_i − p)ᵀ d                       distance along the current line of sight
     ℓ_i = ‖(p_i − p) − s_i d‖                distance off that line
     cos Δθ_i = d_iᵀ d
-    score_i = w_c · max(cos Δθ_i, 0)  · exp(−s_i² / 2σ_s²)        · exp(−ℓ_i² / 2σ_ℓ²)     (co-directional: same spot, same way)
-            + w_a · max(−cos Δθ_i, 0) · exp(−(s_i − μ_s)² / 2σ_s²) · exp(−ℓ_i² / 2σ_ℓ²)     (anti-directional: μ_s ahead, looking back)
+    score_i = w_c · max(cos Δθ_i, 0)  · exp(−s_i² / 2σ_s²)        · exp(−ℓ_i² / 2σ_ℓ²)     (co-directional)
+            + w_a · max(−cos Δθ_i, 0) · exp(−(s_i − μ_s)² / 2σ_s²) · exp(−ℓ_i² / 2σ_ℓ²)     (anti-directional)
+
+Co-directional: the same spot, seen the same way; anti-directional: the spot μ_s ahead, looking back.
 
 Heights are dropped (p has z = 0), as in the paper. The paper's parameters are in Minecraft blocks: σ_ℓ = 10, μ_s = 1,
 σ_s = 0.01, w_c = w_a = 1. Lengths are scaled to a source's units by meta['units_per_block'] (32 for ViZDoom).

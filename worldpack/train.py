@@ -74,7 +74,8 @@ class MemoryBatches:
             if progress:
                 progress("retrieve memories", n + 1, len(encoded))
         targets = np.concatenate([np.arange(s + 1, s + n) for s, n in zip(self.starts, lengths)])
-        returns = np.concatenate([np.arange(s + max(e.offset, 1), s + n) for s, n, e in zip(self.starts, lengths, encoded)])
+        returns = np.concatenate([np.arange(s + max(e.offset, 1), s + n)
+                                  for s, n, e in zip(self.starts, lengths, encoded)])
         if not len(targets):
             raise ValueError("no trajectory has two frames or more")
         self.targets, self.returns = targets, returns if len(returns) else targets

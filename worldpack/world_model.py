@@ -29,7 +29,6 @@ from worldpack.context import build_example
 from worldpack.model import WorldPack, WorldPackConfig
 
 
-
 class WorldPackModel(CheckpointedModel):
     name = "worldpack"
     shipped_dir = Path(__file__).parent / SHIPPED_DIR

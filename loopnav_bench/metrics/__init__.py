@@ -14,5 +14,5 @@ from loopnav_bench.metrics.weights import MetricUnavailable, weights_status
 
 __all__ = ["FRAME_METRICS", "FVD", "FVD_MODES", "HIGHER_IS_BETTER", "METRICS", "MetricSpec", "PSNR_CAP",
            "SET_METRICS", "RESIZE_FILTER", "FrameMetric",
-           "MetricUnavailable", "aggregate", "cap_values", "frechet_distance", "load_frame_metric", "psnr", "resize_frames", "ssim",
-           "trajectory_mean", "weights_status"]
+           "MetricUnavailable", "aggregate", "cap_values", "frechet_distance", "load_frame_metric", "psnr",
+           "resize_frames", "ssim", "trajectory_mean", "weights_status"]

@@ -5,9 +5,9 @@ calcmetric.py: per frame -> mean per trajectory -> mean over trajectories). `std
 (ddof=1) of the per-trajectory means and `stderr` = std / sqrt(n); both are 0 for a single trajectory.
 
 PSNR is +inf for a frame identical to its target. Such frames are capped at its spec's cap (PSNR_CAP = 100 dB), the
-value LoopNav's metric code (JunyaoHu/common_metrics_on_video_quality) returns for MSE < 1e-10: `cap_values` does it when per-frame
-rows are written (so rows stay strict JSON), `trajectory_mean` again for rows from elsewhere, and the number of frames
-at the cap is reported as `n_capped`. Any other non-finite value is an error.
+value LoopNav's metric code (JunyaoHu/common_metrics_on_video_quality) returns for MSE < 1e-10: `cap_values` does it
+when per-frame rows are written (so rows stay strict JSON), `trajectory_mean` again for rows from elsewhere, and the
+number of frames at the cap is reported as `n_capped`. Any other non-finite value is an error.
 """
 
 from __future__ import annotations

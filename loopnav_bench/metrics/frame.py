@@ -63,7 +63,8 @@ def _lpips_model(files: dict, device: str) -> torch.nn.Module:
         for index, layer in stage.named_children():
             layer.load_state_dict(alexnet.features[int(index)].state_dict())
     heads = torch.load(files["lpips/linear-alex"], map_location="cpu", weights_only=True)
-    expected = {k for k in model.state_dict() if k.startswith("lin") and not k.startswith("lins.")}  # lins: same modules
+    # lins: same modules
+    expected = {k for k in model.state_dict() if k.startswith("lin") and not k.startswith("lins.")}
     if set(heads) != expected:
         raise MetricUnavailable(f"{files['lpips/linear-alex']}: not an LPIPS alex linear-head file "
                                 f"(keys {sorted(heads)[:3]}…, expected {sorted(expected)[:3]}…)", "weights-invalid")

@@ -73,7 +73,8 @@ def _check_video(video: np.ndarray) -> torch.Tensor:
     tensor = torch.from_numpy(np.ascontiguousarray(video)) if isinstance(video, np.ndarray) else video
     if not isinstance(tensor, torch.Tensor) or tensor.dtype != torch.uint8 or tensor.ndim != 4 or tensor.shape[-1] != 3:
         shape = list(getattr(video, "shape", []))
-        raise ValueError(f"FVD: expected a uint8 video [T, H, W, 3], got {getattr(video, 'dtype', type(video))} {shape}")
+        raise ValueError(f"FVD: expected a uint8 video [T, H, W, 3], "
+                         f"got {getattr(video, 'dtype', type(video))} {shape}")
     return tensor
 
 
@@ -97,7 +98,8 @@ class FVD:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 self.detector = torch.jit.load(str(path), map_location=device).eval()
         except (RuntimeError, ValueError) as err:
-            raise MetricUnavailable(f"fvd: {path} is not a loadable TorchScript I3D ({err})", "weights-invalid") from None
+            raise MetricUnavailable(f"fvd: {path} is not a loadable TorchScript I3D ({err})",
+                                    "weights-invalid") from None
         windowing = (f"non-overlapping {clip_len}-frame windows from frame 0; partial tail dropped; videos shorter "
                      f"than {clip_len} frames give no clip" if mode == "default" else
                      f"whole clip as one input (>= {LOOPNAV_MIN_FRAMES} frames), batch 1, mean term only, averaged "

@@ -6,8 +6,8 @@ verified paths or `MetricUnavailable` naming the missing file, where it belongs 
 
 Verification levels, per file:
 - "sha256": the full upstream sha256 is known (the lpips wheel's linear heads, hashed from the published wheel).
-- "sha256-prefix": only the 8-hex prefix torchvision puts in the file name is known; torch.hub checks exactly this prefix
-  on download, so loopnav checks the same.
+- "sha256-prefix": only the 8-hex prefix torchvision puts in the file name is known; torch.hub checks exactly this
+  prefix on download, so loopnav checks the same.
 - "none": no upstream hash is established (DreamSim release zips, the DINO checkpoint and hub repo, the StyleGAN-V I3D
   detector). Such a file is "unverifiable": loopnav cannot tell it from a stand-in, so it is used only with
   LOOPNAV_ALLOW_UNVERIFIED_WEIGHTS=1 and every number computed with it is marked unverified. No hash is invented.
@@ -264,7 +264,8 @@ def _problem(row: dict, entry: WeightFile, command: str) -> str:
     if row["status"] == "missing":
         if entry.root == "lpips_package":
             return f"{entry.id}: missing {where}; reinstall lpips: pip install --force-reinstall lpips==0.1.4"
-        return f"{entry.id}: missing {where}; get it with `{command}` on a machine with internet, or place {entry.url}" \
+        return f"{entry.id}: missing {where}; get it with `{command}` on a machine with internet, " \
+               f"or place {entry.url}" \
                f"{' (member ' + entry.archive_member + ')' if entry.archive_member else ''} there"
     if row["status"] == "mismatch":
         return f"{entry.id}: {row['path']} has sha256 {row['sha256'][:16]}…, expected {row['sha256_expected']}; " \
@@ -285,12 +286,12 @@ def require(metric: str, variant: Optional[str] = None) -> tuple[dict[str, Path]
     command = download_command(metric, variant)
     missing = [_problem(r, e, command) for r, e in zip(rows, entries) if r["status"] == "missing"]
     if missing:
-        raise MetricUnavailable(f"{metric} ({variant}) needs weight files that are not here:\n  " + "\n  ".join(missing),
-                                "weights-missing")
+        raise MetricUnavailable(f"{metric} ({variant}) needs weight files that are not here:\n  "
+                                + "\n  ".join(missing), "weights-missing")
     unverified = [_problem(r, e, command) for r, e in zip(rows, entries) if not r["verified"]]
     if unverified and not allow_unverified():
-        raise MetricUnavailable(f"{metric} ({variant}) refuses weight files it cannot verify:\n  " + "\n  ".join(unverified),
-                                "weights-unverified")
+        raise MetricUnavailable(f"{metric} ({variant}) refuses weight files it cannot verify:\n  "
+                                + "\n  ".join(unverified), "weights-unverified")
     info = {"variant": variant, "verified": not unverified,
             "weights": [{k: r[k] for k in ("id", "path", "size", "sha256", "check", "status")} for r in rows]}
     if unverified:
@@ -376,7 +377,8 @@ def download(metric: str, variant: Optional[str] = None, progress: Optional[Prog
             _extract(archive, group)
     rows = [file_status(e) for e in entries]
     if bad := [r for r in rows if r["status"] in ("mismatch", "missing")]:
-        raise WeightsDownloadError("after download: " + "; ".join(f"{r['id']} {r['status']} at {r['path']}" for r in bad))
+        raise WeightsDownloadError("after download: "
+                                   + "; ".join(f"{r['id']} {r['status']} at {r['path']}" for r in bad))
     return {r["id"]: r for r in rows}
 
 

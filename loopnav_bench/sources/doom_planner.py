@@ -90,7 +90,8 @@ class WalkGrid:
         self._free = self.region.ravel().tolist()
         self._cost = self.costs.ravel().tolist()
 
-    def plan(self, start: Sequence[float], goal: Sequence[float], max_expansions: int = 200_000) -> list[tuple[float, float]] | None:
+    def plan(self, start: Sequence[float], goal: Sequence[float],
+             max_expansions: int = 200_000) -> list[tuple[float, float]] | None:
         """A* from `start` to `goal` (map units) over region cells, 8-connected without cutting corners.
 
         Returns the cell centres of the path (start excluded, goal cell included) or None when unreachable.
@@ -185,14 +186,16 @@ def build_grid(sectors: Iterable, obstacles: Iterable[tuple[float, float, float]
 
     inside = _inside_map(one_sided, origin, cell, (height, width))
     # exact Euclidean distance from every free cell to the nearest wall cell
-    clearance = cv2.distanceTransform((~walls).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE).astype(np.float64) * cell
+    clearance = cv2.distanceTransform((~walls).astype(np.uint8), cv2.DIST_L2,
+                                      cv2.DIST_MASK_PRECISE).astype(np.float64) * cell
     walkable = inside & ~walls & (clearance >= MIN_CLEARANCE)
     # 4-connectivity, the same as A* without corner cutting
     count, labels, stats, _ = cv2.connectedComponentsWithStats(walkable.astype(np.uint8), connectivity=4)
     if count < 2:
         raise ValueError("the map has no walkable cells")
     region = labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return WalkGrid(origin=origin, walls=walls, clearance=clearance, region=region, costs=wall_costs(clearance), cell=cell)
+    return WalkGrid(origin=origin, walls=walls, clearance=clearance, region=region, costs=wall_costs(clearance),
+                    cell=cell)
 
 
 def _inside_map(one_sided: list[Line], origin: tuple[float, float], cell: float, shape: tuple[int, int]) -> np.ndarray:

@@ -4,7 +4,8 @@ Input layout (the Hub dataset `kevinLian/LoopNav`, or a local copy of part of it
     {train,val,test}.csv        header `path_type,radius,biome,video_path,json_path`; one row per trajectory
     {ABA|ABCA}/{location}/{range}/{MM-DD_HH-MM-SS}.avi    MJPG video, nominally 20 fps, one frame per JSON entry
     {ABA|ABCA}/{location}/{range}/{MM-DD_HH-MM-SS}.json   a list with one dict per frame:
-        x, y, z, yaw, pitch (Mineflayer), action {forward, back, left, right, jump, sprint, sneak, camera: [dyaw, dpitch]},
+        x, y, z, yaw, pitch (Mineflayer),
+        action {forward, back, left, right, jump, sprint, sneak, camera: [dyaw, dpitch]},
         goal (the pathfinder goal: {x, y, z} or {x, z, rangeSq}, or null), frame_count, extra_info
 
 The split comes from the CSV the row is in, task from `path_type`, range from `radius`, location from `biome`.
@@ -96,7 +97,8 @@ def hub_download(repo: str, revision: str | None) -> Download:
 
 
 def mineflayer_to_schema(entries: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """Mineflayer JSON entries -> (poses [T,5] in the schema's frame, actions [T,9] "loopnav-v1", aligned by ALIGNMENT)."""
+    """Mineflayer JSON entries -> (poses [T,5] in the schema's frame, actions [T,9] "loopnav-v1",
+    aligned by ALIGNMENT)."""
     mc = np.array([[e["x"], e["y"], e["z"], e["yaw"], e["pitch"]] for e in entries], dtype=np.float64)
     poses = np.stack([mc[:, 0], -mc[:, 2], mc[:, 1], wrap_angle(mc[:, 3] + math.pi / 2), mc[:, 4]], axis=1)
     recorded = [entry.get("action") or {} for entry in entries]
@@ -179,7 +181,8 @@ class LoopNavSource(Source):
         except RemoteEntryNotFoundError:
             raise FileNotFoundError(f"{self.hub_repo}/{relative}: no such file in the Hub repo") from None
         except Exception as err:  # noqa: BLE001  (httpx, hub and OS errors all mean "could not fetch")
-            raise ConnectionError(f"{self.hub_repo}/{relative}: could not download ({type(err).__name__}: {err})") from None
+            raise ConnectionError(f"{self.hub_repo}/{relative}: could not download "
+                                  f"({type(err).__name__}: {err})") from None
 
     def _check_path(self, relative: str) -> None:
         """Refuse row paths that would leave the data root (absolute, '..', symlinks out of --input)."""
@@ -211,7 +214,8 @@ class LoopNavSource(Source):
         with open(csv_path, newline="") as f:
             reader = csv.DictReader(f)
             if reader.fieldnames is None or not set(CSV_COLUMNS) <= set(reader.fieldnames):
-                raise ValueError(f"{csv_path}: header {reader.fieldnames} lacks the LoopNav columns {list(CSV_COLUMNS)}")
+                raise ValueError(f"{csv_path}: header {reader.fieldnames} lacks the LoopNav columns "
+                                 f"{list(CSV_COLUMNS)}")
             return [(line, row) for line, row in enumerate(reader, start=2)]
 
     def _select(self, csv_path: Path, line: int, row: dict[str, str], split: str, seen: set[str]) -> dict | None:
@@ -275,7 +279,8 @@ class LoopNavSource(Source):
         try:
             poses, actions = mineflayer_to_schema(entries)
         except (KeyError, TypeError, ValueError) as err:
-            raise SkipTrajectory(f"unreadable json: {json_path}: entry lacks a pose field or has a bad action ({err})") from None
+            raise SkipTrajectory(f"unreadable json: {json_path}: entry lacks a pose field or has a bad action "
+                                 f"({err})") from None
         raw_yaw = np.array([e["yaw"] for e in entries], dtype=np.float64)
         if raw_yaw.min() < 0 or raw_yaw.max() >= 2 * math.pi:
             repairs.append(f"yaw unwrapped: Mineflayer yaw spans [{raw_yaw.min():.3f}, {raw_yaw.max():.3f}] rad, "

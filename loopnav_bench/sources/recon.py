@@ -74,7 +74,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         # protocol 0-2 pickles name Python 2 modules (__builtin__.set): judge them by their Python 3 names
         python3_name = NAME_MAPPING.get((module, name), (IMPORT_MAPPING.get(module, module), name))
         if python3_name not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refused to load {module}.{name}: only numpy arrays and plain data are allowed")
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}: "
+                                         "only numpy arrays and plain data are allowed")
         return super().find_class(module, name)
 
 
@@ -91,7 +92,8 @@ def hash_split(name: str) -> str:
 def read_split_file(path: Path) -> dict[str, str]:
     """name -> split, from a JSON mapping or a NoMaD data_splits folder (<split>/traj_names.txt)."""
     if path.is_dir():
-        lists = {s: (path / s / "traj_names.txt").read_text().split() for s in SPLITS if (path / s / "traj_names.txt").is_file()}
+        lists = {s: (path / s / "traj_names.txt").read_text().split() for s in SPLITS
+                 if (path / s / "traj_names.txt").is_file()}
         if not lists:
             raise FileNotFoundError(f"{path}: no <split>/traj_names.txt for any of {list(SPLITS)}")
     else:
@@ -157,7 +159,8 @@ class ReconSource(Source):
         for name, layout, path in sorted(found, key=lambda item: (item[0], str(item[2]))):
             relative = str(path.relative_to(self.root))
             if name in inputs:
-                self._rejected.append({"input": relative, "reason": f"duplicate trajectory: {name} also at {inputs[name]['path']}"})
+                self._rejected.append({"input": relative,
+                                       "reason": f"duplicate trajectory: {name} also at {inputs[name]['path']}"})
                 continue
             inputs[name] = {"layout": layout, "path": relative}
         if not inputs:
@@ -170,7 +173,8 @@ class ReconSource(Source):
         assigned = read_split_file(self.split_file) if self.split_file else None
         if assigned is not None:
             for name in sorted(set(assigned) - set(inputs)):
-                self._rejected.append({"input": name, "reason": f"not found: listed in {self.split_file.name} but not under the input"})
+                self._rejected.append({"input": name, "reason": f"not found: listed in {self.split_file.name} "
+                                                                "but not under the input"})
         plan: dict[str, list[dict[str, Any]]] = {split: [] for split in self.splits}
         for name, found in inputs.items():
             split = assigned.get(name) if assigned is not None else hash_split(name)
@@ -189,7 +193,8 @@ class ReconSource(Source):
             jpeg, poses, repairs = self._load_nomad(path)
             actions, raw_actions, actions_from = pose_velocities(poses), None, "poses"
         if len(jpeg) <= self.context_frames:
-            raise SkipTrajectory(f"too short: {len(jpeg)} frames, the split point needs more than {self.context_frames}")
+            raise SkipTrajectory(f"too short: {len(jpeg)} frames, "
+                                 f"the split point needs more than {self.context_frames}")
         try:
             frames = frames_from_jpeg(jpeg)
         except ValueError as err:
@@ -208,14 +213,16 @@ class ReconSource(Source):
     def _load_hdf5(path: Path) -> tuple[list[bytes], np.ndarray, np.ndarray, list[dict], list[str]]:
         import h5py
 
-        fields = ("images/rgb_left", "jackal/position", "jackal/yaw", "commands/linear_velocity", "commands/angular_velocity")
+        fields = ("images/rgb_left", "jackal/position", "jackal/yaw",
+                  "commands/linear_velocity", "commands/angular_velocity")
         try:
             with h5py.File(path, "r") as f:
                 if missing := [name for name in fields if name not in f]:
                     raise SkipTrajectory(f"missing datasets: {path} lacks {missing}")
                 images = f["images/rgb_left"]
                 if images.ndim != 1:
-                    raise SkipTrajectory(f"not JPEG bytes: {path}: images/rgb_left has shape {images.shape}, expected [T]")
+                    raise SkipTrajectory(f"not JPEG bytes: {path}: images/rgb_left has shape {images.shape}, "
+                                         "expected [T]")
                 jpeg = [bytes(image) for image in images[()]]
                 position = np.asarray(f["jackal/position"][()], dtype=np.float64)
                 yaw, linear, angular = (_column(f[name][()]) for name in fields[2:])

@@ -90,7 +90,8 @@ SOLID_THINGS: dict[str, float] = {
                      "TallRedColumn", "ShortRedColumn", "SkullColumn", "GreenTorch", "RedTorch", "BlueTorch",
                      "ShortGreenTorch", "ShortRedTorch", "ShortBlueTorch", "HeadOnAStick", "HeadsOnAStick", "DeadStick",
                      "LiveStick", "HeadCandles", "BurningBarrel", "HangNoGuts", "HangBNoBrain", "HangTLookingDown",
-                     "HangTSkull", "HangTLookingUp", "HangTNoBrain", "BloodyTwitch", "Meat2", "Meat3", "Meat4", "Meat5"),
+                     "HangTSkull", "HangTLookingUp", "HangTNoBrain", "BloodyTwitch", "Meat2", "Meat3", "Meat4",
+                     "Meat5"),
                     16.0),
     "ExplosiveBarrel": 10.0, "BigTree": 32.0,
 }
@@ -192,7 +193,8 @@ class VizDoomSource(Source):
     def _trajectory(self, spec: dict[str, Any], record: dict[str, Any], errors: list[str]) -> Trajectory:
         import cv2
 
-        frames = np.stack([cv2.resize(f, (self.size, self.size), interpolation=cv2.INTER_AREA) for f in record["screens"]])
+        frames = np.stack([cv2.resize(f, (self.size, self.size), interpolation=cv2.INTER_AREA)
+                           for f in record["screens"]])
         contrast = [cv2.meanStdDev(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY))[1].item() for f in frames]
         buttons = np.array(record["buttons"], dtype=np.float64)
         # "+ 0.0" turns the -0.0 of a negated zero into 0.0
@@ -205,7 +207,8 @@ class VizDoomSource(Source):
             "id": make_key("vizdoom", spec["split"], spec["task"], spec["range"], spec["map"], spec["index"]),
             "source": self.name, "task": spec["task"], "range": spec["range"], "location": spec["map"],
             "split": spec["split"], "fps": FPS, "action_layout": "vizdoom-v1",
-            "original_ids": {"map": spec["map"], "wad": _wad(spec["map"]), "seed": spec["seed"], "index": spec["index"]},
+            "original_ids": {"map": spec["map"], "wad": _wad(spec["map"]), "seed": spec["seed"],
+                             "index": spec["index"]},
             "units_per_block": UNITS_PER_BLOCK, "frame_skip": FRAME_SKIP,
             "waypoints": {k: [round(float(v), 2) for v in p] for k, p in record["waypoints"].items()},
             "return_error": round(record["return_error"], 3), "wall_fraction": round(record["wall_fraction"], 4),
@@ -262,7 +265,8 @@ class DoomSession:
         game.set_doom_map(map_name)
         game.new_episode()
         state = game.get_state()
-        obstacles = [(o.position_x, o.position_y, SOLID_THINGS[o.name]) for o in state.objects if o.name in SOLID_THINGS]
+        obstacles = [(o.position_x, o.position_y, SOLID_THINGS[o.name]) for o in state.objects
+                     if o.name in SOLID_THINGS]
         return build_grid(state.sectors, obstacles)
 
     def _game(self, wad: str, geometry: bool):
