@@ -73,7 +73,7 @@ class GoalBatches:
 
 def train_nwm(options: TrainOptions, progress: ProgressFn | None = None) -> Path:
     """`loopnav train --model nwm`: the latent stage first (into output_dir/autoencoder) unless the `autoencoder`
-    model arg names a trained one (worldpack/checkpoints/tiny shares WorldPack's), then the CDiT."""
+    model arg names a trained one (worldpack/checkpoints/fine-memory shares WorldPack's), then the CDiT."""
     args = bind_args(LatentArgs, options.model_args, "nwm")
     preset = get_preset(PRESETS, options.preset, "nwm")
     data = latent_data(options, preset.autoencoder, args, progress)

@@ -107,7 +107,7 @@ def read_config(step_dir: Path) -> dict[str, Any]:
 def export(step_dir: str | Path, dest: str | Path, dtype: torch.dtype = torch.float16) -> Path:
     """Copy what inference needs (config.json and every safetensors file but the training state) to `dest`, with
     floating-point tensors stored as `dtype` (loading casts them back to the model's dtype): a small checkpoint to
-    ship, as worldpack/checkpoints/tiny."""
+    ship, as worldpack/checkpoints/fine-memory."""
     step_dir, dest = resolve(step_dir), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     for path in step_dir.glob("*.safetensors"):

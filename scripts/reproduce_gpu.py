@@ -63,7 +63,7 @@ MARGIN_SECONDS = 30.0       # a training chunk is sized to end this long before 
 KILL_GRACE_SECONDS = 20.0   # between SIGINT at the deadline and SIGKILL
 SPEED_SAFETY = 0.9          # a chunk is sized for this fraction of the time its speed estimate allows
 ACTION_DIM = len(ACTION_LAYOUTS["vizdoom-v1"])  # the action layout the entries are trained on
-SHIPPED_BYTES_PER_WEIGHT = 2  # checkpoints ship as fp16 exports, like worldpack/checkpoints/tiny
+SHIPPED_BYTES_PER_WEIGHT = 2  # checkpoints ship as fp16 exports, like worldpack/checkpoints/fine-memory
 MB = 1e6
 
 

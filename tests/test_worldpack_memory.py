@@ -123,9 +123,12 @@ def test_memory_off_empties_the_retrieved_slots_and_changes_the_rollout(memory_c
 
 
 def test_shipped_checkpoints_load_by_name():
-    by_name = load_model("worldpack", checkpoint="tiny")
+    from worldpack.world_model import WorldPackModel
+
+    by_name = load_model("worldpack", checkpoint=WorldPackModel.default_checkpoint)
     assert by_name.step_dir == load_model("worldpack").step_dir
-    with pytest.raises(FileNotFoundError, match="shipped: .*tiny"):
+    assert load_model("worldpack", checkpoint="base").describe()["variant"] == "base"
+    with pytest.raises(FileNotFoundError, match="shipped: base, fine-memory"):
         load_model("worldpack", checkpoint="no-such-checkpoint")
 
 

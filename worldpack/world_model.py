@@ -32,7 +32,7 @@ from worldpack.model import WorldPack, WorldPackConfig
 class WorldPackModel(CheckpointedModel):
     name = "worldpack"
     shipped_dir = Path(__file__).parent / SHIPPED_DIR
-    config_class, network_class, default_checkpoint = WorldPackConfig, WorldPack, "tiny"
+    config_class, network_class, default_checkpoint = WorldPackConfig, WorldPack, "fine-memory"
 
     def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0, memory: str = "on",
                  **model_args: Any):
