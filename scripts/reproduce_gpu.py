@@ -241,7 +241,10 @@ def _supervise(argv: list[str], timeout: float, log_file: TextIO, out_file: Bina
     """Run argv; stdout to out_file if given, everything else echoed and logged. Returns (exit status, timed out)."""
     process = subprocess.Popen(argv, cwd=REPO, stdout=out_file or subprocess.PIPE,
                                stderr=subprocess.PIPE if out_file else subprocess.STDOUT,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+                               # a shell's background job ignores SIGINT, and children inherit that: restore it,
+                               # or the clean stop at the deadline could never work
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     echo = threading.Thread(target=_echo, args=(process.stderr if out_file else process.stdout, log_file), daemon=True)
     echo.start()
     timed_out = False
