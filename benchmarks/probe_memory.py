@@ -37,7 +37,7 @@ def probe(data: Path, split: str, checkpoint: str | None, frames: int, batch: in
     model = load_model("worldpack", checkpoint=checkpoint, sampler_steps=None)
     network, codec, config = model.model, model.codec, model.config
     recent = len(config.layout.recent)
-    loops = [t for t in read_trajectories(data, split=split)]
+    loops = list(read_trajectories(data, split=split))
     rng = np.random.default_rng(seed)
     results: dict[str, dict[str, list[float]]] = {}
     for task in sorted({t.meta["task"] for t in loops}):
