@@ -6,10 +6,15 @@ cond_proj(FourierFeatures(c_noise) + action embedding) and enters every residual
 each of the 4 steps' multi-hot actions is embedded (a bias-free linear map, which is DIAMOND's `act @ Embedding.weight`)
 to cond/4 channels and the four are concatenated; EDM preconditioning with σ_data = 0.5 on pixels in [-1, 1], training
 log σ ~ N(-0.4, 1.2²), sampling with 3 Euler steps on the Karras schedule (σ 5 → 2e-3, ρ 7), and every generated
-frame quantised to 8 bits before it becomes context. It works on pixels, with no autoencoder: `small` at the data's
-resolution (64×64 for ViZDoom), `tiny` at 32×32, the image size of the tiny WorldPack and NWM autoencoder.
-The EDM code is the one shared with WorldPack and NWM (modelkit/diffusion.py); DIAMOND's offset noise (σ_offset 0.3)
-and its context-noise augmentation are not used.
+frame quantised to 8 bits before it becomes context; the context frames divided by σ_data before they enter the
+network. With `context_noise` (DIAMOND's CS:GO recipe, `noise_previous_obs`), training also noises the context
+frames at a σ_cond drawn like the target's and gives the network c_noise_cond = log(σ_cond)/4 through a second
+Fourier embedding; the `cpu` and `small` presets use it with the CS:GO values: training σ clipped to [2e-3, 20],
+offset noise 0.1, and every denoised estimate quantised to 8 bits at each sampling step. At inference the context is
+clean and is announced as σ_cond = σ_min (upstream's default sampler gives c_noise_cond = 0, i.e. σ_cond = 1).
+It works on pixels, with no autoencoder: `small` at the data's resolution (64×64 for ViZDoom), `cpu` and `tiny` at
+32×32, the image size of the WorldPack and NWM autoencoders at those presets. The EDM code is the one shared with
+WorldPack and NWM (modelkit/diffusion.py).
 
 Pairing: actions[i] is the control that produced frame i (schema, all sources). To predict frame t from frames
 t-4 … t-1, the actions are those that produced frames t-3 … t: DIAMOND's act[t-4 … t-1], each taken after its
@@ -122,6 +127,7 @@ class DiamondConfig:
     attention: tuple[bool, ...] = (False, False, False)
     cond_channels: int = 128
     action_layout: str = "vizdoom-v1"
+    context_noise: bool = False                       # DIAMOND's noise_previous_obs (CS:GO)
     edm: EDMConfig = field(default_factory=lambda: EDMConfig(sigma_data=0.5, p_mean=-0.4, p_std=1.2, steps=3,
                                                              solver="euler"))
 
@@ -147,14 +153,24 @@ class DiamondConfig:
                       "attention": tuple(d["attention"]), "edm": EDMConfig(**d["edm"])})
 
 
+# DIAMOND's CS:GO recipe: the context noised in training, training σ clipped to [2e-3, 20], offset noise 0.1
+CSGO_RECIPE = {"context_noise": True,
+               "edm": EDMConfig(sigma_data=0.5, p_mean=-0.4, p_std=1.2, steps=3, solver="euler",
+                                train_sigma_range=(2e-3, 20.0), offset_noise=0.1)}
 PRESETS: dict[str, Preset] = {
     # 32 px, the resolution of the tiny WorldPack / NWM autoencoder, so that a CPU trains it in minutes
     "tiny": Preset(model={"image_size": 32, "channels": (32, 64, 64), "depths": (1, 1, 1),
                           "attention": (False, False, False), "cond_channels": 128},
                    steps=2000, batch_size=16, lr=5e-4, ema_decay=0.995),
+    # 32 px like WorldPack's and NWM's cpu autoencoder; DIAMOND's 2 blocks per level; WorldPack's cpu budget
+    # (steps x batch, lr, EMA)
+    "cpu": Preset(model={"image_size": 32, "channels": (32, 64, 64), "depths": (2, 2, 2),
+                         "attention": (False, False, False), "cond_channels": 128, **CSGO_RECIPE},
+                  steps=6000, batch_size=32, lr=5e-4, ema_decay=0.998),
     # DIAMOND's Atari denoiser (4 levels of 64 channels, 2 blocks each, cond 256) at the data's resolution
     "small": Preset(model={"channels": (64, 64, 64, 64), "depths": (2, 2, 2, 2), "attention": (False,) * 4,
-                           "cond_channels": 256}, steps=100_000, batch_size=32, lr=1e-4, ema_decay=0.9999),
+                           "cond_channels": 256, **CSGO_RECIPE}, steps=100_000, batch_size=32, lr=1e-4,
+                    ema_decay=0.9999),
 }
 
 
@@ -269,6 +285,7 @@ class Diamond(nn.Module):
         self.config = config
         cond, first = config.cond_channels, config.channels[0]
         self.noise_embed = FourierFeatures(cond)
+        self.context_noise_embed = FourierFeatures(cond) if config.context_noise else None
         self.action_embed = nn.Linear(config.action_dim, cond // config.context, bias=False)
         self.cond_proj = nn.Sequential(nn.Linear(cond, cond), nn.SiLU(), nn.Linear(cond, cond))
         self.conv_in = nn.Conv2d(3 * (config.context + 1), first, 3, padding=1)
@@ -281,18 +298,28 @@ class Diamond(nn.Module):
 
     def denoiser(self, x_in: torch.Tensor, c_noise: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """EDM's F: preconditioned noisy frame [B, 3, H, W] -> network output of the same shape.
-        batch: "context" [B, K, 3, H, W] in [-1, 1], "actions" [B, K, action_dim] multi-hot."""
-        cond = self.cond_proj(self.noise_embed(c_noise) + self.action_embed(batch["actions"]).flatten(1))
-        x = self.conv_in(torch.cat([batch["context"].flatten(1, 2), x_in], dim=1))
-        return self.conv_out(F.silu(self.norm_out(self.unet(x, cond))))
+        batch: "context" [B, K, 3, H, W] in [-1, 1], "actions" [B, K, action_dim] multi-hot, and with context_noise
+        "context_sigma" [B], the noise level of the context."""
+        cond = self.noise_embed(c_noise) + self.action_embed(batch["actions"]).flatten(1)
+        if self.context_noise_embed is not None:
+            cond = cond + self.context_noise_embed(batch["context_sigma"].log() / 4)
+        context = batch["context"].flatten(1, 2) / self.config.edm.sigma_data
+        x = self.conv_in(torch.cat([context, x_in], dim=1))
+        return self.conv_out(F.silu(self.norm_out(self.unet(x, self.cond_proj(cond)))))
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.context_noise_embed is not None:
+            context = batch["context"]
+            sigma = self.edm.training_sigmas(len(context), context.device)
+            noisy = self.edm.add_noise(context.flatten(1, 2), sigma).view_as(context)
+            batch = {**batch, "context": noisy, "context_sigma": sigma}
         return self.edm.loss(self.denoiser, batch["target"], batch)
 
     def sample(self, batch: dict[str, torch.Tensor], noise: torch.Tensor) -> torch.Tensor:
         """Next frames [B, 3, H, W] in [-1, 1], quantised to 8 bits, from standard-normal noise of that shape."""
-        frames = self.edm.sample(self.denoiser, noise, batch).clamp(-1, 1)
-        return quantise(frames)
+        if self.context_noise_embed is not None:  # the context is clean: announced at the schedule's lowest σ
+            batch = {**batch, "context_sigma": noise.new_full((len(noise),), self.config.edm.sigma_min)}
+        return self.edm.sample(self.denoiser, noise, batch, project=lambda d: quantise(d.clamp(-1, 1)))
 
 
 def quantise(frames: torch.Tensor) -> torch.Tensor:
@@ -306,12 +333,12 @@ def step_window(t: int, context: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class DiamondModel(CheckpointedModel):
-    """DIAMOND behind the WorldModel API (registered as "diamond"). Without --checkpoint the committed tiny
-    checkpoint (baselines/checkpoints/diamond-tiny) is used. Model args: `sampler_steps=N`, `solver=euler|heun`."""
+    """DIAMOND behind the WorldModel API (registered as "diamond"). Without --checkpoint the shipped `cpu`
+    checkpoint (baselines/checkpoints/diamond) is used. Model args: `sampler_steps=N`, `solver=euler|heun`."""
 
     name = "diamond"
     shipped_dir = Path(__file__).parent / SHIPPED_DIR
-    config_class, network_class, default_checkpoint = DiamondConfig, Diamond, "diamond-tiny"
+    config_class, network_class, default_checkpoint = DiamondConfig, Diamond, "diamond"
 
     @property
     def mapping(self) -> ActionMapping:

@@ -12,15 +12,19 @@ the 4 frames that end at the current one. What is NWM's own and kept here:
     [-1, 1]; dyaw in radians, wrapped, not normalised. Each of dx, dy, dyaw has its own sinusoidal embedder, of
     widths D//3, D//3 and D - 2·(D//3), concatenated (NWM's ActionEmbedder). NWM's poses are planar: height and
     pitch are not part of the action;
+  - cross-attention with a learned bias key and value (NWM's `nn.MultiheadAttention(..., add_bias_kv=True)`);
   - training examples: 4 context frames and `goals_per_context` goals drawn at offsets in `goal_offsets` around the
-    current frame (NWM: 4 goals at offsets in [-64, 64]), clipped to the trajectory;
+    current frame (NWM: 4 goals at offsets in [-64, 64], 0 included: the goal may be the current frame), clipped to
+    the trajectory;
   - rollout: one frame at a time (offset +1, rel_t = 1/128), the context a sliding window over real and predicted
     frames, the action the known pose of the next frame relative to the last one.
 
 Substituted: the diffusion is the shared few-step EDM (modelkit/diffusion.py, sampled with 3 Euler steps) instead
 of NWM's 1000-step DDPM with learned variance and 250 sampling steps; the latent space is a small autoencoder
-trained on our frames (modelkit/autoencoder.py) instead of the SD VAE; sizes are `tiny` (CPU) and `small`
-(WorldPack's small width and depth, so the two differ only in context; under 16 MB shipped in fp16).
+trained on our frames (modelkit/autoencoder.py) instead of the SD VAE; sizes are `tiny` (tests), `cpu` and
+`small` (WorldPack's width and depth at each, so the two differ only in context; under 16 MB shipped in fp16). Unlike
+WorldPack's recipe, NWM's has no context-noise augmentation and no preference for a time shift of 1: it is trained as
+upstream, and the README says so where the two are compared.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ TIME_SCALE = 128.0                   # rel_t = goal offset / 128, as NWM
 @dataclass(frozen=True)
 class NWMConfig(CDiTConfig):
     context: int = 4                          # NWM's context_size
-    goal_offsets: tuple[int, int] = (1, 4)    # goal offsets drawn in training, in frames (0 excluded)
+    goal_offsets: tuple[int, int] = (1, 4)    # range of the goal offsets drawn in training, in frames
     goals_per_context: int = 4                # NWM's goals_per_obs
     waypoint_spacing: float = 1.0             # blocks walked per frame on the training split
     # DIAMOND's sampler (3 Euler steps): on the tiny checkpoint its next latents have 2.3x less squared error than
@@ -68,6 +72,11 @@ PRESETS: dict[str, Preset] = {
     # trains on a CPU in minutes; a rollout only ever asks for the next frame, so goals stay close
     "tiny": Preset(model={"hidden": 96, "depth": 4, "heads": 4, "goal_offsets": (1, 4)}, steps=2500, batch_size=16,
                    lr=3e-4, ema_decay=0.99, autoencoder="tiny"),
+    # WorldPack's cpu preset: its width, depth, latent space and budget (steps x batch, lr, EMA); goals within 4
+    # frames ahead, the current frame included as NWM allows
+    "cpu": Preset(model={"hidden": 96, "depth": 5, "heads": 4, "patch": 2, "goal_offsets": (0, 4),
+                         "edm": EDMConfig(steps=2, solver="euler")},
+                  steps=6000, batch_size=32, lr=5e-4, ema_decay=0.998, autoencoder="cpu"),
     # WorldPack's small width and depth; NWM's offsets of ±64 frames, past included
     "small": Preset(model={"hidden": 160, "depth": 8, "heads": 5, "goal_offsets": (-64, 64)}, steps=100_000,
                     batch_size=64, lr=1e-4, ema_decay=0.9999, autoencoder="small"),
@@ -108,7 +117,7 @@ class NWM(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(config.context + 1, patches, D))
         self.noise_embed, self.time_embed = TimestepEmbedder(D), TimestepEmbedder(D)
         self.action_embed = ActionEmbedder(D)
-        self.cdit = CDiT(D, config.depth, config.heads, p * p * C, config.mlp_ratio)
+        self.cdit = CDiT(D, config.depth, config.heads, p * p * C, config.mlp_ratio, cross_bias_kv=True)
         self.edm = EDM(config.edm)
         # NWM's initialisation: learned positions and embedder MLPs N(0, 0.02), the patch embedding like a Linear
         nn.init.normal_(self.pos_embed, std=0.02)
@@ -149,12 +158,12 @@ def context_window(current: int, context: int) -> np.ndarray:
 
 
 class NWMModel(CheckpointedModel):
-    """NWM behind the WorldModel API (registered as "nwm"). Without --checkpoint the committed tiny checkpoint
-    (baselines/checkpoints/nwm-tiny) is used. Model args: `sampler_steps=N`, `solver=euler|heun`."""
+    """NWM behind the WorldModel API (registered as "nwm"). Without --checkpoint the shipped `cpu` checkpoint
+    (baselines/checkpoints/nwm) is used. Model args: `sampler_steps=N`, `solver=euler|heun`."""
 
     name = "nwm"
     shipped_dir = Path(__file__).parent / SHIPPED_DIR
-    config_class, network_class, default_checkpoint = NWMConfig, NWM, "nwm-tiny"
+    config_class, network_class, default_checkpoint = NWMConfig, NWM, "nwm"
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

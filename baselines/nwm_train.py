@@ -49,8 +49,7 @@ class GoalBatches:
 
     def _offsets(self, current: int, length: int) -> np.ndarray:
         low, high = self.config.goal_offsets
-        offsets = np.arange(max(low, -current), min(high, length - 1 - current) + 1)
-        return offsets[offsets != 0]
+        return np.arange(max(low, -current), min(high, length - 1 - current) + 1)
 
     def __call__(self, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
         goals = self.config.goals_per_context

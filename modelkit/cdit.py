@@ -63,14 +63,19 @@ class VectorEmbedder(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head attention from queries x to keys/values y, with temporal RoPE on q and k and an optional key mask."""
+    """Multi-head attention from queries x to keys/values y, with temporal RoPE on q and k and an optional key mask.
 
-    def __init__(self, hidden: int, heads: int):
+    With `bias_kv`, one learned key and value are appended after the projections (torch's `add_bias_kv`, which NWM's
+    cross-attention uses): a slot every query may attend to, so attention can also take nothing from the context.
+    """
+
+    def __init__(self, hidden: int, heads: int, bias_kv: bool = False):
         super().__init__()
         if hidden % heads:
             raise ValueError(f"hidden {hidden} is not divisible by heads {heads}")
         self.heads = heads
         self.q, self.kv, self.out = nn.Linear(hidden, hidden), nn.Linear(hidden, 2 * hidden), nn.Linear(hidden, hidden)
+        self.bias_kv = nn.Parameter(torch.empty(2, 1, 1, hidden)) if bias_kv else None
 
     def _split(self, t: torch.Tensor) -> torch.Tensor:
         B, N, D = t.shape
@@ -79,19 +84,25 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor, rope_q: tuple[torch.Tensor, torch.Tensor],
                 rope_k: tuple[torch.Tensor, torch.Tensor], key_mask: torch.Tensor | None = None) -> torch.Tensor:
         q = TemporalRoPE.rotate(self._split(self.q(x)), *rope_q)
-        k, v = (self._split(t) for t in self.kv(y).chunk(2, dim=-1))
-        k = TemporalRoPE.rotate(k, *rope_k)
+        k, v = self.kv(y).chunk(2, dim=-1)
+        k = TemporalRoPE.rotate(self._split(k), *rope_k)
+        v = self._split(v)
+        if self.bias_kv is not None:  # appended after RoPE: the bias slot has no time
+            k_bias, v_bias = (self._split(b.expand(len(y), 1, -1)) for b in self.bias_kv)
+            k, v = torch.cat([k, k_bias], dim=2), torch.cat([v, v_bias], dim=2)
+            if key_mask is not None:
+                key_mask = torch.cat([key_mask, key_mask.new_ones(len(y), 1)], dim=1)
         mask = None if key_mask is None else key_mask[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out(out.transpose(1, 2).reshape(x.shape))
 
 
 class CDiTBlock(nn.Module):
-    def __init__(self, hidden: int, heads: int, mlp_ratio: float = 4.0):
+    def __init__(self, hidden: int, heads: int, mlp_ratio: float = 4.0, cross_bias_kv: bool = False):
         super().__init__()
         norm = lambda: nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)  # noqa: E731
         self.norm_self, self.norm_cross, self.norm_mlp = norm(), norm(), norm()
-        self.self_attn, self.cross_attn = Attention(hidden, heads), Attention(hidden, heads)
+        self.self_attn, self.cross_attn = Attention(hidden, heads), Attention(hidden, heads, cross_bias_kv)
         width = int(hidden * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(hidden, width), nn.GELU(approximate="tanh"), nn.Linear(width, hidden))
         # shift/scale/gate for self-attention, shift/scale for the context, shift/scale/gate for cross-attention and MLP
@@ -126,13 +137,14 @@ class CDiT(nn.Module):
     """A stack of CDiT blocks and the final adaLN layer: tokens in, per-token outputs out.
 
     forward(x [B,N,D], context [B,M,D], c [B,D], x_time [B,N], context_time [B,M], context_mask [B,M] bool or None).
+    `cross_bias_kv` gives the cross-attentions a learned bias key and value (NWM).
     """
 
     def __init__(self, hidden: int, depth: int, heads: int, out_features: int, mlp_ratio: float = 4.0,
-                 rope_theta: float = 10000.0):
+                 rope_theta: float = 10000.0, cross_bias_kv: bool = False):
         super().__init__()
         self.rope = TemporalRoPE(hidden // heads, rope_theta)
-        self.blocks = nn.ModuleList(CDiTBlock(hidden, heads, mlp_ratio) for _ in range(depth))
+        self.blocks = nn.ModuleList(CDiTBlock(hidden, heads, mlp_ratio, cross_bias_kv) for _ in range(depth))
         self.norm_context = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)  # no weights: shared by blocks
         self.final = FinalLayer(hidden, out_features)
         self.initialize_weights()
@@ -143,6 +155,9 @@ class CDiT(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
+            elif isinstance(module, Attention) and module.bias_kv is not None:
+                for bias in module.bias_kv:  # as torch's MultiheadAttention initialises bias_k and bias_v
+                    nn.init.xavier_normal_(bias)
         for block in self.blocks:
             nn.init.zeros_(block.ada_ln[-1].weight)
             nn.init.zeros_(block.ada_ln[-1].bias)

@@ -34,6 +34,10 @@ class EDMConfig:
     rho: float = 7.0
     steps: int = 4
     solver: str = "heun"      # "heun" (2nd order, 2 evaluations per step but the last) or "euler"
+    # DIAMOND's additions (off by default): training σ clipped to this range, and offset noise, a per-channel constant
+    # of this std added to the noise, which the preconditioning counts as noise (σ_eff = sqrt(σ² + offset²))
+    train_sigma_range: tuple[float, float] | None = None
+    offset_noise: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,6 +52,7 @@ class EDM:
     def preconditioning(self, sigma: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """c_in, c_skip, c_out, c_noise for noise levels sigma [B]."""
         sd = self.config.sigma_data
+        sigma = (sigma**2 + self.config.offset_noise**2).sqrt()
         c_in = 1 / (sigma**2 + sd**2).sqrt()
         c_skip = sd**2 / (sigma**2 + sd**2)
         c_out = sigma * sd / (sigma**2 + sd**2).sqrt()
@@ -64,11 +69,20 @@ class EDM:
         c_in, c_skip, c_out, c_noise = self._broadcast(sigma, x_noisy.ndim)
         return c_skip * x_noisy + c_out * net(c_in * x_noisy, c_noise, cond).float()
 
+    def training_sigmas(self, batch: int, device: torch.device | str) -> torch.Tensor:
+        """log σ ~ N(p_mean, p_std²), clipped to train_sigma_range when set."""
+        sigma = (torch.randn(batch, device=device) * self.config.p_std + self.config.p_mean).exp()
+        return sigma if self.config.train_sigma_range is None else sigma.clip(*self.config.train_sigma_range)
+
+    def add_noise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """x [B, C, ...] + σ-scaled Gaussian noise + offset noise (one constant per sample and channel)."""
+        offset = self.config.offset_noise * torch.randn(*x.shape[:2], *[1] * (x.ndim - 2), device=x.device)
+        return x + offset + torch.randn_like(x) * sigma.view(-1, *[1] * (x.ndim - 1))
+
     def loss(self, net: DenoiserNet, x0: torch.Tensor, cond: Any) -> torch.Tensor:
         """EDM's weighted denoising loss, written as MSE between F and its effective target (as DIAMOND does)."""
-        B = x0.shape[0]
-        sigma = (torch.randn(B, device=x0.device) * self.config.p_std + self.config.p_mean).exp()
-        x_noisy = x0 + torch.randn_like(x0) * sigma.view(-1, *[1] * (x0.ndim - 1))
+        sigma = self.training_sigmas(x0.shape[0], x0.device)
+        x_noisy = self.add_noise(x0, sigma)
         c_in, c_skip, c_out, c_noise = self._broadcast(sigma, x0.ndim)
         target = (x0 - c_skip * x_noisy) / c_out
         prediction = net(c_in * x_noisy, c_noise, cond).float()
@@ -83,18 +97,25 @@ class EDM:
         return torch.cat([sig, sig.new_zeros(1)]).float()
 
     @torch.no_grad()
-    def sample(self, net: DenoiserNet, noise: torch.Tensor, cond: Any) -> torch.Tensor:
+    def sample(self, net: DenoiserNet, noise: torch.Tensor, cond: Any,
+               project: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """Deterministic Euler/Heun integration of the probability-flow ODE from `noise` (standard normal, the
         shape of the result): the caller draws it, e.g. from a per-trajectory generator, so results do not depend on
-        how samples are batched."""
+        how samples are batched. `project` maps every denoised estimate onto the data's values (DIAMOND quantises
+        it to 8 bits at each step)."""
         sigmas = self.sigmas(noise.device)
         x = noise * sigmas[0]
         batch = noise.shape[0]
+
+        def denoised(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            d = self.denoise(net, x, sigma.expand(batch), cond)
+            return d if project is None else project(d)
+
         for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
-            slope = (x - self.denoise(net, x, sigma.expand(batch), cond)) / sigma
+            slope = (x - denoised(x, sigma)) / sigma
             x_next = x + (sigma_next - sigma) * slope
             if self.config.solver == "heun" and sigma_next > 0:
-                slope_next = (x_next - self.denoise(net, x_next, sigma_next.expand(batch), cond)) / sigma_next
+                slope_next = (x_next - denoised(x_next, sigma_next)) / sigma_next
                 x_next = x + (sigma_next - sigma) * (slope + slope_next) / 2
             x = x_next
         return x

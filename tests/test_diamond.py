@@ -10,18 +10,21 @@ from torch import nn
 
 from baselines.diamond import (
     ACTION_MAPPINGS,
+    CSGO_RECIPE,
     LOOPNAV_CAMERA,
     VIZDOOM_CAMERA,
     Diamond,
     DiamondConfig,
     DiamondModel,
     action_mapping,
+    quantise,
     step_window,
 )
 from baselines.diamond_train import FrameBatches
 from loopnav_bench.models import RolloutRequest
 from loopnav_bench.schema import ACTION_LAYOUTS
 from modelkit import checkpoint as ckpt
+from modelkit.diffusion import EDM, EDMConfig
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 SMALL = DiamondConfig(image_size=16, channels=(8, 16), depths=(1, 1), attention=(False, True), cond_channels=16)
@@ -126,3 +129,58 @@ def test_rollout_rejects_another_action_layout(tmp_path):
     request.meta["action_layout"] = "recon-v1"
     with pytest.raises(ValueError, match="recon-v1"):
         DiamondModel(checkpoint=str(tmp_path)).rollout(request)
+
+
+CSGO = DiamondConfig(image_size=16, channels=(8, 16), depths=(1, 1), attention=(False, True), cond_channels=16,
+                     **CSGO_RECIPE)
+
+
+def test_csgo_recipe_noises_the_context_in_training_and_announces_its_level():
+    model = randomised(CSGO)
+    batch = _batch(CSGO)
+    x, c_noise = torch.randn(3, 3, 16, 16), torch.zeros(3)
+    seen = {}
+    denoiser = model.denoiser
+
+    def spy(x_in, c_noise, cond):
+        seen.update(cond)
+        return denoiser(x_in, c_noise, cond)
+
+    model.denoiser = spy
+    model.loss(batch)
+    sigma = seen["context_sigma"]
+    assert sigma.shape == (3,) and ((sigma >= 2e-3) & (sigma <= 20)).all()
+    assert not torch.allclose(seen["context"], batch["context"])  # the context was noised
+    with torch.no_grad():
+        low, high = (denoiser(x, c_noise, {**batch, "context_sigma": torch.full((3,), s)}) for s in (2e-3, 1.0))
+        model.sample(batch, torch.randn(3, 3, 16, 16))
+    assert not torch.allclose(low, high, atol=1e-4)  # the network sees the announced level
+    assert torch.equal(seen["context"], batch["context"])  # sampling keeps the context clean
+    assert torch.equal(seen["context_sigma"], torch.full((3,), CSGO.edm.sigma_min))
+
+
+def test_edm_clips_training_sigmas_and_counts_offset_noise_as_noise():
+    torch.manual_seed(0)
+    clipped = EDM(EDMConfig(p_mean=0.0, p_std=5.0, train_sigma_range=(0.01, 2.0))).training_sigmas(4096, "cpu")
+    assert clipped.min() == pytest.approx(0.01) and clipped.max() == pytest.approx(2.0)
+    sigma = torch.tensor([0.05, 1.0])
+    offset = EDM(EDMConfig(offset_noise=0.3)).preconditioning(sigma)
+    plain = EDM(EDMConfig()).preconditioning((sigma**2 + 0.09).sqrt())
+    for a, b in zip(offset, plain):
+        torch.testing.assert_close(a, b)
+    noised = EDM(EDMConfig(offset_noise=0.3)).add_noise(torch.zeros(2000, 3, 4, 4), torch.zeros(2000))
+    assert torch.equal(noised, noised[..., :1, :1].expand_as(noised))  # one constant per sample and channel
+    assert noised[:, :, 0, 0].std().item() == pytest.approx(0.3, rel=0.1)
+
+
+def test_sampler_projects_every_denoised_estimate():
+    edm = EDM(EDMConfig(steps=3, solver="heun"))
+    calls = []
+
+    def project(d):
+        calls.append(d)
+        return quantise(d.clamp(-1, 1))
+
+    out = edm.sample(lambda x_in, c_noise, cond: torch.ones_like(x_in), torch.randn(2, 3, 4, 4), None, project)
+    assert len(calls) == 5  # 3 Heun steps: 2 evaluations each but the last
+    assert torch.equal(out, quantise(out))

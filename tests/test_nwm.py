@@ -10,6 +10,8 @@ from torch import nn
 
 from baselines.nwm import NWM, TIME_SCALE, NWMConfig, goal_action
 from baselines.nwm_train import GoalBatches
+from modelkit.cdit import Attention
+from modelkit.rope import TemporalRoPE
 from modelkit.train_data import EncodedTrajectory
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -88,3 +90,38 @@ def test_optimizer_steps_on_one_batch_lower_its_loss():
     batch = _batch(model)
     before, after = loss_after_steps(model, batch, lr=1e-3)
     assert after < 0.8 * before
+
+
+def test_cross_attention_bias_matches_torch_multihead_attention_with_add_bias_kv():
+    """NWM's cross-attention is nn.MultiheadAttention(add_bias_kv=True); at time 0 RoPE is the identity."""
+    torch.manual_seed(0)
+    ours = Attention(8, 2, bias_kv=True)
+    nn.init.normal_(ours.bias_kv)
+    theirs = nn.MultiheadAttention(8, 2, add_bias_kv=True, batch_first=True)
+    with torch.no_grad():
+        theirs.in_proj_weight.copy_(torch.cat([ours.q.weight, ours.kv.weight]))
+        theirs.in_proj_bias.copy_(torch.cat([ours.q.bias, ours.kv.bias]))
+        theirs.bias_k.copy_(ours.bias_kv[0])
+        theirs.bias_v.copy_(ours.bias_kv[1])
+        theirs.out_proj.weight.copy_(ours.out.weight)
+        theirs.out_proj.bias.copy_(ours.out.bias)
+    x, context = torch.randn(2, 3, 8), torch.randn(2, 5, 8)
+    rope = TemporalRoPE(4).tables(torch.zeros(2, 3)), TemporalRoPE(4).tables(torch.zeros(2, 5))
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    with torch.no_grad():
+        expected, _ = theirs(x, context, context, key_padding_mask=~mask)
+        torch.testing.assert_close(ours(x, context, *rope, mask), expected)
+        plain = Attention(8, 2)  # the same weights without the bias slot
+        plain.load_state_dict({k: v for k, v in ours.state_dict().items() if k != "bias_kv"})
+        assert not torch.allclose(plain(x, context, *rope, mask), expected)
+    assert all(block.cross_attn.bias_kv is not None and block.self_attn.bias_kv is None
+               for block in NWM(SMALL).cdit.blocks)
+
+
+def test_goal_offset_zero_is_drawn_when_the_range_includes_it():
+    config = NWMConfig(latent_channels=4, latent_size=4, goal_offsets=(0, 2), goals_per_context=4)
+    batch = GoalBatches([encoded_ramp()], config)(np.random.default_rng(0), 64)
+    offsets = torch.round(batch["rel_t"] * TIME_SCALE)
+    assert set(offsets.tolist()) == {0.0, 1.0, 2.0}
+    current = batch["context"][:, -1, 0, 0, 0]
+    assert torch.equal(batch["target"][offsets == 0][:, 0, 0, 0], current[offsets == 0])
