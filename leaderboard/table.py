@@ -270,16 +270,16 @@ def build_leaderboard(groups: list[Group], metrics: list[str] | None = None,
 
 # ---- rendering -------------------------------------------------------------------------------------------------
 
-def _num(x: float) -> str:
+def num_text(x: float) -> str:
     return f"{x:.1f}" if abs(x) >= 100 else f"{x:.2f}" if abs(x) >= 10 else f"{x:.3f}"
 
 
 def cell_text(cell: Cell, interval: bool = True) -> str:
     if not cell.available:
         return f"n/a [{cell.note}]"
-    text = _num(cell.mean)
+    text = num_text(cell.mean)
     if interval and cell.low is not None:
-        text += f" [{_num(cell.low)}, {_num(cell.high)}]"
+        text += f" [{num_text(cell.low)}, {num_text(cell.high)}]"
     return text + ("" if cell.verified else DAGGER)
 
 
@@ -310,7 +310,7 @@ def _rich_cell(cell: Cell) -> Text:
         return Text(cell_text(cell), style="dim")
     text = cell_text(cell, interval=False)
     if cell.low is not None:
-        text += f"\n[{_num(cell.low)}, {_num(cell.high)}]"
+        text += f"\n[{num_text(cell.low)}, {num_text(cell.high)}]"
     return Text(text, style="bold green" if cell.best else "yellow" if not cell.verified else "")
 
 
