@@ -172,7 +172,7 @@ def _compared(paper: PaperGroup, a: str, b: str, task: str, range_: str, metric:
 
 def _tally(verdicts: list[str]) -> str:
     counted = [v for v in verdicts if v in VERDICTS]
-    return (f"{len(counted)} cells: " + ", ".join(f"{v} in {verdicts.count(v)}" for v in VERDICTS)
+    return (f"{len(counted)} cells: " + ", ".join(f'"{v}" in {verdicts.count(v)}' for v in VERDICTS)
             if counted else "no cell has both numbers")
 
 
@@ -196,7 +196,7 @@ def claims(paper: PaperGroup) -> list[str]:
              f"in PSNR and SSIM. Summary: {_tally(verdicts)}.", "", *items]
     lines += ["", "Ablation order in PSNR, full > pack-only > base and full > retrieval-only:", ""]
     if missing := [m for pair in ABLATION for m in pair if m not in paper.models]:
-        lines.append(f"- not checked where {', '.join(dict.fromkeys(missing))} is absent.")
+        lines.append(f"- not checked where an entry is absent: {_present(list(dict.fromkeys(missing)))}.")
     pairs = [(a, b) for a, b in ABLATION if a in paper.models and b in paper.models]
     for task in paper.tasks if pairs else ():
         for range_ in paper.ranges:

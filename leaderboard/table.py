@@ -271,6 +271,7 @@ def build_leaderboard(groups: list[Group], metrics: list[str] | None = None,
 # ---- rendering -------------------------------------------------------------------------------------------------
 
 def num_text(x: float) -> str:
+    """About four significant digits: enough to rank, short enough for a cell."""
     return f"{x:.1f}" if abs(x) >= 100 else f"{x:.2f}" if abs(x) >= 10 else f"{x:.3f}"
 
 

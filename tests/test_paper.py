@@ -95,7 +95,7 @@ def test_claims_follow_the_numbers(tmp_path, worldpack, wording):
     assert line.startswith(f"- `worldpack` vs `nwm`, ABA PSNR: range 5 {wording} (")
     assert "- `worldpack` vs `diamond`: not checked, diamond absent." in lines
     assert "- `worldpack-full` vs `nwm`: not checked, worldpack-full absent." in lines
-    assert f"Summary: 4 cells: holds in {4 * (wording == 'holds')}," in lines[0]
+    assert f'Summary: 4 cells: "holds" in {4 * (wording == "holds")},' in lines[0]
 
 
 def test_ablation_order_is_checked_per_cell(tmp_path):
@@ -105,6 +105,10 @@ def test_ablation_order_is_checked_per_cell(tmp_path):
     line = next(line for line in lines if line.startswith("- ABA range 5:"))
     assert "full > pack-only holds" in line and "pack-only > base does not hold" in line
     assert "full > retrieval-only holds" in line
+    lines = claims(build_paper_group(group_runs(load_runs(write_entries(tmp_path / "s", {"worldpack-full": 0.8},
+                                                                        ranges=(5,))))[0]))
+    assert ("- not checked where an entry is absent: `worldpack-pack-only`, `worldpack-base`, "
+            "`worldpack-retrieval-only`.") in lines
 
 
 def test_figures_are_pngs_linked_from_the_markdown(paper_dir):
