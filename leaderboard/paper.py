@@ -22,7 +22,17 @@ from matplotlib.figure import Figure
 from leaderboard.bootstrap import BootstrapSpec
 from leaderboard.plots import cell_figure, save_png
 from leaderboard.results import Group, ResultsError, range_order
-from leaderboard.table import DAGGER, SET_METRIC, Cell, GroupTable, build_group_table, num_text
+from leaderboard.table import (
+    DAGGER,
+    SET_METRIC,
+    Cell,
+    GroupTable,
+    arrow,
+    build_group_table,
+    cell_text,
+    md_row,
+    num_text,
+)
 from loopnav_bench.fileio import read_json, write_bytes_atomic
 
 ENTRIES = ("worldpack", "worldpack-full", "worldpack-base", "worldpack-pack-only", "worldpack-retrieval-only", "nwm",
@@ -103,7 +113,7 @@ def build_paper_group(group: Group, spec: BootstrapSpec = BootstrapSpec()) -> Pa
 def cell_md(cell: Cell) -> str:
     """Mean ± half the width of the 95% interval (FVD is set-level: no interval); best in bold."""
     if not cell.available:
-        return f"n/a [{cell.note}]"
+        return cell_text(cell)
     text = num_text(cell.mean)
     if cell.low is not None:
         text += f" ± {num_text((cell.high - cell.low) / 2)}"
@@ -111,20 +121,12 @@ def cell_md(cell: Cell) -> str:
     return f"**{text}**" if cell.best else text
 
 
-def _md_row(values: list[str]) -> str:
-    return "| " + " | ".join(values) + " |"
-
-
-def _arrow(table: GroupTable, metric: str) -> str:
-    return {True: " ↑", False: " ↓", None: ""}[table.higher_is_better.get(metric)]
-
-
 def task_table(paper: PaperGroup, task: str) -> list[str]:
     """Rows: entries; columns: range x metric, as in the paper's Tables 1-2."""
     columns = [(r, m) for r in paper.ranges for m in METRICS]
-    lines = [_md_row(["entry", *(f"{r}: {m.upper()}{_arrow(paper.table, m)}" for r, m in columns)]),
-             _md_row([":---", *("---:" for _ in columns)])]
-    lines += [_md_row([model, *(cell_md(paper.cells[model, task, r, m]) for r, m in columns)])
+    lines = [md_row(["entry", *(f"{r}: {m.upper()}{arrow(paper.table, m)}" for r, m in columns)]),
+             md_row([":---", *("---:" for _ in columns)])]
+    lines += [md_row([model, *(cell_md(paper.cells[model, task, r, m]) for r, m in columns)])
               for model in paper.models]
     return lines
 
@@ -139,12 +141,12 @@ def bench_table(path: Path | None) -> list[str]:
         rows = {row["variant"]: row for row in bench["rows"]}
         ratios = bench["ratio_full_over_base"]
         lines = [f"Preset `{bench['preset']}` on {bench['device']}, batch {bench['batch']}, torch {bench['torch']}.",
-                 "", _md_row(["variant", "context tokens", "time per frame (ms)", "denoiser call (ms)",
+                 "", md_row(["variant", "context tokens", "time per frame (ms)", "denoiser call (ms)",
                               "peak memory (MB)"]),
-                 _md_row([":---", "---:", "---:", "---:", "---:"])]
-        lines += [_md_row([name, str(row["context_tokens"]), f"{row['frame_ms']:.1f}", f"{row['denoiser_ms']:.2f}",
+                 md_row([":---", "---:", "---:", "---:", "---:"])]
+        lines += [md_row([name, str(row["context_tokens"]), f"{row['frame_ms']:.1f}", f"{row['denoiser_ms']:.2f}",
                            f"{row['peak_memory_mb']:.1f}"]) for name, row in rows.items()]
-        lines.append(_md_row(["full / base", *(f"{ratios[k]:.2f}×" for k in
+        lines.append(md_row(["full / base", *(f"{ratios[k]:.2f}×" for k in
                                                ("context_tokens", "frame_ms", "denoiser_ms", "peak_memory_mb"))]))
     except (KeyError, TypeError) as err:
         raise ResultsError(f"{path}: not a bench_worldpack.py output (missing {err})") from None
@@ -228,7 +230,7 @@ def bar_figure(paper: PaperGroup, entries: tuple[str, ...], task: str, range_: s
         errors = [[c.mean - c.low for _, c in bars], [c.high - c.mean for _, c in bars]]  # asymmetric percentile CI
         ax.bar(range(len(bars)), means, yerr=errors, capsize=4, color=[COLORS[e] for e, _ in bars])
         ax.set_xticks(range(len(bars)), [e for e, _ in bars], rotation=20, ha="right")
-        ax.set(title=f"{metric.upper()}{_arrow(paper.table, metric)}", ylabel=metric.upper())
+        ax.set(title=f"{metric.upper()}{arrow(paper.table, metric)}", ylabel=metric.upper())
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"{task}, range {range_} · {paper.table.group.key.title}\nbars: mean over trajectories, "
                  f"error bars: {spec.text()}", fontsize="medium")

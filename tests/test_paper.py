@@ -15,7 +15,7 @@ from results_fixtures import write_run
 from typer.testing import CliRunner
 
 from leaderboard.bootstrap import mean_ci
-from leaderboard.paper import ENTRIES, build_paper_group, cell_md, claims, verdict, write_paper
+from leaderboard.paper import ENTRIES, bench_table, build_paper_group, cell_md, claims, verdict, write_paper
 from leaderboard.plots import cell_figure
 from leaderboard.results import group_runs, load_runs
 from leaderboard.table import Cell
@@ -161,6 +161,9 @@ def test_cli_writes_the_paper_with_the_benchmark_table(paper_dir, tmp_path):
     assert "| full | 160 | 30.0 | 10.00 | 50.0 |" in markdown
     assert "| full / base | 0.62× | 0.75× | 0.77× | 0.83× |" in markdown
     assert "last 5 frames" in markdown
+    missing = tmp_path / "missing.json"
+    assert bench_table(missing) == [f"Table 4 omitted: {missing} does not exist (write one with "
+                                    "`benchmarks/bench_worldpack.py --out FILE`)."]
     bench.write_text("{}")
     result = CliRunner().invoke(app, ["leaderboard", "paper", "-r", str(paper_dir / "results"), "-o",
                                       str(tmp_path / "out"), "--bench", str(bench)])
