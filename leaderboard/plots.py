@@ -35,51 +35,67 @@ def _curves(run: Run, split: str, task: str, range_: str, metric: str) -> np.nda
     return cap_values(metric, end_aligned(series))  # PSNR of identical frames is capped as in the table
 
 
+def cell_figure(group: Group, task: str, range_: str, metrics: list[str], spec: BootstrapSpec = BootstrapSpec(),
+                frames: int | None = None, colors: dict[str, str] | None = None) -> Figure | None:
+    """One panel per metric, one line per run of `group`, over the return leg of one task and range (its last
+    `frames` frames if given; `colors` by model, else by position); None when no run has any of `metrics` there."""
+    split = group.key.split
+    curves = {(run, m): _curves(run, split, task, range_, m) for run in group.runs for m in metrics}
+    if frames is not None:
+        curves = {key: None if values is None else values[:, -frames:] for key, values in curves.items()}
+    shown = [m for m in metrics if any(curves[run, m] is not None for run in group.runs)]
+    if not shown:
+        return None
+    columns = min(2, len(shown))
+    rows = -(-len(shown) // columns)
+    fig = Figure(figsize=(6.0 * columns, 4.0 * rows + 0.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    any_unverified = False
+    for ax, metric in zip(fig.subplots(rows, columns, squeeze=False).flat, shown):
+        for i, run in enumerate(group.runs):  # a model keeps its colour in every panel
+            color = (colors or {}).get(run.model, f"C{i}")
+            values = curves[run, metric]
+            if values is None:
+                continue
+            mean, low, high = mean_ci(values, spec)
+            x = np.arange(1 - values.shape[1], 1)
+            unverified = run.metric_info(metric).get("verified") is False
+            any_unverified |= unverified
+            label = f"{run.model}{f' {DAGGER}' if unverified else ''} (n={values.shape[0]})"
+            ax.plot(x, mean, lw=1.8, color=color, label=label)
+            ax.fill_between(x, low, high, color=color, alpha=0.2, lw=0)
+        direction = {True: " (higher is better)", False: " (lower is better)", None: ""}[
+            metric_direction(group.runs, metric)]
+        ax.set(title=f"{metric.upper()}{direction}", xlabel="frames before the end of the return leg (0 = last)",
+               ylabel=metric.upper())
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    for ax in fig.axes[len(shown):]:
+        ax.set_visible(False)
+    caption = f"mean over trajectories, band: {spec.text()}"
+    if any_unverified:
+        caption += f"\n{DAGGER} computed with unverified metric weights"
+    fig.suptitle(f"{task}, range {range_} · {group.key.title}\n{caption}", fontsize="medium")
+    return fig
+
+
+def save_png(fig: Figure, path: Path) -> Path:
+    """Write `fig` atomically, so a killed run never leaves half a PNG."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    return path
+
+
 def plot_group(group: Group, metrics: list[str], out_dir: Path, spec: BootstrapSpec = BootstrapSpec()) -> list[Path]:
     """Write one PNG per task and range of `group` into `out_dir`; returns the paths written."""
-    split = group.key.split
     metrics = [m for m in metrics if m != SET_METRIC]
     cells = sorted({(c["task"], str(c["range"])) for run in group.runs for c in run.cells
-                    if c["split"] == split}, key=lambda tr: (tr[0], range_order(tr[1])))
+                    if c["split"] == group.key.split}, key=lambda tr: (tr[0], range_order(tr[1])))
     written = []
     for task, range_ in cells:
-        curves = {(run, m): _curves(run, split, task, range_, m) for run in group.runs for m in metrics}
-        shown = [m for m in metrics if any(curves[run, m] is not None for run in group.runs)]
-        if not shown:
-            continue
-        columns = min(2, len(shown))
-        rows = -(-len(shown) // columns)
-        fig = Figure(figsize=(6.0 * columns, 4.0 * rows + 0.6), layout="constrained")
-        FigureCanvasAgg(fig)
-        any_unverified = False
-        for ax, metric in zip(fig.subplots(rows, columns, squeeze=False).flat, shown):
-            for color, run in enumerate(group.runs):  # a model keeps its colour in every panel
-                values = curves[run, metric]
-                if values is None:
-                    continue
-                mean, low, high = mean_ci(values, spec)
-                frames = np.arange(1 - values.shape[1], 1)
-                unverified = run.metric_info(metric).get("verified") is False
-                any_unverified |= unverified
-                label = f"{run.model}{f' {DAGGER}' if unverified else ''} (n={values.shape[0]})"
-                ax.plot(frames, mean, lw=1.8, color=f"C{color}", label=label)
-                ax.fill_between(frames, low, high, color=f"C{color}", alpha=0.2, lw=0)
-            direction = {True: " (higher is better)", False: " (lower is better)", None: ""}[
-                metric_direction(group.runs, metric)]
-            ax.set(title=f"{metric.upper()}{direction}", xlabel="frames before the end of the return leg (0 = last)",
-                   ylabel=metric.upper())
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize="small")
-        for ax in fig.axes[len(shown):]:
-            ax.set_visible(False)
-        caption = f"mean over trajectories, band: {spec.text()}"
-        if any_unverified:
-            caption += f"\n{DAGGER} computed with unverified metric weights"
-        fig.suptitle(f"{task}, range {range_} · {group.key.title}\n{caption}", fontsize="medium")
-        path = Path(out_dir) / group.key.slug / f"{task}_range{range_}.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
-        written.append(path)
+        fig = cell_figure(group, task, range_, metrics, spec)
+        if fig is not None:
+            written.append(save_png(fig, Path(out_dir) / group.key.slug / f"{task}_range{range_}.png"))
     return written
 
 

@@ -270,30 +270,31 @@ def build_leaderboard(groups: list[Group], metrics: list[str] | None = None,
 
 # ---- rendering -------------------------------------------------------------------------------------------------
 
-def _num(x: float) -> str:
+def num_text(x: float) -> str:
+    """About four significant digits: enough to rank, short enough for a cell."""
     return f"{x:.1f}" if abs(x) >= 100 else f"{x:.2f}" if abs(x) >= 10 else f"{x:.3f}"
 
 
 def cell_text(cell: Cell, interval: bool = True) -> str:
     if not cell.available:
         return f"n/a [{cell.note}]"
-    text = _num(cell.mean)
+    text = num_text(cell.mean)
     if interval and cell.low is not None:
-        text += f" [{_num(cell.low)}, {_num(cell.high)}]"
+        text += f" [{num_text(cell.low)}, {num_text(cell.high)}]"
     return text + ("" if cell.verified else DAGGER)
 
 
-def _arrow(table: GroupTable, metric: str) -> str:
+def arrow(table: GroupTable, metric: str) -> str:
     return {True: " ↑", False: " ↓", None: ""}[table.higher_is_better.get(metric)]
 
 
 def _columns(table: GroupTable) -> list[tuple[str, str, str]]:
     """(metric, task, header) for every metric column."""
-    return [(m, t, f"{m.upper()}{_arrow(table, m)} {t}") for m in table.metrics for t in table.tasks]
+    return [(m, t, f"{m.upper()}{arrow(table, m)} {t}") for m in table.metrics for t in table.tasks]
 
 
 def _fvd_title(table: GroupTable) -> str:
-    return f"FVD{_arrow(table, SET_METRIC)} (set-level)"
+    return f"FVD{arrow(table, SET_METRIC)} (set-level)"
 
 
 def _fvd_headers(table: GroupTable) -> list[str]:
@@ -310,7 +311,7 @@ def _rich_cell(cell: Cell) -> Text:
         return Text(cell_text(cell), style="dim")
     text = cell_text(cell, interval=False)
     if cell.low is not None:
-        text += f"\n[{_num(cell.low)}, {_num(cell.high)}]"
+        text += f"\n[{num_text(cell.low)}, {num_text(cell.high)}]"
     return Text(text, style="bold green" if cell.best else "yellow" if not cell.verified else "")
 
 
@@ -351,7 +352,7 @@ def render_rich(board: Leaderboard) -> RichGroup:
         title = f"LoopNav leaderboard · {table.group.key.title}"
         columns = [c for c in _columns(table) if any(row.cells[c[0], c[1]].available for row in table.rows)]
         per_metric = [_rich_table(table, [(m, t, t) for m_, t, _ in columns if m_ == m],
-                                  f"{m.upper()}{_arrow(table, m)}", lengths_apart=False)
+                                  f"{m.upper()}{arrow(table, m)}", lengths_apart=False)
                       for m in dict.fromkeys(m for m, _, _ in columns)]
         parts.append(FitWidth(_rich_table(table, columns, title, lengths_apart=True),
                                RichGroup(Text(title, style="bold"), *per_metric)))
@@ -371,7 +372,7 @@ def render_rich(board: Leaderboard) -> RichGroup:
     return RichGroup(*parts)
 
 
-def _md_row(values: list[str]) -> str:
+def md_row(values: list[str]) -> str:
     return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
 
 
@@ -380,17 +381,17 @@ def render_markdown(board: Leaderboard) -> str:
     for table in board.tables:
         columns = _columns(table)
         lines += [f"### {table.group.key.title}", "",
-                  _md_row(["range", "model", "context", "traj len", *(h for _, _, h in columns)]),
-                  _md_row(["---:", ":---", "---:", "---:", *("---:" for _ in columns)])]
+                  md_row(["range", "model", "context", "traj len", *(h for _, _, h in columns)]),
+                  md_row(["---:", ":---", "---:", "---:", *("---:" for _ in columns)])]
         for row in table.rows:
             cells = [(f"**{cell_text(c)}**" if c.best else cell_text(c))
                      for c in (row.cells[m, t] for m, t, _ in columns)]
-            lines.append(_md_row([row.range, row.model, row.context_len, row.traj_len, *cells]))
+            lines.append(md_row([row.range, row.model, row.context_len, row.traj_len, *cells]))
         if table.fvd:
             headers = _fvd_headers(table)
-            lines += ["", f"{_fvd_title(table)}:", "", _md_row(["model", *headers, "mode"]),
-                      _md_row([":---", *("---:" for _ in headers), ":---"])]
-            lines += [_md_row([r.model,
+            lines += ["", f"{_fvd_title(table)}:", "", md_row(["model", *headers, "mode"]),
+                      md_row([":---", *("---:" for _ in headers), ":---"])]
+            lines += [md_row([r.model,
                                *(f"**{cell_text(c)}**" if c.best else cell_text(c) for c in _fvd_cells(table, r)),
                                r.mode]) for r in table.fvd]
         lines.append("")

@@ -349,6 +349,27 @@ def leaderboard(
         console.print(f"[green]wrote[/] {path}")
 
 
+@leaderboard_app.command("paper")
+def leaderboard_paper(
+    results: Path = typer.Option(..., "--results", "-r", help="Directory of `loopnav evaluate` outputs."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for paper.md and its figures."),
+    bench: Optional[Path] = typer.Option(None, "--bench",
+                                         help="JSON of benchmarks/bench_worldpack.py --out, for Table 4."),
+    frames: int = typer.Option(20, "--frames", min=1, help="Terminal frames of the return leg in Figure 4."),
+) -> None:
+    """The WorldPack paper's Tables 1-2 and 4, Figures 4-5 and a claims check, as markdown and PNGs."""
+    from leaderboard.paper import write_paper
+    from leaderboard.results import group_runs, load_runs
+
+    try:
+        groups = group_runs(load_runs(results, skip=lambda message: console.print(f"[yellow]skipped:[/] {message}")))
+        written = write_paper(groups, out, bench, frames)
+    except (ValueError, FileNotFoundError) as err:  # ResultsError, or a --bench file that is not JSON
+        fail(str(err))
+    for path in written:
+        console.print(f"[green]wrote[/] {path}")
+
+
 @leaderboard_app.command("push")
 def leaderboard_push(
     results: Path = typer.Option(..., "--results", "-r",
