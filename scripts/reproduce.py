@@ -380,8 +380,8 @@ def install_checkpoints(config: dict[str, Any], workdir: Path, repo: Path = REPO
 def write_bundle(config: dict[str, Any], workdir: Path) -> list[Path]:
     """WORKDIR/bundle: the leaderboard (md, json), state.json, results.tar.gz (results without predictions, plots,
     logs) and the checkpoints as fp16 exports at their ships_to paths in tars of at most max_file_mb (unpack in the
-    repository root to install them); at most max_files files. What a GPU machine sends back."""
-    limit, bundle = config["shared"]["max_file_mb"] * MB, workdir / "bundle"
+    repository root to install them); at most max_files files, or no new bundle. What a GPU machine sends back."""
+    limit, final, bundle = config["shared"]["max_file_mb"] * MB, workdir / "bundle", workdir / ".bundle.partial"
     shutil.rmtree(bundle, ignore_errors=True)
     bundle.mkdir(parents=True)
     for name in ("leaderboard.md", "leaderboard.json"):
@@ -411,7 +411,9 @@ def write_bundle(config: dict[str, Any], workdir: Path) -> list[Path]:
         raise ReproduceError(f"{bundle}: {'; '.join(problems)}: over [shared] max_files = "
                              f"{config['shared']['max_files']} files of max_file_mb = "
                              f"{config['shared']['max_file_mb']} MB")
-    return written
+    shutil.rmtree(final, ignore_errors=True)
+    bundle.rename(final)
+    return [final / p.name for p in written]
 
 
 # ------------------------------------------------------------------------------------------------ command line

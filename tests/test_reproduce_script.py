@@ -1,0 +1,153 @@
+"""scripts/reproduce.py: the gpu pipeline end to end on a CPU (`--budget dry-run`), killed and resumed, its status,
+bundle and installed checkpoints, and config errors as one line."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from modelkit import checkpoint as ckpt
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reproduce.py"
+
+
+@pytest.fixture(scope="module")
+def rp():
+    spec = importlib.util.spec_from_file_location("reproduce", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def command(*args: object) -> list[str]:
+    return [sys.executable, str(SCRIPT), *map(str, args)]
+
+
+def run(*args: object) -> subprocess.CompletedProcess:
+    return subprocess.run(command(*args), capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory):
+    """The dry run, interrupted (SIGINT, as at a deadline or Ctrl-C) while the autoencoder trains, then rerun."""
+    workdir = tmp_path_factory.mktemp("reproduce") / "work"
+    first = subprocess.Popen(command("--budget", "dry-run", "--workdir", workdir), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    started = time.monotonic()
+    while not (workdir / "logs" / "train-autoencoder.log").exists():
+        assert first.poll() is None and time.monotonic() - started < 300, first.communicate()[0]
+        time.sleep(0.1)
+    first.send_signal(signal.SIGINT)
+    first_out = first.communicate(timeout=120)[0]
+    interrupted = (workdir / "state.json").read_text()
+    second = run("--budget", "dry-run", "--workdir", workdir)
+    return workdir, first.returncode, first_out, interrupted, second
+
+
+def test_a_killed_run_resumes_where_it_stopped(rp, dry_run):
+    workdir, code, out, interrupted, second = dry_run
+    assert code == rp.EXIT_DEADLINE and "run the same command again" in out
+    steps = rp.read_json(workdir / "state.json")["steps"]
+    before = json.loads(interrupted)["steps"]
+    assert before["prepare"]["done"] and not before["train-autoencoder"]["done"]
+    assert before["train-autoencoder"]["attempts"][-1]["interrupted"]
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert len(steps["prepare"]["attempts"]) == 1                   # not run again
+    assert steps["train-autoencoder"]["done"] and len(steps["train-autoencoder"]["attempts"]) == 2
+    assert all(record["done"] for record in steps.values())
+    invocations = rp.read_json(workdir / "state.json")["invocations"]
+    assert [i["outcome"] for i in invocations] == ["stopped", "done"] and all(i["seconds"] > 0 for i in invocations)
+
+
+def test_the_dry_run_is_the_gpu_pipeline(rp, dry_run, tmp_path):
+    workdir = dry_run[0]
+    gpu, dry = rp.load_config(rp.DEFAULT_CONFIG, "gpu"), rp.load_config(rp.DEFAULT_CONFIG, "dry-run")
+    assert [s.name for s in rp.build_steps(gpu, tmp_path)] == [s.name for s in rp.build_steps(dry, tmp_path)]
+    assert gpu["entry"] == dry["entry"] and gpu["shared"] == dry["shared"]
+    labels = [e["label"] for e in gpu["entry"]]
+    assert labels == ["worldpack", "worldpack-full", "worldpack-base", "worldpack-pack-only",
+                      "worldpack-retrieval-only", "nwm", "diamond"]
+    for label in labels:
+        assert rp.trained_step(workdir / "train" / label) == dry["train"]["steps"]
+    groups = rp.read_json(workdir / "leaderboard" / "leaderboard.json")["groups"]
+    assert {run["model"] for group in groups for run in group["runs"]} == {*labels, "copy-last", "nearest-pose"}
+    assert "| range | model |" in (workdir / "leaderboard" / "leaderboard.md").read_text()
+    assert list((workdir / "leaderboard" / "plots").rglob("*.png"))
+
+
+def test_the_bundle_fits_the_file_limits(rp, dry_run):
+    workdir = dry_run[0]
+    config = rp.load_config(rp.DEFAULT_CONFIG, "dry-run")
+    bundle = sorted(p.name for p in (workdir / "bundle").iterdir())
+    assert len(bundle) <= config["shared"]["max_files"]
+    assert all((workdir / "bundle" / name).stat().st_size <= config["shared"]["max_file_mb"] * rp.MB for name in bundle)
+    assert {"leaderboard.md", "leaderboard.json", "state.json", "results.tar.gz"} <= set(bundle)
+    members = [m for name in bundle if name.startswith("checkpoints-")
+               for m in tarfile.open(workdir / "bundle" / name).getnames()]
+    assert {e["ships_to"] + "/model.safetensors" for e in config["entry"]} <= set(members)
+    with tarfile.open(workdir / "bundle" / "results.tar.gz") as tar:
+        names = tar.getnames()
+    assert any(n.startswith("logs/") for n in names) and not any("/predictions" in n for n in names)
+    with pytest.raises(rp.ReproduceError, match=rf": {len(bundle)} files: over \[shared\] max_files = 3 files"):
+        rp.write_bundle(config | {"shared": {**config["shared"], "max_files": 3}}, workdir)
+    assert sorted(p.name for p in (workdir / "bundle").iterdir()) == bundle    # the previous bundle stays
+
+
+def test_status_reports_without_running_and_adopts_trained_runs(rp, dry_run, tmp_path):
+    workdir = dry_run[0]
+    done = run("--budget", "dry-run", "--workdir", workdir, "--status")
+    assert done.returncode == 0 and "0 steps left" in done.stdout and "train-diamond" in done.stdout
+    fresh = tmp_path / "fresh"
+    todo = run("--budget", "dry-run", "--workdir", fresh, "--status")
+    assert todo.returncode == 0 and "20 steps left" in todo.stdout and not fresh.exists()
+    # runs trained by hand into the same layout count as done; nothing else does
+    (fresh / "train").mkdir(parents=True)
+    os.symlink(workdir / "train" / "nwm", fresh / "train" / "nwm")
+    adopted = run("--budget", "dry-run", "--workdir", fresh, "--status")
+    assert "19 steps left" in adopted.stdout
+    assert [line.split()[1] for line in adopted.stdout.splitlines() if line.startswith("train-nwm ")] == ["done"]
+
+
+def test_install_writes_fp16_exports_to_ships_to(rp, dry_run, tmp_path):
+    config = rp.load_config(rp.DEFAULT_CONFIG, "dry-run")
+    with pytest.raises(rp.ReproduceError, match="unfinished training runs"):
+        rp.install_checkpoints(config, tmp_path / "nothing", tmp_path)
+    installed = rp.install_checkpoints(config, dry_run[0], tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in installed] == [e["ships_to"] for e in config["entry"]]
+    for entry, path in zip(config["entry"], installed):
+        expected = {ckpt.CONFIG, ckpt.WEIGHTS} | ({"autoencoder.safetensors"} if entry["autoencoder"] else set())
+        assert {p.name for p in path.iterdir()} == expected
+        for name in expected - {ckpt.CONFIG}:
+            dtypes = {t.dtype for t in ckpt.load_tensors(path / name).values() if t.is_floating_point()}
+            assert dtypes == {torch.float16}
+        assert not list(path.parent.glob(f".{path.name}.*"))        # no staging folder left behind
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda text: text.replace("steps = 6000\n", "", 1), r"\[cpu.train\] lacks steps"),
+    (lambda text: text.replace('label = "nwm"', 'label = "diamond"'), "labels used twice: diamond"),
+    (lambda text: text.replace("lanes = 2", "lanes = 0", 1), r"\[cpu\] lanes must be a positive integer"),
+    (lambda text: text + "[cpu\n", "cannot read the config"),
+])
+def test_config_errors_are_one_line(rp, tmp_path, edit, message):
+    path = tmp_path / "reproduce.toml"
+    path.write_text(edit(rp.DEFAULT_CONFIG.read_text()))
+    result = run("--budget", "cpu", "--config", path, "--workdir", tmp_path / "w", "--status")
+    assert result.returncode == rp.EXIT_CONFIG and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}") and re.search(message, lines[0])
+    unknown = run("--budget", "tpu", "--workdir", tmp_path / "w")
+    assert unknown.returncode == rp.EXIT_CONFIG and "no budget 'tpu'; choose one of cpu, dry-run, gpu" in unknown.stderr
