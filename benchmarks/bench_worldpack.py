@@ -28,9 +28,10 @@ import numpy as np
 import torch
 
 from loopnav_bench.fileio import write_json_atomic
+from modelkit.adapter import collate
 from modelkit.autoencoder import preset_config
 from modelkit.presets import get_preset
-from worldpack.context import build_example, collate
+from worldpack.context import build_example
 from worldpack.model import WorldPack, WorldPackConfig
 from worldpack.packing import tokens_per_frame
 from worldpack.presets import PRESETS

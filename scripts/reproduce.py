@@ -158,6 +158,12 @@ def build_steps(config: dict[str, Any], workdir: Path) -> list[Step]:
              stdout=board / "leaderboard.md"),
         Step("leaderboard-json", [*leaderboard, "--format", "json"], needs=("leaderboard",),
              stdout=board / "leaderboard.json"),
+        # Table 4: time and peak memory per predicted frame, WorldPack full vs base, at the trained preset
+        Step("bench-worldpack", [sys.executable, str(REPO / "benchmarks" / "bench_worldpack.py"), "--preset",
+                                 train["preset"], "--device", config["device"], "--out", board / "bench_worldpack.json",
+                                 *options(config.get("bench", {}), {"repeats": "--repeats"})]),
+        Step("paper", loopnav("leaderboard", "paper", "--results", results, "--out", board / "paper", "--bench",
+                              board / "bench_worldpack.json"), needs=("leaderboard", "bench-worldpack")),
     ]
 
 
@@ -388,7 +394,7 @@ def write_bundle(config: dict[str, Any], workdir: Path) -> list[Path]:
         shutil.copy(workdir / "leaderboard" / name, bundle / name)
     shutil.copy(workdir / STATE_FILE, bundle / STATE_FILE)
     with tarfile.open(bundle / "results.tar.gz", "w:gz") as tar:
-        for folder in ("results", "leaderboard/plots", "logs"):
+        for folder in ("results", "leaderboard/plots", "leaderboard/paper", "logs"):
             if (workdir / folder).exists():
                 tar.add(workdir / folder, arcname=folder, filter=lambda m: None if "/predictions" in m.name else m)
     with tempfile.TemporaryDirectory() as tmp:

@@ -86,6 +86,8 @@ def test_the_dry_run_is_the_gpu_pipeline(rp, dry_run, tmp_path):
     assert {run["model"] for group in groups for run in group["runs"]} == {*labels, "copy-last", "nearest-pose"}
     assert "| range | model |" in (workdir / "leaderboard" / "leaderboard.md").read_text()
     assert list((workdir / "leaderboard" / "plots").rglob("*.png"))
+    paper = (workdir / "leaderboard" / "paper" / "paper.md").read_text()
+    assert "Table 4" in paper and "worldpack-full" in paper and list((workdir / "leaderboard" / "paper").glob("*.png"))
 
 
 def test_the_bundle_fits_the_file_limits(rp, dry_run):
