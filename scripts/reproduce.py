@@ -147,7 +147,7 @@ def build_steps(config: dict[str, Any], workdir: Path) -> list[Step]:
                                 *options(config["data"], {"tasks": "--tasks", "ranges": "--ranges",
                                                           "limit": "--limit"}))),
         training("train-autoencoder", "autoencoder", autoencoder, train["autoencoder_steps"], [], ()),
-        *[training(f"train-{e['label']}", e["model"], workdir / "train" / e["label"], train["steps"],
+        *[training(f"train-{e['label']}", e["model"], workdir / "train" / e["label"], entry_steps(config, e),
                    [*entry_args(e), *options(train, {"batch_size": "--batch-size"})],
                    ("train-autoencoder",) if e["autoencoder"] else ()) for e in entries],
         *[evaluation(floor, floor, [], ()) for floor in config["shared"]["floors"]],
@@ -354,10 +354,15 @@ def export_checked(run_dir: Path, dest: Path, max_file_mb: float) -> None:
                              "shipped file ([shared] max_file_mb)")
 
 
+def entry_steps(config: dict[str, Any], entry: dict[str, Any]) -> int:
+    """An entry's optimizer steps: the budget's, unless [budget.train] entry_steps names the entry."""
+    return config["train"].get("entry_steps", {}).get(entry["label"], config["train"]["steps"])
+
+
 def finished_runs(config: dict[str, Any], workdir: Path) -> list[tuple[dict[str, Any], Path]]:
     runs = [(entry, workdir / "train" / entry["label"]) for entry in config["entry"]]
-    if unfinished := [f"{run} ({trained_step(run)}/{config['train']['steps']})" for _, run in runs
-                      if trained_step(run) < config["train"]["steps"]]:
+    if unfinished := [f"{run} ({trained_step(run)}/{entry_steps(config, entry)})" for entry, run in runs
+                      if trained_step(run) < entry_steps(config, entry)]:
         raise ReproduceError(f"unfinished training runs: {', '.join(unfinished)}; run the pipeline first")
     return runs
 
