@@ -15,7 +15,7 @@ from loopnav_bench.schema import Trajectory
 from loopnav_bench.train import TrainOptions
 from modelkit.presets import get_preset
 from modelkit.train import fit, loop_config
-from modelkit.train_data import DeviceBatches, load_split, pixels_float, pixels_uint8
+from modelkit.train_data import DeviceBatches, load_split, pixels_float, pixels_uint8, trajectory_starts
 
 
 class FrameBatches(DeviceBatches):
@@ -29,7 +29,7 @@ class FrameBatches(DeviceBatches):
         self.frames = torch.cat([pixels_uint8(t.frames, config.image_size) for t in trajectories]).contiguous()
         self.actions = torch.from_numpy(np.concatenate([mapping(t.actions) for t in trajectories]))
         self.lengths = np.array([len(t.frames) for t in trajectories])
-        self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]])
+        self.starts = trajectory_starts(self.lengths)
         targets = np.maximum(self.lengths - self.context, 0).astype(np.float64)
         if targets.sum() == 0:
             raise ValueError(f"no trajectory is longer than the {self.context}-frame context")

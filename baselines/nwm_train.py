@@ -19,7 +19,7 @@ from loopnav_bench.train import TrainOptions
 from modelkit.presets import get_preset
 from modelkit.train import fit, loop_config
 from modelkit.train_autoencoder import LatentArgs, latent_data
-from modelkit.train_data import DeviceBatches, EncodedTrajectory
+from modelkit.train_data import DeviceBatches, EncodedTrajectory, trajectory_starts
 
 
 def waypoint_spacing(trajectories: list[Trajectory]) -> float:
@@ -43,7 +43,7 @@ class GoalBatches(DeviceBatches):
     def __init__(self, encoded: list[EncodedTrajectory], config: NWMConfig):
         self.config = config
         lengths = np.array([len(e.latents) for e in encoded])
-        self.first = np.repeat(np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)  # each frame's trajectory start
+        self.first = np.repeat(trajectory_starts(lengths), lengths)  # each frame's trajectory start
         local = np.arange(len(self.first)) - self.first
         self.latents = torch.cat([e.latents for e in encoded])
         self.poses = np.concatenate([e.poses for e in encoded])
@@ -60,8 +60,8 @@ class GoalBatches(DeviceBatches):
             raise ValueError(f"batch size {batch_size} is not a multiple of goals_per_context {goals}")
         current = rng.choice(self.currents, size=batch_size // goals)
         offsets = rng.integers(self.low[current, None], self.high[current, None] + 1, size=(len(current), goals))
-        first = self.first[current, None]
-        context = first + context_window(current - first[:, 0], self.config.context)
+        first = self.first[current]
+        context = first[:, None] + context_window(current - first, self.config.context)
         action = goal_action(self.poses[current, None], self.poses[current[:, None] + offsets],
                              self.units[current, None], self.config.waypoint_spacing)
         return {"context": self.gather(self.latents, context.repeat(goals, axis=0)),

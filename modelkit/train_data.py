@@ -72,6 +72,11 @@ class DeviceBatches:
 Source = TypeVar("Source", bound=DeviceBatches)
 
 
+def trajectory_starts(lengths: np.ndarray) -> np.ndarray:
+    """Where each trajectory begins once all are concatenated into one table."""
+    return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+
+
 def pixels_uint8(frames: np.ndarray, size: int) -> torch.Tensor:
     """uint8 [N, H, W, 3] frames as uint8 [N, 3, size, size]: resized once, a quarter of float32's memory."""
     return frames_to_tensor(frames, size).add(1).mul(127.5).round().byte()

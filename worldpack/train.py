@@ -19,7 +19,7 @@ from loopnav_bench.train import TrainOptions
 from modelkit.presets import get_preset
 from modelkit.train import fit, loop_config
 from modelkit.train_autoencoder import LatentArgs, latent_data
-from modelkit.train_data import DeviceBatches, EncodedTrajectory
+from modelkit.train_data import DeviceBatches, EncodedTrajectory, trajectory_starts
 from worldpack.context import relative_pose
 from worldpack.model import WorldPack, WorldPackConfig
 from worldpack.presets import PRESETS
@@ -61,7 +61,7 @@ class MemoryBatches(DeviceBatches):
             raise ValueError("recent slots reach into the retrieval window: precomputed memories would differ")
         self.config, self.recipe, self.layout = config, recipe, layout
         lengths = np.array([len(e.latents) for e in encoded])
-        self.starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        self.starts = trajectory_starts(lengths)
         self.latents = torch.cat([e.latents for e in encoded])
         self.poses = np.concatenate([e.poses for e in encoded])
         self.units = np.repeat([e.units_per_block for e in encoded], lengths)
