@@ -176,7 +176,7 @@ def main() -> None:
           f"  step {result['step_seconds'] * 1e3:.1f} ms, {result['tokens_per_second']:,.0f} tokens/s, "
           f"{result['samples_per_second']:.1f} samples/s\n"
           f"  {result['flops_per_step'] / 1e9:.2f} GFLOP/step, {result['achieved_tflops']:.3f} TFLOP/s, MFU {mfu}\n"
-          f"  building the batch on the CPU: {result['batch_build_seconds'] * 1e3:.1f} ms of each step"
+          f"  building the batch: {result['batch_build_seconds'] * 1e3:.1f} ms of each step"
           + (f" (MFU without it: {result['compute_mfu']:.1%})" if result["compute_mfu"] is not None else ""))
     if args.out:
         write_json_atomic(args.out, result)
