@@ -326,9 +326,10 @@ def quantise(frames: torch.Tensor) -> torch.Tensor:
     """[-1, 1] floats rounded to the nearest of the 256 values uint8 pixels can take."""
     return ((frames + 1) * 127.5).round() / 127.5 - 1
 
-def step_window(t: int, context: int) -> tuple[np.ndarray, np.ndarray]:
-    """Frame indices t-K … t-1 and action indices t-K+1 … t for predicting frame t (clamped at the first frame)."""
-    frames = np.maximum(np.arange(t - context, t), 0)
+def step_window(t: int | np.ndarray, context: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frame indices t-K … t-1 and action indices t-K+1 … t for predicting frame t (clamped at the first frame);
+    for an array of targets t [B], both are [B, K]."""
+    frames = np.maximum(np.asarray(t)[..., None] + np.arange(-context, 0), 0)
     return frames, frames + 1
 
 

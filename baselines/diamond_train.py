@@ -13,36 +13,36 @@ from loopnav_bench.console import ProgressFn
 from loopnav_bench.contract import data_identity
 from loopnav_bench.schema import Trajectory
 from loopnav_bench.train import TrainOptions
-from modelkit.autoencoder import frames_to_tensor
 from modelkit.presets import get_preset
 from modelkit.train import fit, loop_config
-from modelkit.train_data import load_split
+from modelkit.train_data import DeviceBatches, load_split, pixels_float, pixels_uint8, trajectory_starts
 
 
-class FrameBatches:
-    """Random (trajectory, frame t ≥ context) pairs: pixels resized once to the model's size and kept as uint8."""
+class FrameBatches(DeviceBatches):
+    """Random (trajectory, frame t ≥ context) pairs: pixels resized once to the model's size and kept as uint8 (on the
+    training device after `to`), every trajectory's frames and actions in one tensor each, gathered a batch at once."""
 
     def __init__(self, trajectories: list[Trajectory], config: DiamondConfig):
         mapping = action_mapping(config.action_layout)
         self.context = config.context
-        self.frames = [frames_to_tensor(t.frames, config.image_size).add(1).mul(127.5).round().byte()
-                       for t in trajectories]
-        self.actions = [torch.from_numpy(mapping(t.actions)) for t in trajectories]
-        lengths = np.array([max(len(f) - self.context, 0) for f in self.frames], dtype=np.float64)
-        if lengths.sum() == 0:
+        # contiguous (frames_to_tensor's are channels-last): the target's noise (randn_like) follows its layout
+        self.frames = torch.cat([pixels_uint8(t.frames, config.image_size) for t in trajectories]).contiguous()
+        self.actions = torch.from_numpy(np.concatenate([mapping(t.actions) for t in trajectories]))
+        self.lengths = np.array([len(t.frames) for t in trajectories])
+        self.starts = trajectory_starts(self.lengths)
+        targets = np.maximum(self.lengths - self.context, 0).astype(np.float64)
+        if targets.sum() == 0:
             raise ValueError(f"no trajectory is longer than the {self.context}-frame context")
-        self.weights = lengths / lengths.sum()
+        self.weights = targets / targets.sum()
 
     def __call__(self, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
-        context, actions, target = [], [], []
-        for i in rng.choice(len(self.frames), size=batch_size, p=self.weights):
-            t = int(rng.integers(self.context, len(self.frames[i])))
-            frame_index, action_index = (torch.from_numpy(a) for a in step_window(t, self.context))
-            context.append(self.frames[i][frame_index])
-            actions.append(self.actions[i][action_index])
-            target.append(self.frames[i][t])
-        to_float = lambda x: torch.stack(x).float() / 127.5 - 1  # noqa: E731
-        return {"context": to_float(context), "actions": torch.stack(actions), "target": to_float(target)}
+        trajectory = rng.choice(len(self.lengths), size=batch_size, p=self.weights)
+        t = rng.integers(self.context, self.lengths[trajectory])
+        frame_index, action_index = step_window(t, self.context)
+        start = self.starts[trajectory]
+        return {"context": pixels_float(self.gather(self.frames, start[:, None] + frame_index)),
+                "actions": self.gather(self.actions, start[:, None] + action_index),
+                "target": pixels_float(self.gather(self.frames, start + t))}
 
 
 def train_diamond(options: TrainOptions, progress: ProgressFn | None = None) -> Path:

@@ -83,13 +83,16 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def goal_action(current: np.ndarray, goal: np.ndarray, units_per_block: float, spacing: float) -> np.ndarray:
-    """NWM's action: the goal pose [..., 5] seen from the current pose [5], as normalised (dx, dy, dyaw) float32."""
-    delta = (np.asarray(goal[..., :2], np.float64) - current[:2]) / units_per_block / spacing
-    c, s = np.cos(current[3]), np.sin(current[3])
+def goal_action(current: np.ndarray, goal: np.ndarray, units_per_block: float | np.ndarray,
+                spacing: float) -> np.ndarray:
+    """NWM's action: the goal pose [..., 5] seen from the current pose [5] (or poses [..., 5] and units [...]
+    broadcasting with the goals), as normalised (dx, dy, dyaw) float32."""
+    units = np.asarray(units_per_block)[..., None]
+    delta = (np.asarray(goal[..., :2], np.float64) - current[..., :2]) / units / spacing
+    c, s = np.cos(current[..., 3]), np.sin(current[..., 3])
     local = np.stack([c * delta[..., 0] + s * delta[..., 1], -s * delta[..., 0] + c * delta[..., 1]], axis=-1)
     normalised = 2 * (local - ACTION_MIN) / (ACTION_MAX - ACTION_MIN) - 1
-    dyaw = wrap_angle(np.asarray(goal[..., 3], np.float64) - current[3])
+    dyaw = wrap_angle(np.asarray(goal[..., 3], np.float64) - current[..., 3])
     return np.concatenate([normalised, np.asarray(dyaw)[..., None]], axis=-1).astype(np.float32)
 
 
@@ -152,9 +155,10 @@ class NWM(nn.Module):
         return self.edm.sample(self.denoiser, noise, batch)
 
 
-def context_window(current: int, context: int) -> np.ndarray:
-    """The `context` frame indices ending at `current`; before the first frame, the first frame repeats."""
-    return np.maximum(np.arange(current - context + 1, current + 1), 0)
+def context_window(current: int | np.ndarray, context: int) -> np.ndarray:
+    """The `context` frame indices ending at `current` ([B, context] for currents [B]); before the first frame, the
+    first frame repeats."""
+    return np.maximum(np.asarray(current)[..., None] + np.arange(1 - context, 1), 0)
 
 
 class NWMModel(CheckpointedModel):

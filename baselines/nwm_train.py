@@ -19,7 +19,7 @@ from loopnav_bench.train import TrainOptions
 from modelkit.presets import get_preset
 from modelkit.train import fit, loop_config
 from modelkit.train_autoencoder import LatentArgs, latent_data
-from modelkit.train_data import EncodedTrajectory
+from modelkit.train_data import DeviceBatches, EncodedTrajectory, trajectory_starts
 
 
 def waypoint_spacing(trajectories: list[Trajectory]) -> float:
@@ -32,42 +32,42 @@ def waypoint_spacing(trajectories: list[Trajectory]) -> float:
     return mean
 
 
+class GoalBatches(DeviceBatches):
+    """NWM training items: a context window ending at a random frame, and `goals_per_context` goals around it.
 
-
-class GoalBatches:
-    """NWM training items: a context window ending at a random frame, and `goals_per_context` goals around it."""
+    Every trajectory's latents sit in one tensor (on the training device after `to`) and each frame's goal range is
+    known up front, so a batch is index arithmetic on the host and two gathers on the device. The current frames are
+    drawn uniformly over all those with a goal in range.
+    """
 
     def __init__(self, encoded: list[EncodedTrajectory], config: NWMConfig):
-        self.encoded, self.config = encoded, config
-        # the current frames that have at least one goal in range, per trajectory
-        self.currents = [np.array([c for c in range(config.context - 1, len(e.latents))
-                                   if len(self._offsets(c, len(e.latents)))]) for e in encoded]
-        counts = np.array([len(c) for c in self.currents], dtype=np.float64)
-        if counts.sum() == 0:
+        self.config = config
+        lengths = np.array([len(e.latents) for e in encoded])
+        self.first = np.repeat(trajectory_starts(lengths), lengths)  # each frame's trajectory start
+        local = np.arange(len(self.first)) - self.first
+        self.latents = torch.cat([e.latents for e in encoded])
+        self.poses = np.concatenate([e.poses for e in encoded])
+        self.units = np.repeat([e.units_per_block for e in encoded], lengths)
+        low, high = config.goal_offsets  # each frame's goal offsets, kept inside its trajectory
+        self.low, self.high = np.maximum(low, -local), np.minimum(high, np.repeat(lengths, lengths) - 1 - local)
+        self.currents = np.flatnonzero((local >= config.context - 1) & (self.low <= self.high))
+        if not len(self.currents):
             raise ValueError(f"no trajectory is long enough for a context of {config.context} frames and a goal")
-        self.weights = counts / counts.sum()
-
-    def _offsets(self, current: int, length: int) -> np.ndarray:
-        low, high = self.config.goal_offsets
-        return np.arange(max(low, -current), min(high, length - 1 - current) + 1)
 
     def __call__(self, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
         goals = self.config.goals_per_context
         if batch_size % goals:
             raise ValueError(f"batch size {batch_size} is not a multiple of goals_per_context {goals}")
-        items: dict[str, list[torch.Tensor]] = {"context": [], "target": [], "action": [], "rel_t": []}
-        for t in rng.choice(len(self.encoded), size=batch_size // goals, p=self.weights):
-            e = self.encoded[t]
-            current = int(rng.choice(self.currents[t]))
-            offsets = rng.choice(self._offsets(current, len(e.latents)), size=goals)
-            context = e.latents.index_select(0, torch.from_numpy(context_window(current, self.config.context)))
-            action = goal_action(e.poses[current], e.poses[current + offsets], e.units_per_block,
-                                 self.config.waypoint_spacing)
-            items["context"] += [context] * goals
-            items["target"].append(e.latents.index_select(0, torch.from_numpy(current + offsets)))
-            items["action"].append(torch.from_numpy(action))
-            items["rel_t"].append(torch.from_numpy(offsets / TIME_SCALE).float())
-        return {k: torch.stack(v) if k == "context" else torch.cat(v) for k, v in items.items()}
+        current = rng.choice(self.currents, size=batch_size // goals)
+        offsets = rng.integers(self.low[current, None], self.high[current, None] + 1, size=(len(current), goals))
+        first = self.first[current]
+        context = first[:, None] + context_window(current - first, self.config.context)
+        action = goal_action(self.poses[current, None], self.poses[current[:, None] + offsets],
+                             self.units[current, None], self.config.waypoint_spacing)
+        return {"context": self.gather(self.latents, context.repeat(goals, axis=0)),
+                "target": self.gather(self.latents, (current[:, None] + offsets).reshape(-1)),
+                "action": self.put(action.reshape(-1, action.shape[-1])),
+                "rel_t": self.put((offsets.reshape(-1) / TIME_SCALE).astype(np.float32))}
 
 
 def train_nwm(options: TrainOptions, progress: ProgressFn | None = None) -> Path:

@@ -4,11 +4,12 @@
     python benchmarks/bench_train_throughput.py --preset tiny --device cpu --dtype fp32 --steps 6   # smoke run
 
 The loop timed is `modelkit.train.fit` itself (batch building, autocast forward and backward, gradient clipping,
-AdamW, EMA), fed by the same `MemoryBatches` builder as `loopnav train`, over synthetic latent trajectories of the
+AdamW, EMA), fed by the same `MemoryBatches` source as `loopnav train`, over synthetic latent trajectories of the
 preset's latent size (random latents, random-walk poses), so no data set is needed. Step time is taken between the
 per-step progress callbacks, which follow a device sync (the loss is read back each step), after `--warmup` steps
-and leaving out the last step, which also writes the checkpoint. The time the batch builder alone takes is measured
-too: `fit` builds each batch in the training process between steps, so that time is device idle time.
+and leaving out the last step, which also writes the checkpoint. The time the batch source alone takes (on the device,
+as `fit` uses it) is measured too: `fit` builds each batch in the training process between steps, so that time is
+device idle time.
 
 FLOPs per step are counted once with `torch.utils.flop_counter.FlopCounterMode` over one forward and backward pass of
 the model's loss on a batch of the same size (matmuls, convolutions, attention; the optimizer and elementwise ops
@@ -78,7 +79,6 @@ def tokens_per_example(config: WorldPackConfig) -> tuple[int, int]:
 
 
 def flops_per_step(model: WorldPack, batch: dict[str, torch.Tensor], device: torch.device) -> int:
-    batch = {k: v.to(device) for k, v in batch.items()}
     with FlopCounterMode(display=False) as counter:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             loss = model.loss(batch)
@@ -94,13 +94,15 @@ def measure(preset: str, variant: str, device: torch.device, batch_size: int, st
                              latent_size=preset_config(settings.autoencoder).latent_size,
                              action_dim=ACTION_DIM, variant=variant, retrieval=RETRIEVAL_PRESETS["vizdoom"],
                              **settings.model)
-    batches = MemoryBatches(synthetic_trajectories(config, seed), config)
+    batches = MemoryBatches(synthetic_trajectories(config, seed), config).to(device)
     model = WorldPack(config).to(device)
     rng = np.random.default_rng(seed)
     flops = flops_per_step(model, batches(rng, batch_size), device)
     started = time.perf_counter()
     for _ in range(steps):
         batches(rng, batch_size)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the gathers run asynchronously
     batch_seconds = (time.perf_counter() - started) / steps
 
     stamps: list[float] = []
@@ -126,8 +128,9 @@ def measure(preset: str, variant: str, device: torch.device, batch_size: int, st
         "samples_per_second": batch_size / step_seconds,
         "achieved_tflops": achieved / 1e12,
         "peak_tflops": peak, "mfu": achieved / (peak * 1e12) if peak else None,
-        # fit builds each batch on the CPU before the step that uses it, so this part of step_seconds leaves the
-        # device idle; compute_mfu is what the device would reach with batches built elsewhere (loader workers)
+        # fit builds each batch (host index arithmetic, device gathers) before the step that uses it, so this part of
+        # step_seconds leaves the device mostly idle; compute_mfu is what the device would reach with batches built
+        # elsewhere (loader workers)
         "batch_build_seconds": batch_seconds,
         "compute_mfu": flops / max(step_seconds - batch_seconds, 1e-9) / (peak * 1e12) if peak else None,
         "timed_steps": steps, "warmup_steps": warmup,
@@ -173,7 +176,7 @@ def main() -> None:
           f"  step {result['step_seconds'] * 1e3:.1f} ms, {result['tokens_per_second']:,.0f} tokens/s, "
           f"{result['samples_per_second']:.1f} samples/s\n"
           f"  {result['flops_per_step'] / 1e9:.2f} GFLOP/step, {result['achieved_tflops']:.3f} TFLOP/s, MFU {mfu}\n"
-          f"  building the batch on the CPU: {result['batch_build_seconds'] * 1e3:.1f} ms of each step"
+          f"  building the batch: {result['batch_build_seconds'] * 1e3:.1f} ms of each step"
           + (f" (MFU without it: {result['compute_mfu']:.1%})" if result["compute_mfu"] is not None else ""))
     if args.out:
         write_json_atomic(args.out, result)

@@ -1,10 +1,11 @@
 """The training loop every model here shares.
 
-`fit` trains any nn.Module that has `loss(batch) -> Tensor`, drawing batches from a model-specific builder
-`builder(rng, batch_size)`. It runs in one process or under `torchrun` (DDP; NCCL on GPUs, gloo on CPUs), with bf16
-autocast on a GPU, AdamW with linear warmup, gradient clipping, an EMA of the weights, and checkpoints as safetensors +
-JSON (checkpoint.py). Every step reseeds numpy and torch from (seed, rank, step), so a resumed run needs no saved RNG
-state and draws exactly the batches and noise an uninterrupted run would.
+`fit` trains any nn.Module that has `loss(batch) -> Tensor`, drawing batches from a model-specific source
+`source(rng, batch_size)` that it first moves to the training device (train_data.py). It runs in one process or under
+`torchrun` (DDP; NCCL on GPUs, gloo on CPUs), with bf16 autocast on a GPU, AdamW with linear warmup, gradient
+clipping, an EMA of the weights, and checkpoints as safetensors + JSON (checkpoint.py). Every step reseeds numpy and
+torch from (seed, rank, step), so a resumed run needs no saved RNG state and draws exactly the batches and noise an
+uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from loopnav_bench.distributed import DEFAULT_DEVICE, DistContext
 from loopnav_bench.train import TrainOptions
 from modelkit import checkpoint as ckpt
 from modelkit.presets import Preset
-from modelkit.train_data import BatchBuilder
+from modelkit.train_data import BatchSource
 
 
 @dataclass
@@ -67,11 +68,7 @@ def _seed_step(seed: int, rank: int, step: int) -> np.random.Generator:
     return np.random.default_rng(sequence)
 
 
-def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def fit(model: nn.Module, batches: BatchBuilder, loop: LoopConfig, output_dir: Path, run_config: dict[str, Any],
+def fit(model: nn.Module, batches: BatchSource, loop: LoopConfig, output_dir: Path, run_config: dict[str, Any],
         *, device: str = DEFAULT_DEVICE, resume: bool = False,
         extra_files: dict[str, dict[str, torch.Tensor]] | None = None,
         progress: ProgressFn | None = None, description: str = "train") -> Path:
@@ -85,6 +82,7 @@ def fit(model: nn.Module, batches: BatchBuilder, loop: LoopConfig, output_dir: P
     device = torch.device(dist.device(device))
     output_dir = Path(output_dir)
     model.to(device)
+    batches.to(device)  # once: every batch is then gathered on the device
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=loop.lr, weight_decay=loop.weight_decay)
     step, losses = 0, []
@@ -126,7 +124,7 @@ def fit(model: nn.Module, batches: BatchBuilder, loop: LoopConfig, output_dir: P
     params, ema_params = list(model.parameters()), list(ema.parameters())
     while step < loop.steps:
         rng = _seed_step(loop.seed, dist.rank, step)
-        batch = _to_device(batches(rng, per_rank), device)
+        batch = batches(rng, per_rank)
         for group in optimizer.param_groups:
             group["lr"] = loop.lr * min(1.0, (step + 1) / max(loop.warmup, 1))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):

@@ -1,15 +1,17 @@
 """Training data from a prepared shard set: the train split, random frames for the autoencoder, and trajectories
-encoded into a latent space for the latent models' own batch builders.
+encoded into a latent space for the latent models' own batch sources.
 
-Batch builders are called as `builder(rng, batch_size) -> batch dict` with a numpy Generator the training loop seeds
-from (seed, rank, step), which is what makes a resumed run draw the same batches as an uninterrupted one.
+Batch sources are called as `source(rng, batch_size) -> batch dict` with a numpy Generator the training loop seeds
+from (seed, rank, step), which is what makes a resumed run draw the same batches as an uninterrupted one. `fit` moves a
+source to the training device once (`source.to(device)`); each batch is then gathered there from index arrays, so a
+step copies only those from the host, never the data.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -18,8 +20,6 @@ from loopnav_bench.console import ProgressFn
 from loopnav_bench.schema import Trajectory, units_per_block
 from loopnav_bench.shards import load_manifest, read_trajectories
 from modelkit.autoencoder import frames_to_tensor
-
-BatchBuilder = Callable[[np.random.Generator, int], dict[str, torch.Tensor]]
 
 
 def load_split(data: str | Path, split: str = "train", progress: ProgressFn | None = None) -> list[Trajectory]:
@@ -38,16 +38,63 @@ def load_split(data: str | Path, split: str = "train", progress: ProgressFn | No
     return trajectories
 
 
-class ImageBatches:
+class BatchSource(Protocol):
+    """What `fit` draws batches from."""
+
+    def to(self, device: torch.device | str) -> BatchSource: ...
+
+    def __call__(self, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]: ...
+
+
+class DeviceBatches:
+    """What every batch source shares: its tensors move to the training device once, and batches are gathered there
+    with index arrays drawn on the host (numpy, so that the draws stay a function of the seeded Generator)."""
+
+    device = torch.device("cpu")
+
+    def to(self: Source, device: torch.device | str) -> Source:
+        """Move every tensor attribute to `device`; later batches come out there."""
+        self.device = torch.device(device)
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, value.to(self.device))
+        return self
+
+    def put(self, array: np.ndarray) -> torch.Tensor:
+        """A host array (indices, or a batch's small per-example values) as a tensor on the source's device."""
+        return torch.from_numpy(array).to(self.device)
+
+    def gather(self, table: torch.Tensor, index: np.ndarray) -> torch.Tensor:
+        """Rows `index` (an array of any shape) of a device table: [*index.shape, *table.shape[1:]]."""
+        return table[self.put(index)]
+
+
+Source = TypeVar("Source", bound=DeviceBatches)
+
+
+def trajectory_starts(lengths: np.ndarray) -> np.ndarray:
+    """Where each trajectory begins once all are concatenated into one table."""
+    return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+
+
+def pixels_uint8(frames: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 [N, H, W, 3] frames as uint8 [N, 3, size, size]: resized once, a quarter of float32's memory."""
+    return frames_to_tensor(frames, size).add(1).mul(127.5).round().byte()
+
+
+def pixels_float(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels as float in [-1, 1], on their device."""
+    return pixels.float() / 127.5 - 1
+
+
+class ImageBatches(DeviceBatches):
     """Random frames, resized once to the autoencoder's size and kept as uint8."""
 
     def __init__(self, trajectories: list[Trajectory], image_size: int):
-        self.frames = torch.cat([frames_to_tensor(t.frames, image_size).add(1).mul(127.5).round().byte()
-                                 for t in trajectories])
+        self.frames = torch.cat([pixels_uint8(t.frames, image_size) for t in trajectories])
 
     def __call__(self, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
-        index = torch.from_numpy(rng.integers(0, len(self.frames), batch_size))
-        return {"images": self.frames[index].float() / 127.5 - 1}
+        return {"images": pixels_float(self.gather(self.frames, rng.integers(0, len(self.frames), batch_size)))}
 
 
 @dataclass

@@ -25,6 +25,7 @@ from loopnav_bench.models import RolloutRequest
 from loopnav_bench.schema import ACTION_LAYOUTS
 from modelkit import checkpoint as ckpt
 from modelkit.diffusion import EDM, EDMConfig
+from modelkit.train_data import pixels_float, pixels_uint8
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 SMALL = DiamondConfig(image_size=16, channels=(8, 16), depths=(1, 1), attention=(False, True), cond_channels=16)
@@ -76,6 +77,32 @@ def test_frame_batches_use_the_actions_that_produced_frames_after_the_context():
     assert batch["context"].shape == (6, 4, 3, 16, 16) and batch["target"].shape == (6, 3, 16, 16)
     assert batch["actions"].shape == (6, 4, SMALL.action_dim)
     assert batch["context"].min() >= -1 and batch["context"].max() <= 1
+
+
+def test_frame_batches_equal_the_per_sample_loop_they_replace():
+    """The vectorised gather draws from the Generator exactly as the per-sample loop did (kept here as reference)."""
+    trajectories = [make_trajectory(i, length=n, size=16, split="train") for i, n in enumerate((3, 9, 20, 14))]
+    frames = [pixels_uint8(t.frames, SMALL.image_size) for t in trajectories]
+    actions = [torch.from_numpy(action_mapping(SMALL.action_layout)(t.actions)) for t in trajectories]
+    weights = np.array([max(len(f) - SMALL.context, 0) for f in frames], np.float64)
+
+    def reference(rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
+        context, action, target = [], [], []
+        for i in rng.choice(len(frames), size=batch_size, p=weights / weights.sum()):
+            t = int(rng.integers(SMALL.context, len(frames[i])))
+            frame_index, action_index = (torch.from_numpy(a) for a in step_window(t, SMALL.context))
+            context.append(frames[i][frame_index])
+            action.append(actions[i][action_index])
+            target.append(frames[i][t])
+        return {"context": pixels_float(torch.stack(context)), "actions": torch.stack(action),
+                "target": pixels_float(torch.stack(target))}
+
+    batches = FrameBatches(trajectories, SMALL)
+    for seed in range(4):
+        got, expected = batches(np.random.default_rng(seed), 7), reference(np.random.default_rng(seed), 7)
+        assert got.keys() == expected.keys()
+        for key, value in expected.items():
+            assert torch.equal(got[key], value), f"{key}, seed {seed}"
 
 
 def randomised(config: DiamondConfig = SMALL) -> Diamond:

@@ -27,9 +27,9 @@ def randomised(config: NWMConfig = SMALL) -> NWM:
     return model.eval()
 
 
-def encoded_ramp(length: int = 30) -> EncodedTrajectory:
-    """Latents whose value is their frame index, walking 8 units per frame along +x."""
-    latents = torch.arange(length, dtype=torch.float32)[:, None, None, None].expand(length, 4, 4, 4).clone()
+def encoded_ramp(length: int = 30, base: int = 0) -> EncodedTrajectory:
+    """Latents whose value is `base` + their frame index, walking 8 units per frame along +x."""
+    latents = base + torch.arange(length, dtype=torch.float32)[:, None, None, None].expand(length, 4, 4, 4)
     poses = np.zeros((length, 5))
     poses[:, 0] = 8.0 * np.arange(length)
     return EncodedTrajectory(latents, poses, np.zeros((length, 4), np.float32), units_per_block=32.0)
@@ -62,6 +62,28 @@ def test_goal_batches_pair_a_context_ending_at_current_with_goals_in_range():
     # walking straight ahead one spacing per frame: dx is the offset, in NWM's normalisation
     assert torch.allclose(batch["action"][:, 0], 2 * (offsets + 2.5) / 7.5 - 1, atol=1e-5)
     assert (batch["target"][:, 0, 0, 0] < 30).all()
+
+
+def test_goal_batches_stay_inside_each_trajectory_and_follow_the_seed():
+    """Several trajectories in one latent tensor: windows and goals (before or after the current frame) never cross a
+    trajectory's ends, and a trajectory too short for the context is never drawn."""
+    config = NWMConfig(latent_channels=4, latent_size=4, goal_offsets=(-3, 4), goals_per_context=4,
+                       waypoint_spacing=0.25)
+    lengths = (3, 6, 30)
+    batches = GoalBatches([encoded_ramp(n, base=1000 * i) for i, n in enumerate(lengths)], config)
+    batch = batches(np.random.default_rng(0), 256)
+    last = batch["context"][:, -1, 0, 0, 0]
+    trajectory, current = last.div(1000, rounding_mode="floor"), last % 1000
+    offsets = torch.round(batch["rel_t"] * TIME_SCALE)
+    assert set(trajectory.tolist()) == {1, 2} and (current >= 3).all()
+    assert torch.equal(batch["context"][..., 0, 0, 0], batch["context"][:, -1:, 0, 0, 0] + torch.arange(-3, 1))
+    assert ((offsets >= -3) & (offsets <= 4)).all() and set(offsets.tolist()) == set(range(-3, 5))
+    assert torch.equal(batch["target"][:, 0, 0, 0], batch["context"][:, -1, 0, 0, 0] + offsets)
+    length = torch.tensor(lengths, dtype=torch.float32)[trajectory.long()]
+    assert ((current + offsets >= 0) & (current + offsets < length)).all()
+    assert torch.allclose(batch["action"][:, 0], 2 * (offsets + 2.5) / 7.5 - 1, atol=1e-5)
+    again = batches(np.random.default_rng(0), 256)
+    assert all(torch.equal(again[key], value) for key, value in batch.items())
 
 
 def _batch(model: NWM, size: int = 4) -> dict[str, torch.Tensor]:

@@ -19,7 +19,7 @@ from loopnav_bench.train import TrainOptions
 from modelkit.presets import get_preset
 from modelkit.train import fit, loop_config
 from modelkit.train_autoencoder import LatentArgs, latent_data
-from modelkit.train_data import EncodedTrajectory
+from modelkit.train_data import DeviceBatches, EncodedTrajectory, trajectory_starts
 from worldpack.context import relative_pose
 from worldpack.model import WorldPack, WorldPackConfig
 from worldpack.presets import PRESETS
@@ -45,12 +45,13 @@ class WorldPackArgs(Recipe, LatentArgs):
     variant: str = "full"   # the context layout: full, base, pack-only, retrieval-only, fine-memory
 
 
-class MemoryBatches:
+class MemoryBatches(DeviceBatches):
     """WorldPack training examples, gathered as whole batches with array operations.
 
-    Every trajectory's latents sit in one tensor; each frame's retrieved memories are computed once from the
-    ground-truth poses (`retrieve`, exactly as a rollout's context frames are), so a batch is index arithmetic and one
-    gather. `example(...)` equals `build_example` for the same frame and time shift (tested).
+    Every trajectory's latents sit in one tensor (on the training device after `to`); each frame's retrieved memories
+    are computed once from the ground-truth poses (`retrieve`, exactly as a rollout's context frames are), so a batch
+    is index arithmetic on the host and two gathers on the device. `example(...)` equals `build_example` for the
+    same frame and time shift (tested).
     """
 
     def __init__(self, encoded: list[EncodedTrajectory], config: WorldPackConfig, recipe: Recipe = Recipe(),
@@ -60,7 +61,7 @@ class MemoryBatches:
             raise ValueError("recent slots reach into the retrieval window: precomputed memories would differ")
         self.config, self.recipe, self.layout = config, recipe, layout
         lengths = np.array([len(e.latents) for e in encoded])
-        self.starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        self.starts = trajectory_starts(lengths)
         self.latents = torch.cat([e.latents for e in encoded])
         self.poses = np.concatenate([e.poses for e in encoded])
         self.units = np.repeat([e.units_per_block for e in encoded], lengths)
@@ -89,15 +90,14 @@ class MemoryBatches:
         safe = np.where(valid, slots, last_seen[:, None])
         units = self.units[current]
         return {
-            "context": self.latents[torch.from_numpy(safe.reshape(-1))].view(*safe.shape, *self.latents.shape[1:]),
-            "context_valid": torch.from_numpy(valid),
-            "context_time": torch.from_numpy(np.where(valid, slots - current[:, None], 0).astype(np.float32)),
-            "context_pose": torch.from_numpy(relative_pose(self.poses[current][:, None], self.poses[safe],
-                                                           units[:, None])),
-            "action": torch.from_numpy((self.cum_actions[current] - self.cum_actions[last_seen]).astype(np.float32)),
-            "pose_delta": torch.from_numpy(relative_pose(self.poses[last_seen], self.poses[current], units)),
-            "time_shift": torch.from_numpy((current - last_seen).astype(np.float32)),
-            "context_noise": torch.zeros(len(current)),
+            "context": self.gather(self.latents, safe),
+            "context_valid": self.put(valid),
+            "context_time": self.put(np.where(valid, slots - current[:, None], 0).astype(np.float32)),
+            "context_pose": self.put(relative_pose(self.poses[current][:, None], self.poses[safe], units[:, None])),
+            "action": self.put((self.cum_actions[current] - self.cum_actions[last_seen]).astype(np.float32)),
+            "pose_delta": self.put(relative_pose(self.poses[last_seen], self.poses[current], units)),
+            "time_shift": self.put((current - last_seen).astype(np.float32)),
+            "context_noise": torch.zeros(len(current), device=self.device),
         }
 
     def __call__(self, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
@@ -108,14 +108,14 @@ class MemoryBatches:
         shift = np.where(rng.random(batch_size) < recipe.shift_one_rate, 1, longer)
         last_seen = np.maximum(current - shift, self.first[current])
         batch = self.example(current, last_seen)
-        has_memory = batch["context_valid"][:, n_recent:].any(dim=1).numpy()
-        drop = torch.from_numpy((rng.random(batch_size) < recipe.drop_recent_rate) & has_memory)
+        has_memory = (self.memories[current] >= 0).any(axis=1)  # the memory slots' context_valid
+        drop = self.put((rng.random(batch_size) < recipe.drop_recent_rate) & has_memory)
         batch["context_valid"][:, :n_recent] &= ~drop[:, None]
         if self.config.context_noise_max > 0:
-            sigma = torch.from_numpy(rng.uniform(0, self.config.context_noise_max, batch_size)).float()
+            sigma = self.put(rng.uniform(0, self.config.context_noise_max, batch_size)).float()
             batch["context"] = batch["context"] + sigma[:, None, None, None, None] * torch.randn_like(batch["context"])
             batch["context_noise"] = sigma
-        batch["target"] = self.latents[torch.from_numpy(current)]
+        batch["target"] = self.gather(self.latents, current)
         return batch
 
 
