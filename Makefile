@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-# Generate LoopNav-style ViZDoom loops, evaluate the floors and the shipped tiny models on the test split, rank them.
+# Generate LoopNav-style ViZDoom loops, evaluate the floors and the shipped models on the test split, rank them.
 demo: install
 	$(LOOPNAV) prepare --source vizdoom --preset demo --out $(DEMO)/data --workers 2
 	$(LOOPNAV) validate $(DEMO)/data

@@ -147,7 +147,7 @@ def build_steps(config: dict[str, Any], workdir: Path) -> list[Step]:
                                 *options(config["data"], {"tasks": "--tasks", "ranges": "--ranges",
                                                           "limit": "--limit"}))),
         training("train-autoencoder", "autoencoder", autoencoder, train["autoencoder_steps"], [], ()),
-        *[training(f"train-{e['label']}", e["model"], workdir / "train" / e["label"], entry_steps(config, e),
+        *[training(f"train-{e['label']}", e["model"], workdir / "train" / e["label"], train["steps"],
                    [*entry_args(e), *options(train, {"batch_size": "--batch-size"})],
                    ("train-autoencoder",) if e["autoencoder"] else ()) for e in entries],
         *[evaluation(floor, floor, [], ()) for floor in config["shared"]["floors"]],
@@ -354,15 +354,10 @@ def export_checked(run_dir: Path, dest: Path, max_file_mb: float) -> None:
                              "shipped file ([shared] max_file_mb)")
 
 
-def entry_steps(config: dict[str, Any], entry: dict[str, Any]) -> int:
-    """An entry's optimizer steps: the budget's, unless [budget.train] entry_steps names the entry."""
-    return config["train"].get("entry_steps", {}).get(entry["label"], config["train"]["steps"])
-
-
 def finished_runs(config: dict[str, Any], workdir: Path) -> list[tuple[dict[str, Any], Path]]:
     runs = [(entry, workdir / "train" / entry["label"]) for entry in config["entry"]]
-    if unfinished := [f"{run} ({trained_step(run)}/{entry_steps(config, entry)})" for entry, run in runs
-                      if trained_step(run) < entry_steps(config, entry)]:
+    if unfinished := [f"{run} ({trained_step(run)}/{config['train']['steps']})" for _, run in runs
+                      if trained_step(run) < config["train"]["steps"]]:
         raise ReproduceError(f"unfinished training runs: {', '.join(unfinished)}; run the pipeline first")
     return runs
 
@@ -441,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--install-checkpoints", action="store_true",
                         help="export each entry's final EMA weights as fp16 into its ships_to folder")
     args = parser.parse_args(argv)
+    # a shell's background job starts with SIGINT ignored: take it back, so that Ctrl-C or `kill -INT` always stops
+    # the steps cleanly
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     workdir = (args.workdir or REPO / "runs" / f"reproduce-{args.budget}").resolve()
     try:
         config = load_config(args.config, args.budget)
