@@ -96,3 +96,10 @@ def test_a_checkpoint_of_another_model_is_refused(trained):
     other = next(n for n in TRAINED if n != name)
     with pytest.raises(ValueError, match=f"holds a {name!r} model, not {other}"):
         load_model(other, checkpoint=str(step_dir))
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_the_shipped_default_comes_from_the_cpu_budget(name):
+    """Without --checkpoint each model loads its shipped checkpoint: the `cpu` preset at its full 6,000 steps."""
+    saved = ckpt.read_config(load_model(name).step_dir)
+    assert (saved["model"], saved["preset"], saved["step"]) == (name, "cpu", 6000)

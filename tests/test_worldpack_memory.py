@@ -127,8 +127,9 @@ def test_shipped_checkpoints_load_by_name():
 
     by_name = load_model("worldpack", checkpoint=WorldPackModel.default_checkpoint)
     assert by_name.step_dir == load_model("worldpack").step_dir
-    assert load_model("worldpack", checkpoint="base").describe()["variant"] == "base"
-    with pytest.raises(FileNotFoundError, match="shipped: base, fine-memory"):
+    for name in ("full", "pack-only", "retrieval-only", "base"):  # the ablations, by name
+        assert load_model("worldpack", checkpoint=name).describe()["variant"] == name
+    with pytest.raises(FileNotFoundError, match="shipped: base, fine-memory, full, pack-only, retrieval-only"):
         load_model("worldpack", checkpoint="no-such-checkpoint")
 
 
