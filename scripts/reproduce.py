@@ -6,8 +6,9 @@
     python scripts/reproduce.py --budget cpu --install-checkpoints   # fp16 EMA exports into the ships_to folders
 
 It generates the `full` ViZDoom set, trains the shared autoencoder and every entry of configs/reproduce.toml,
-evaluates them and the floors on the test split, writes the leaderboard (markdown, json, plots) and a bundle of at
-most [shared] max_files files of at most max_file_mb each (WORKDIR/bundle: what a GPU machine sends back). Each step is
+evaluates them and the floors on the test split, writes the leaderboard (markdown, json, plots), the paper's tables
+and figures with Table 4's benchmark, and a bundle of at most [shared] max_files files of at most max_file_mb each
+(WORKDIR/bundle: what a GPU machine sends back). Each step is
 a `loopnav` subprocess, up to `lanes` at once; each resumes by itself (prepare, `train --resume`, evaluate), so a
 killed or time-boxed run continues where it stopped when the same command is run again. WORKDIR/state.json (written
 atomically) records what is done and every attempt's wall time; WORKDIR/logs/<step>.log holds each step's output.
@@ -16,6 +17,7 @@ atomically) records what is done and every attempt's wall time; WORKDIR/logs/<st
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import shutil
@@ -34,7 +36,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the tomli backport, a dependency there (pyproject.toml)
     import tomli as tomllib
 
-from loopnav_bench.fileio import read_json, sha256_json, write_json_atomic
+from loopnav_bench.fileio import read_json, write_json_atomic
 from modelkit import checkpoint as ckpt
 
 REPO = Path(__file__).resolve().parents[1]
@@ -194,11 +196,9 @@ class Pipeline:
         self.config, self.workdir = config, workdir
         self.steps = build_steps(config, workdir)
         self.path = workdir / STATE_FILE
-        key = sha256_json(config)
-        self.state = read_json(self.path) if self.path.exists() else {"budget": config["budget"], "config_hash": key,
-                                                                      "config": config, "steps": {},
-                                                                      "invocations": []}
-        if (self.state["budget"], self.state["config_hash"]) != (config["budget"], key):
+        self.state = read_json(self.path) if self.path.exists() else {"budget": config["budget"], "config": config,
+                                                                      "steps": {}, "invocations": []}
+        if (self.state["budget"], self.state["config"]) != (config["budget"], json.loads(json.dumps(config))):
             raise ReproduceError(f"{self.path}: this work directory was started with budget "
                                  f"{self.state['budget']!r} and another config; use another --workdir")
 
