@@ -1,6 +1,6 @@
 """One result type and one runner for `loopnav models check-upstream MODEL FIXTURE_DIR`: each published model module
-exposes `check_upstream(fixture_dir: Path) -> list[FixtureResult]`, which loads the fixture's safetensors weights (never a
-pickle), replays every saved input through loopnav's own code and reports the error against the fixture's tolerance."""
+exposes `check_upstream(fixture_dir: Path) -> list[FixtureResult]`, which loads the fixture's safetensors weights
+(never a pickle), replays every saved input through loopnav's own code and reports each error against its tolerance."""
 
 from __future__ import annotations
 
