@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine: `make demo` (the main job on the embedded data) and `make test`.
-# Each creates .venv on first use. torch comes first, pinned to the CPU build; constraints.txt keeps it there.
+# Each creates .venv on first use with the exact versions of constraints.txt; torch comes first (the CPU build).
 PYTHON  ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
@@ -13,7 +13,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet torch==2.13.0 torchvision==0.28.0
+	$(BIN)/pip install --quiet -c constraints.txt torch torchvision
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 

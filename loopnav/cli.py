@@ -26,6 +26,20 @@ app = typer.Typer(
 DATA, EVAL, TRAIN = "Data", "Evaluation", "Training"
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from loopnav_bench import __version__
+
+        typer.echo(f"loopnav {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="Print loopnav's version and exit.")) -> None:
+    """Measure whether a video world model keeps a place consistent when it comes back to it."""
+
+
 def _csv(text: Optional[str], cast=str) -> Optional[list]:
     return None if text is None else [cast(part.strip()) for part in text.split(",") if part.strip()]
 

@@ -52,6 +52,8 @@ def install_on_import() -> None:
 def install() -> bool:
     """Register the missing schemas if torchvision needs them. Returns True when the shim was applied."""
     global _library
+    # a pending install_on_import hook would run install() again from inside find_spec below
+    sys.meta_path[:] = [finder for finder in sys.meta_path if not isinstance(finder, _BeforeTorchvision)]
     if _library is not None or "torchvision" in sys.modules:
         return _library is not None
     spec = importlib.util.find_spec("torchvision")

@@ -190,3 +190,13 @@ def test_every_table_fits_the_terminal_width(raw, tmp_path, width):
     result = check("weights", "check", "lpips", "fvd")
     assert "lpips/alexnet" in result.output and "fvd/i3d" in result.output
     assert check("weights", "list").exit_code == 0
+
+
+def test_version_is_the_packages_one():
+    from importlib.metadata import version
+
+    from loopnav_bench import __version__
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"loopnav {__version__}"
+    assert version("loopnav") == __version__  # pyproject.toml reads it from loopnav_bench, its one owner

@@ -3,10 +3,15 @@ touches an already imported torchvision. Each case runs in a fresh interpreter (
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 
 def run_python(code: str) -> str:
@@ -57,3 +62,33 @@ def test_help_and_models_do_not_import_torch():
         print("torch" in sys.modules, "torchvision" in sys.modules)
     """)
     assert out == "False False"
+
+
+@pytest.mark.parametrize("extension_loads", [True, False], ids=["users-cuda-build", "cpu-torch-with-cuda-wheel"])
+def test_shim_acts_only_when_torchvisions_extension_cannot_load(tmp_path, extension_loads):
+    """A researcher's matching torch/torchvision pair (whose compiled extension loads) is left untouched; only a
+    torchvision whose `_C.so` cannot load on this torch gets the two operator schemas. Simulated with a stand-in
+    torchvision package whose `_C.so` is a loadable shared library (the C maths library) or not a library at all."""
+    fake = tmp_path / "torchvision"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    if extension_loads:
+        shutil.copy(_shared_library_path("m"), fake / "_C.so")
+    else:
+        (fake / "_C.so").write_bytes(b"not a shared library")
+    out = run_python(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        import torch
+        from loopnav_bench import _torchvision_compat
+        applied = _torchvision_compat.install()
+        print(applied, hasattr(torch.ops.torchvision, "nms"))
+    """)
+    assert out == ("False False" if extension_loads else "True True")
+
+
+def _shared_library_path(name: str) -> str:
+    """The file behind `ctypes.util.find_library(name)` (which returns only a soname on Linux)."""
+    handle = ctypes.CDLL(ctypes.util.find_library(name))
+    link_map = ctypes.cast(handle._handle, ctypes.POINTER(ctypes.c_void_p * 2))  # struct link_map: l_addr, l_name
+    return ctypes.cast(link_map.contents[1], ctypes.c_char_p).value.decode()
