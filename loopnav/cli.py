@@ -32,8 +32,12 @@ def _csv(text: Optional[str], cast=str) -> Optional[list]:
 
 def fail(message: str) -> None:
     """Print a clear error and exit non-zero (no traceback: the message names the file and the problem)."""
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(Text.assemble(("error: ", "bold red"), message))  # a message names labels like x[k=4]: no markup
     raise typer.Exit(2)
+
+
+def _wrote(what: object) -> None:
+    console.print(Text.assemble(("wrote ", "green"), str(what)))  # paths and labels are never markup
 
 
 @app.command(rich_help_panel=DATA)
@@ -78,7 +82,7 @@ def prepare(
     except (ShardError, ValueError, FileNotFoundError, ConnectionError, UnknownNameError) as err:
         fail(str(err))
     _print_manifest(manifest)
-    console.print(f"[green]wrote[/] {out / 'manifest.json'}")
+    _wrote(out / "manifest.json")
 
 
 @app.command(rich_help_panel=DATA)
@@ -273,43 +277,27 @@ def _shipped(entry) -> list[str]:
 
 
 def _print_results(outcome) -> None:
-    from loopnav_bench.metrics.weights import short_reason
+    """The run's cells as the leaderboard shows them (one layout, one uncertainty convention, labels never markup)."""
+    from leaderboard.results import group_runs, load_run
+    from leaderboard.table import build_leaderboard, render_rich
 
     results = outcome.results
-    names = [n for n, s in results["metrics"].items() if n != "fvd" and s["available"]]
-    title = f"{results['model']}: {results['n_trajectories']['effective']} trajectories at {results['eval_size']}"
-
-    def table(separator: str) -> Table:  # mean and stderr on one line, or on two where the terminal is narrow
-        grid = Table(title=title)
-        grid.add_column("cell", no_wrap=True)
-        for column in ("n", "context", *names):
-            grid.add_column(column, justify="right", no_wrap=True)
-        for key, cell in results["results"].items():
-            values = [f"{cell[n]['mean']:.4f}{separator}±{cell[n]['stderr']:.3f}" if cell.get(n) else "—"
-                      for n in names]
-            grid.add_row(key, str(cell["n"]), f"{cell['context_len_mean']:.0f}", *values)
-        return grid
-
-    console.print(FitWidth(table(""), table("\n")))
-    for name, status in results["metrics"].items():
-        if not status["available"]:
-            console.print(f"[yellow]{name} n/a:[/] {short_reason(status.get('reason_code'), status['reason'])}")
-    for split, fvd in results["fvd"].items():
-        if fvd["value"] is not None:
-            cells = ", ".join(f"{key} {cell['value']:.2f}" for key, cell in fvd["cells"].items()
-                              if cell["value"] is not None)
-            console.print(f"FVD ({split}, {fvd['mode']}): {fvd['value']:.2f} over {fvd['n_videos']} videos; "
-                          f"per cell: {cells}")
+    console.print(Text(f"{results['model']}: {results['n_trajectories']['effective']} trajectories", style="bold"))
+    console.print(render_rich(build_leaderboard(group_runs([load_run(outcome.results_path)]))))
     if outcome.resumed:
         console.print(f"resumed {outcome.resumed} of {results['n_trajectories']['effective']} trajectories from "
-                      f"{outcome.results['run_dir']}")
-    console.print(f"[green]wrote[/] {outcome.results_path} and {outcome.samples_path.name}")
+                      f"{outcome.results['run_dir']}", markup=False, highlight=False)
+    _wrote(f"{outcome.results_path} and {outcome.samples_path.name}")
 
 
 leaderboard_app = typer.Typer(help="Rank evaluation results (tables, plots) and push them to the Hub.",
                               pretty_exceptions_show_locals=False)
 app.add_typer(leaderboard_app, name="leaderboard", rich_help_panel=EVAL)
 _RESULTS = typer.Option(None, "--results", "-r", help="Directory of `loopnav evaluate` outputs (searched recursively).")
+
+
+def _skipped(message: str) -> None:
+    console.print(Text.assemble(("skipped: ", "yellow"), message))  # the message names files and labels: no markup
 
 
 @leaderboard_app.callback(invoke_without_command=True)
@@ -335,7 +323,7 @@ def leaderboard(
     if format not in FORMATS:
         fail(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
     try:
-        groups = group_runs(load_runs(results, skip=lambda message: console.print(f"[yellow]skipped:[/] {message}")))
+        groups = group_runs(load_runs(results, skip=_skipped))
         board = build_leaderboard(groups, _csv(metric))
         written = plot_leaderboard(groups, _csv(metric) or available_metrics(groups), plot) if plot else []
     except (ResultsError, FileNotFoundError) as err:
@@ -346,7 +334,7 @@ def leaderboard(
     else:
         print(rendered, end="")
     for path in written:
-        console.print(f"[green]wrote[/] {path}")
+        _wrote(path)
 
 
 @leaderboard_app.command("paper")
@@ -362,12 +350,12 @@ def leaderboard_paper(
     from leaderboard.results import group_runs, load_runs
 
     try:
-        groups = group_runs(load_runs(results, skip=lambda message: console.print(f"[yellow]skipped:[/] {message}")))
+        groups = group_runs(load_runs(results, skip=_skipped))
         written = write_paper(groups, out, bench, frames)
     except (ValueError, FileNotFoundError) as err:  # ResultsError, or a --bench file that is not JSON
         fail(str(err))
     for path in written:
-        console.print(f"[green]wrote[/] {path}")
+        _wrote(path)
 
 
 @leaderboard_app.command("push")
@@ -544,7 +532,7 @@ def train(
             final = run_train(model, options, progress)
     except (ShardError, TrajectoryError, FileNotFoundError, FileExistsError, ValueError, UnknownNameError) as err:
         fail(str(err))
-    console.print(f"[green]checkpoint[/] {final}")
+    console.print(Text.assemble(("checkpoint ", "green"), str(final)))
 
 
 def main() -> None:
