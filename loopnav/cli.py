@@ -43,22 +43,21 @@ def _wrote(what: object) -> None:
 @app.command(rich_help_panel=DATA)
 def prepare(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory for shards and manifest.json."),
-    source: str = typer.Option("vizdoom", help="Data source: vizdoom (embedded, default), loopnav or recon."),
+    source: str = typer.Option("vizdoom", help="vizdoom (embedded), loopnav or recon."),
     input: Optional[Path] = typer.Option(None, "--input", "-i", help="Local raw data directory (loopnav, recon)."),
-    hub_repo: Optional[str] = typer.Option(None, help="Fetch LoopNav rows from this Hub dataset repo "
-                                                      "(e.g. kevinLian/LoopNav)."),
+    hub_repo: Optional[str] = typer.Option(None, help="LoopNav Hub repo, e.g. kevinLian/LoopNav."),
     split: Optional[str] = typer.Option(None, help="Comma-separated splits to prepare (default: all)."),
     tasks: Optional[str] = typer.Option(None, help="Comma-separated tasks, e.g. ABA,ABCA."),
-    ranges: Optional[str] = typer.Option(None, help="Comma-separated navigation ranges, e.g. 5,15,30,50."),
-    limit: Optional[int] = typer.Option(None, help="At most N trajectories per split (for trying things out)."),
+    ranges: Optional[str] = typer.Option(None, help="Ranges, e.g. 5,15,30,50."),
+    limit: Optional[int] = typer.Option(None, help="At most N trajectories per split."),
     context_frames: Optional[int] = typer.Option(None, help="RECON: frames of context before the split point."),
-    split_file: Optional[Path] = typer.Option(None, help="recon: JSON {split: [names]} or NoMaD data_splits folder."),
+    split_file: Optional[Path] = typer.Option(None, help="recon: split JSON or NoMaD data_splits."),
     preset: Optional[str] = typer.Option(None, help="vizdoom: a named set (demo, full)."),
     per_cell: Optional[int] = typer.Option(None, help="vizdoom: trajectories per task, range and split."),
     size: Optional[int] = typer.Option(None, help="vizdoom: frame size in pixels (64 or 128)."),
     seed: Optional[int] = typer.Option(None, help="vizdoom: generation seed."),
-    workers: int = typer.Option(1, help="Worker processes that load or generate trajectories."),
-    overwrite: bool = typer.Option(False, help="Replace an existing set in --out prepared with other settings."),
+    workers: int = typer.Option(1, help="Worker processes."),
+    overwrite: bool = typer.Option(False, help="Replace a set prepared with other settings."),
 ) -> None:
     """Convert a data source into webdataset shards with poses, actions and a manifest."""
     from loopnav_bench.registry import UnknownNameError
@@ -165,39 +164,36 @@ def _print_manifest(manifest: dict) -> None:
                 console.print(f"  … and {info['n'] - _LISTED} more, listed in manifest.json")
 
 
-_METRICS = typer.Option(None, help="Comma-separated metrics: frame metrics (ssim, psnr, lpips, dreamsim) and fvd. "
-                                   "Default: all.")
+_METRICS = typer.Option(None, help="ssim,psnr,lpips,dreamsim,fvd (default: all).")
 _EVAL_SIZE = typer.Option(None, "--eval-size",
-                          help="Score at N or HxW pixels (e.g. 64, 64x96); default: the data's native size.")
-_FVD_MODE = typer.Option("default", "--fvd-mode", help="FVD settings: default or loopnav-v1.")
+                          help="Score at N or HxW pixels (default: native).")
+_FVD_MODE = typer.Option("default", "--fvd-mode", help="default or loopnav-v1.")
 _FVD_COVARIANCE = typer.Option("population", "--fvd-covariance",
-                               help="Default-mode FVD covariance: population (StyleGAN-V) or sample (np.cov, N-1).")
-_DEVICE = typer.Option(DEFAULT_DEVICE, help="Torch device: auto (CUDA when there is one), cpu, cuda or cuda:N.")
+                               help="population (StyleGAN-V) or sample (N-1).")
+_DEVICE = typer.Option(DEFAULT_DEVICE, help="auto, cpu, cuda or cuda:N.")
 
 
 @app.command(rich_help_panel=EVAL)
 def evaluate(
-    model: str = typer.Option(..., "--model", "-m", help="A registered model (see `loopnav models`)."),
-    data: Path = typer.Option(..., "--data", "-d", help="A directory written by `loopnav prepare`."),
-    model_args: Optional[str] = typer.Option(None, "--model-args", "--model_args", "-a",
-                                             help="k=v,k2=v2 for the model."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Model checkpoint file or folder (its sha256 keys the run)."),
+    model: str = typer.Option(..., "--model", "-m", help="See `loopnav models`."),
+    data: Path = typer.Option(..., "--data", "-d", help="A `loopnav prepare` folder."),
+    model_args: Optional[str] = typer.Option(None, "--model-args", "-a", help="k=v,k2=v2 for the model."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint file, folder or shipped name."),
     split: str = typer.Option("test", help="Comma-separated splits."),
-    tasks: Optional[str] = typer.Option(None, help="Comma-separated tasks, e.g. ABA,ABCA (default: all)."),
-    ranges: Optional[str] = typer.Option(None, help="Comma-separated ranges, e.g. 5,15 (default: all)."),
-    limit: Optional[int] = typer.Option(None, help="Only the first N selected trajectories (for trying things out)."),
+    tasks: Optional[str] = typer.Option(None, help="Tasks, e.g. ABA,ABCA (default: all)."),
+    ranges: Optional[str] = typer.Option(None, help="Ranges, e.g. 5,15 (default: all)."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N trajectories."),
     metrics: Optional[str] = _METRICS,
     eval_size: Optional[str] = _EVAL_SIZE,
-    output_dir: Path = typer.Option(Path("results"), "--output-dir", "--output_path", "-o", help="Where results go."),
+    output_dir: Path = typer.Option(Path("results"), "--output-dir", "-o", help="Where results go."),
     device: str = _DEVICE,
-    batch_size: int = typer.Option(8, "--batch-size", "--batch_size", help="Trajectories per model call."),
-    seed: int = typer.Option(0, help="Run seed; each trajectory's rollout seed derives from it and the trajectory id."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Trajectories per model call."),
+    seed: int = typer.Option(0, help="Run seed (each rollout's seed derives from it)."),
     fvd_mode: str = _FVD_MODE,
     fvd_covariance: str = _FVD_COVARIANCE,
     resume: bool = typer.Option(True, "--resume/--no-resume",
-                                help="Reuse finished rows of a run with the same settings."),
-    label: Optional[str] = typer.Option(None, help="Name of this entry on the leaderboard (default: the model name), "
-                                                   "e.g. to tell variants or checkpoints of one model apart."),
+                                help="Keep finished rows of the same run."),
+    label: Optional[str] = typer.Option(None, help="Leaderboard entry name (default: model and args)."),
 ) -> None:
     """Roll a model out on the return legs, save its predictions, score them and write results (torchrun-ready)."""
     from loopnav_bench.evaluate import EvalConfig, parse_eval_size
@@ -227,9 +223,9 @@ def score(
                                         help="The prepared set (default: the one the run recorded)."),
     metrics: Optional[str] = _METRICS,
     eval_size: Optional[str] = _EVAL_SIZE,
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "--output_path", "-o", help="Default: the run's."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Default: the run's."),
     device: str = _DEVICE,
-    batch_size: int = typer.Option(32, "--batch-size", "--batch_size", help="Frames per metric pass."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Frames per metric pass."),
     fvd_mode: str = _FVD_MODE,
     fvd_covariance: str = _FVD_COVARIANCE,
     resume: bool = typer.Option(False, "--resume/--no-resume", help="Keep rows already scored with the same settings."),
@@ -252,28 +248,51 @@ def score(
 
 @app.command(rich_help_panel=EVAL)
 def models() -> None:
-    """List the registered world models (entry-point group loopnav.models), which of them `loopnav train` can train,
-    the checkpoints each ships (`--checkpoint NAME`), and the package that registers each."""
+    """List the registered models: what each is, whether `loopnav train` trains it, its shipped checkpoints
+    (`--checkpoint NAME`; * the default) and, for plug-ins, the package that registers it."""
     from loopnav_bench.registry import MODELS, TRAINERS
 
     trainable = set(TRAINERS.names())
-    table = Table(title="world models")
-    for column in ("name", "entry", "trains", "shipped checkpoints", "package"):
-        table.add_column(column, overflow="fold")
+    rows = []
     for name, entry in sorted(MODELS.entries().items()):
-        table.add_row(name, entry.value, "yes" if name in trainable else "", ", ".join(_shipped(entry)),
-                      entry.dist.name if entry.dist else "?")
+        description, default, shipped = _model_facts(entry)
+        checkpoints = ", ".join(f"{c}*" if c == default else c for c in shipped)
+        package = entry.dist.name if entry.dist else "?"
+        rows.append((name, description, "yes" if name in trainable else "", checkpoints, package))
+    plugins = any(row[4] != "loopnav" for row in rows)
+    table = Table(title=Text("world models", style="bold"), caption="* the default checkpoint")
+    for column in ("name", "what it is", "trains", "checkpoints", *(["package"] if plugins else [])):
+        table.add_column(column, no_wrap=column in ("name", "trains"), overflow="fold")
+    for row in rows:
+        table.add_row(*map(Text, row[:5 if plugins else 4]))
     console.print(table)
 
 
-def _shipped(entry) -> list[str]:
-    """The checkpoints a model ships beside its module, found without importing it (so without torch)."""
+def _model_facts(entry) -> tuple[str, str | None, list[str]]:
+    """(description, default checkpoint, shipped checkpoints) of a registered model, read from its source and folder
+    without importing it (so without torch): its class's `description` (else its docstring's first line) and
+    `default_checkpoint` assignments."""
+    import ast
     import importlib.util
 
     from loopnav_bench.models import SHIPPED_DIR, shipped_checkpoints
 
     spec = importlib.util.find_spec(entry.module)
-    return list(shipped_checkpoints(Path(spec.origin).parent / SHIPPED_DIR, entry.name)) if spec and spec.origin else []
+    if not spec or not spec.origin or not spec.origin.endswith(".py"):
+        return "", None, []
+    tree = ast.parse(Path(spec.origin).read_text())
+    cls = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == entry.attr), None)
+    facts: dict[str, object] = {}
+    for node in cls.body if cls else []:
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                pairs = (zip(target.elts, node.value.elts) if isinstance(target, ast.Tuple)
+                         and isinstance(node.value, ast.Tuple) else [(target, node.value)])
+                facts |= {t.id: v.value for t, v in pairs if isinstance(t, ast.Name) and isinstance(v, ast.Constant)}
+    docstring = (ast.get_docstring(cls) or "").split("\n")[0] if cls else ""
+    shipped = list(shipped_checkpoints(Path(spec.origin).parent / SHIPPED_DIR, entry.name))
+    default = facts.get("default_checkpoint")
+    return str(facts.get("description") or docstring), default if isinstance(default, str) else None, shipped
 
 
 def _print_results(outcome) -> None:
@@ -499,22 +518,19 @@ def weights_path(metrics: Optional[list[str]] = _WEIGHT_METRICS) -> None:
 
 @app.command(rich_help_panel=TRAIN)
 def train(
-    model: str = typer.Option("worldpack", help="What to train: a model with a registered trainer (see `loopnav "
-                                                "models`), or autoencoder (a latent space alone)."),
-    data: Path = typer.Option(..., help="A directory written by `loopnav prepare`; its train split is used."),
+    model: str = typer.Option("worldpack", help="A model that trains (`loopnav models`) or autoencoder."),
+    data: Path = typer.Option(..., help="A `loopnav prepare` folder (its train split)."),
     output_dir: Path = typer.Option(Path("runs/worldpack"), help="Checkpoints go here (step-N/ folders and `latest`)."),
     preset: str = typer.Option("tiny", help="Model size: tiny (CPU, minutes) or small (GPU)."),
-    model_args: Optional[str] = typer.Option(None, "--model-args", "--model_args", "-a", help="k=v,k2=v2 for the "
-                                             "model's trainer, e.g. variant=base (worldpack) or autoencoder=PATH."),
+    model_args: Optional[str] = typer.Option(None, "--model-args", "-a", help="k=v,... e.g. variant=base."),
     steps: Optional[int] = typer.Option(None, help="Optimizer steps (default: the preset's)."),
-    resume: bool = typer.Option(False, help="Continue the run in --output-dir from its latest checkpoint."),
+    resume: bool = typer.Option(False, help="Continue from the latest checkpoint."),
     batch_size: Optional[int] = typer.Option(None, help="Global batch size, split over torchrun processes."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the preset's)."),
     seed: int = typer.Option(0, help="Seed of batches, noise and initialisation."),
     device: str = _DEVICE,
     save_every: int = typer.Option(500, help="Save a checkpoint every N steps."),
-    threads: Optional[int] = typer.Option(None, help="Torch CPU threads per process (default: the cores available, "
-                                                     "split over torchrun's local ranks)."),
+    threads: Optional[int] = typer.Option(None, help="Torch threads per process (default: the cores)."),
 ) -> None:
     """Train a world model (run under `torchrun --nproc-per-node N` for data-parallel training)."""
     from loopnav_bench.models import parse_model_args

@@ -277,7 +277,7 @@ def test_parse_eval_size():
 def test_cli_evaluate_then_score(tiny_shards, tmp_path):
     out = tmp_path / "out"
     runner = CliRunner()
-    result = runner.invoke(app, ["evaluate", "--model", "nearest-pose", "--data", str(tiny_shards), "--output_path",
+    result = runner.invoke(app, ["evaluate", "--model", "nearest-pose", "--data", str(tiny_shards), "--output-dir",
                                  str(out), "--metrics", "ssim,psnr", "--eval-size", "12", "--limit", "2",
                                  "--model-args", "yaw_weight=2"])
     assert result.exit_code == 0, result.output
