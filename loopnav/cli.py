@@ -105,8 +105,9 @@ def inspect(
     split: Optional[str] = typer.Option(None, help="Show a trajectory from this split."),
     id: Optional[str] = typer.Option(None, "--id", help="Show this trajectory (default: the first)."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest summary and trajectory as JSON."),
+    frames: Optional[Path] = typer.Option(None, "--frames", help="Also write the trajectory's frames as a PNG strip."),
 ) -> None:
-    """Show a shard set's manifest and one trajectory's summary."""
+    """Show a shard set's manifest and one trajectory's summary (and, with --frames, a contact strip)."""
     from loopnav_bench.schema import TrajectoryError
     from loopnav_bench.shards import ShardError, load_manifest, read_trajectories
 
@@ -117,6 +118,16 @@ def inspect(
         fail(str(err))
     if traj is None:
         fail(f"{path}: no trajectory {id!r}" + (f" in split {split!r}" if split else ""))
+    if frames is not None:
+        from loopnav_bench.strip import trajectory_strip, write_png
+
+        if frames.suffix.lower() != ".png" or frames.is_dir():
+            fail(f"--frames {frames}: give a .png file name")
+        try:
+            write_png(frames, trajectory_strip(traj))
+        except OSError as err:
+            fail(f"--frames {frames}: {err.strerror or err}")
+        _wrote(frames)
     summary = {
         "id": traj.id, "frames": list(traj.frames.shape), "offset": traj.offset,
         "context": traj.offset, "target": len(traj) - traj.offset,
