@@ -361,49 +361,71 @@ def _label_column(grid: Table, header: str, values: list[str], justify: str = "r
     grid.add_column(header, justify=justify, no_wrap=True, min_width=max(map(len, [*header.split("\n"), *values])))
 
 
-def _rich_table(table: GroupTable, columns: list[tuple[str, str, str]], title: str, lengths_apart: bool) -> Table:
-    """Rows range x model with `columns` of cells. `lengths_apart`: context and trajectory length in columns of their
-    own; otherwise both in one two-line column, to save width. Labels are Text, never read as markup."""
-    grid = Table(title=Text(title, style="bold"))
+def _rich_table(table: GroupTable, columns: list[tuple[str, str, str]], title: str, lengths: bool) -> Table:
+    """Rows range x model with `columns` of cells, and (`lengths`) the context and trajectory lengths in columns of
+    their own. Labels are Text, never read as markup."""
+    grid = Table(title=Text(title, style="bold") if title else None)
     _label_column(grid, "range", [row.range for row in table.rows])
     _label_column(grid, "model", [row.model for row in table.rows], justify="left")
-    tasks = list(dict.fromkeys(t for _, t, _ in columns))
-    one_task = len(tasks) == 1 and len(table.tasks) > 1  # then only that task's lengths, under a short header
-
-    def both(row: Row) -> tuple[str, str]:
-        return row.lengths[tasks[0]] if one_task else (row.context_len, row.traj_len)
-
-    context, traj = ("context", "traj len") if one_task else (lengths_header(table, "context"),
-                                                               lengths_header(table, "traj len"))
-    if lengths_apart:
-        _label_column(grid, context, [both(row)[0] for row in table.rows])
-        _label_column(grid, traj, [both(row)[1] for row in table.rows])
-    else:
-        _label_column(grid, f"{context}\n{traj}", [v for row in table.rows for v in both(row)])
+    if lengths:
+        _label_column(grid, lengths_header(table, "context"), [row.context_len for row in table.rows])
+        _label_column(grid, lengths_header(table, "traj len"), [row.traj_len for row in table.rows])
     for _, _, header in columns:
         grid.add_column(header, justify="right", no_wrap=True)
     previous = None
     for row in table.rows:
         if previous is not None and row.range != previous:
             grid.add_section()
-        lengths = list(both(row)) if lengths_apart else ["\n".join(both(row))]
-        grid.add_row(Text(row.range if row.range != previous else ""), Text(row.model), *map(Text, lengths),
+        grid.add_row(Text(row.range if row.range != previous else ""), Text(row.model),
+                     *(map(Text, (row.context_len, row.traj_len)) if lengths else ()),
                      *(_rich_cell(row.cells[m, t]) for m, t, _ in columns))
         previous = row.range
     return grid
 
 
-def _rich_list(table: GroupTable, columns: list[tuple[str, str, str]], title: str) -> RichGroup:
+def _range_lengths(table: GroupTable) -> list[tuple[str, str | None, str, str]]:
+    """(range, model or None, context, traj len): one line per range where its models agree (the same loops)."""
+    found = []
+    for range_ in dict.fromkeys(row.range for row in table.rows):
+        rows = [row for row in table.rows if row.range == range_]
+        if len({(row.context_len, row.traj_len) for row in rows}) == 1:
+            found.append((range_, None, rows[0].context_len, rows[0].traj_len))
+        else:
+            found += [(range_, row.model, row.context_len, row.traj_len) for row in rows]
+    return found
+
+
+def _lengths_table(table: GroupTable) -> Table:
+    """The mean context and trajectory lengths, once per range, for the layouts whose tables leave them out."""
+    lines = _range_lengths(table)
+    tasks = " / ".join(table.tasks)
+    grid = Table(title=Text("mean lengths in frames", style="bold"))
+    _label_column(grid, "range", [r for r, *_ in lines])
+    if any(model for _, model, _, _ in lines):
+        _label_column(grid, "model", [model or "" for _, model, _, _ in lines], justify="left")
+    _label_column(grid, f"context\n{tasks}", [c for *_, c, _ in lines])
+    _label_column(grid, f"traj len\n{tasks}", [t for *_, t in lines])
+    for range_, model, context, traj in lines:
+        grid.add_row(Text(range_), *([Text(model or "")] if len(grid.columns) == 4 else []), Text(context), Text(traj))
+    return grid
+
+
+def _rich_list(table: GroupTable, columns: list[tuple[str, str, str]]) -> RichGroup:
     """The narrowest layout: one line per value, wrapped between words only, so no number is ever cut."""
-    lines = [Text(title, style="bold")]
+    lines = []
+    lengths = {(r, m): (c, t) for r, m, c, t in _range_lengths(table)}
     previous = None
     for row in table.rows:
         if row.range != previous:
             lines.append(Text(f"range {row.range}", style="bold"))
+            if (row.range, None) in lengths:
+                lines += [Text(f"  {lengths_header(table, 'context')}  {row.context_len}"),
+                          Text(f"  {lengths_header(table, 'traj len')}  {row.traj_len}")]
             previous = row.range
-        lines += [Text(f"  {row.model}", style="bold"),
-                  Text(f"    {lengths_header(table, 'context')}  {row.context_len}"),
-                  Text(f"    {lengths_header(table, 'traj len')}  {row.traj_len}")]
+        lines.append(Text(f"  {row.model}", style="bold"))
+        if (row.range, None) not in lengths:
+            lines += [Text(f"    {lengths_header(table, 'context')}  {row.context_len}"),
+                      Text(f"    {lengths_header(table, 'traj len')}  {row.traj_len}")]
         lines += [Text.assemble(f"    {header}  ", _rich_cell(row.cells[m, t], lines=1)) for m, t, header in columns]
     return RichGroup(*lines)
 
@@ -435,14 +457,14 @@ def render_rich(board: Leaderboard) -> RichGroup:
         columns = [c for c in _columns(table) if any(row.cells[c[0], c[1]].available for row in table.rows)]
         metrics = list(dict.fromkeys(m for m, _, _ in columns))
         per_metric = [_rich_table(table, [(m, t, t) for m_, t, _ in columns if m_ == m],
-                                  f"{m.upper()}{arrow(table, m)} · {ci}", lengths_apart=False)
-                      for m in metrics]
-        per_cell = [_rich_table(table, [(m, t, t)], f"{m.upper()}{arrow(table, m)} {t} · {ci}",
-                                lengths_apart=False) for m, t, _ in columns]
-        parts.append(FitWidth(_rich_table(table, columns, title, lengths_apart=True),
-                              RichGroup(Text(title, style="bold"), *per_metric),
-                              RichGroup(Text(title, style="bold"), *per_cell),
-                              _rich_list(table, columns, title)))
+                                  f"{m.upper()}{arrow(table, m)} · {ci}", lengths=False) for m in metrics]
+        per_cell = [_rich_table(table, [(m, t, t)], f"{m.upper()}{arrow(table, m)} {t} · {ci}", lengths=False)
+                    for m, t, _ in columns]
+        parts.append(Text(title, style="bold"))  # wraps between words; a layout is chosen by its tables' width
+        parts.append(FitWidth(_rich_table(table, columns, "", lengths=True),
+                              RichGroup(_lengths_table(table), *per_metric),
+                              RichGroup(_lengths_table(table), *per_cell),
+                              _rich_list(table, columns)))
         if any(r.cell.available for r in table.fvd):
             parts.append(_rich_fvd(table))
         parts.extend(Text(f"[{i}] {text}", style="dim") for i, text in enumerate(table.footnotes, 1))

@@ -272,6 +272,7 @@ def test_no_number_is_ever_cut_at_any_width(bracket_labels, width):
     assert "mean [95% CI]" in " ".join(result.stdout.split()) and "aaaaaaaa" not in result.stdout  # named; no hash
     assert "2026-01-02" not in result.stdout  # run timestamps stay in the json format
     assert any("2026-01-02" in note for note in records["groups"][0]["provenance"])
+    assert ("┃ range" in result.stdout) == (width >= 60)  # tables while they fit, then a list
 
 
 def test_rows_are_ranked_within_each_range_by_the_first_metric(bracket_labels):
