@@ -315,6 +315,15 @@ def _columns(table: GroupTable) -> list[tuple[str, str, str]]:
     return [(m, t, f"{m.upper()}{arrow(table, m)} {t}") for m in table.metrics for t in table.tasks]
 
 
+def shown_columns(table: GroupTable) -> list[tuple[str, str, str]]:
+    """The metric columns worth a reader's width: those some model has a number in (the footnotes say why not)."""
+    return [c for c in _columns(table) if any(row.cells[c[0], c[1]].available for row in table.rows)]
+
+
+def fvd_shown(table: GroupTable) -> bool:
+    return any(c.available for r in table.fvd for c in _fvd_cells(table, r))
+
+
 def _fvd_title(table: GroupTable) -> str:
     return f"FVD{arrow(table, SET_METRIC)} (set-level)"
 
@@ -454,7 +463,7 @@ def render_rich(board: Leaderboard) -> RichGroup:
     for table in board.tables:
         ci = ci_header(board.bootstrap)
         title = f"LoopNav leaderboard · {group_title(table, board)} · {ci}"
-        columns = [c for c in _columns(table) if any(row.cells[c[0], c[1]].available for row in table.rows)]
+        columns = shown_columns(table)
         metrics = list(dict.fromkeys(m for m, _, _ in columns))
         per_metric = [_rich_table(table, [(m, t, t) for m_, t, _ in columns if m_ == m],
                                   f"{m.upper()}{arrow(table, m)} · {ci}", lengths=False) for m in metrics]
@@ -465,7 +474,7 @@ def render_rich(board: Leaderboard) -> RichGroup:
                               RichGroup(_lengths_table(table), *per_metric),
                               RichGroup(_lengths_table(table), *per_cell),
                               _rich_list(table, columns)))
-        if any(r.cell.available for r in table.fvd):
+        if fvd_shown(table):
             parts.append(_rich_fvd(table))
         parts.extend(Text(f"[{i}] {text}", style="dim") for i, text in enumerate(table.footnotes, 1))
         parts.extend(Text(note, style="dim") for note in table.notes)
@@ -481,7 +490,7 @@ def md_row(values: list[str]) -> str:
 def render_markdown(board: Leaderboard) -> str:
     lines: list[str] = []
     for table in board.tables:
-        columns = _columns(table)
+        columns = shown_columns(table)
         lines += [f"### {table.group.key.title}", "",
                   md_row(["range", "model", lengths_header(table, "context"), lengths_header(table, "traj len"),
                           *(h for _, _, h in columns)]),
@@ -490,7 +499,7 @@ def render_markdown(board: Leaderboard) -> str:
             cells = [(f"**{cell_text(c)}**" if c.best else cell_text(c))
                      for c in (row.cells[m, t] for m, t, _ in columns)]
             lines.append(md_row([row.range, row.model, row.context_len, row.traj_len, *cells]))
-        if table.fvd:
+        if fvd_shown(table):
             headers = _fvd_headers(table)
             lines += ["", f"{_fvd_title(table)}:", "", md_row(["model", *headers, "mode"]),
                       md_row([":---", *("---:" for _ in headers), ":---"])]
