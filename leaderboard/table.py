@@ -259,7 +259,7 @@ def _add_notes(table: GroupTable) -> None:
     if unverified:
         notes.append(f"{DAGGER} computed with unverified metric weights, so never ranked as best: "
                      + "; ".join(unverified))
-    if table.fvd:
+    if fvd_shown(table):
         notes.append(f"FVD is set-level: one number per model over all trajectories of split {group.key.split} "
                      "(\"all\") and one per task and range, so it has no interval.")
     if table.metrics:
