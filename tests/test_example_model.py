@@ -7,6 +7,7 @@ pip installs it into a folder of its own (`--target`), which the tests put on sy
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -68,3 +69,14 @@ def test_a_bad_model_arg_of_the_example_is_an_error(loopnav, tiny_shards, tmp_pa
                            "-o", out)
     assert code == 2 and culprit in output, output
     assert not list(out.rglob("results_*.json"))  # nothing recorded for a run that never started
+
+
+def test_the_readme_quotes_the_example_as_it_is():
+    """Every line the README shows under a file name of examples/my_model is a line of that file."""
+    readme = (EXAMPLE.parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```\w*\n# (examples/my_model/\S+)\n(.*?)```", readme, flags=re.S)
+    assert {path for path, _ in blocks} == {"examples/my_model/my_model/model.py", "examples/my_model/pyproject.toml"}
+    for path, block in blocks:
+        source = (EXAMPLE.parents[1] / path).read_text()
+        quoted = [line.split("  #")[0].rstrip() for line in block.splitlines() if line.strip()]
+        assert [line for line in quoted if line not in source] == [], path
