@@ -259,8 +259,10 @@ def score(
 
 @app.command(rich_help_panel=EVAL)
 def models() -> None:
-    """List the registered models: what each is, whether `loopnav train` trains it, its shipped checkpoints
-    (`--checkpoint NAME`; * the default) and, for plug-ins, the package that registers it."""
+    """List the registered models and their shipped checkpoints.
+
+    What each model is, whether `loopnav train` trains it, its checkpoints
+    (`--checkpoint NAME`; * the default) and the package of a plug-in."""
     from loopnav_bench.registry import MODELS, TRAINERS
 
     trainable = set(TRAINERS.names())
