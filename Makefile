@@ -1,5 +1,6 @@
-# Two entry points for a fresh machine: `make demo` (the main job on the embedded data) and `make test`.
-# Each creates .venv on first use with the exact versions of constraints.txt; torch comes first (the CPU build).
+# Two entry points for a fresh machine: `make demo` (the main job on the embedded data) and `make test`;
+# `make` alone says how to use them and the installed CLI.
+# Each creates .venv on first use with the exact versions of constraints.txt; torch comes first.
 PYTHON  ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
@@ -8,7 +9,12 @@ DEMO    := runs/demo
 MODELS  := copy-last nearest-pose worldpack nwm diamond
 LOOPNAV := $(BIN)/loopnav
 
-.PHONY: install demo test
+.PHONY: help install demo test
+help:
+	@echo "make demo   install, generate ViZDoom loops, evaluate 5 models, print the leaderboard"
+	@echo "make test   install, run ruff and the test suite"
+	@echo "Then put loopnav on your PATH:  . $(BIN)/activate   (or run $(LOOPNAV) directly)"
+
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
@@ -23,6 +29,11 @@ demo: install
 	$(LOOPNAV) validate $(DEMO)/data
 	for model in $(MODELS); do $(LOOPNAV) evaluate --model $$model --data $(DEMO)/data --split test -o $(DEMO)/results || exit 1; done
 	$(LOOPNAV) leaderboard --results $(DEMO)/results --plot $(DEMO)/plots
+	@echo
+	@echo "Next: put loopnav on your PATH with  . $(BIN)/activate  (or run $(LOOPNAV)), then try:"
+	@echo "  loopnav inspect $(DEMO)/data --split test --frames $(DEMO)/loop.png"
+	@echo "  loopnav evaluate --model worldpack --model-args memory=off --data $(DEMO)/data -o $(DEMO)/results"
+	@echo "  loopnav leaderboard --results $(DEMO)/results --metric psnr"
 
 test: install
 	$(BIN)/ruff check .

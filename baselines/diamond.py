@@ -341,6 +341,7 @@ class DiamondModel(CheckpointedModel):
     checkpoint (baselines/checkpoints/diamond) is used. Model args: `sampler_steps=N`, `solver=euler|heun`."""
 
     name = "diamond"
+    description = "DIAMOND (Alonso et al.): pixel-space diffusion over the last 4 frames"
     shipped_dir = Path(__file__).parent / SHIPPED_DIR
     config_class, network_class, default_checkpoint = DiamondConfig, Diamond, "diamond"
 

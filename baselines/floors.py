@@ -38,6 +38,7 @@ class Floor(WorldModel):
 
 class CopyLastModel(Floor):
     name = "copy-last"
+    description = "floor: repeats the last context frame"
 
     def rollout(self, request: RolloutRequest) -> np.ndarray:
         return np.repeat(request.context_frames[-1:], request.horizon, axis=0)
@@ -59,6 +60,7 @@ def pose_distance(context_poses: np.ndarray, target_poses: np.ndarray, units_per
 
 class NearestPoseModel(WorldModel):
     name = "nearest-pose"
+    description = "floor: the context frame whose pose is nearest, no learning"
     takes_checkpoint = False
 
     def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0,
@@ -87,6 +89,7 @@ class DummyModel(Floor):
     """Uniform noise in the context frames' shape, drawn from the request's seed: reproducible under any batching."""
 
     name = "dummy"
+    description = "seeded noise, for tests"
 
     def rollout(self, request: RolloutRequest) -> np.ndarray:
         shape = (request.horizon, *request.context_frames.shape[1:])

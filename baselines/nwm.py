@@ -166,6 +166,7 @@ class NWMModel(CheckpointedModel):
     (baselines/checkpoints/nwm) is used. Model args: `sampler_steps=N`, `solver=euler|heun`."""
 
     name = "nwm"
+    description = "NWM (Bar et al.): CDiT over the last 4 frames"
     shipped_dir = Path(__file__).parent / SHIPPED_DIR
     config_class, network_class, default_checkpoint = NWMConfig, NWM, "nwm"
 

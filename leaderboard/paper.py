@@ -111,14 +111,8 @@ def build_paper_group(group: Group, spec: BootstrapSpec = BootstrapSpec()) -> Pa
 # ---- tables ----------------------------------------------------------------------------------------------------
 
 def cell_md(cell: Cell) -> str:
-    """Mean ± half the width of the 95% interval (FVD is set-level: no interval); best in bold."""
-    if not cell.available:
-        return cell_text(cell)
-    text = num_text(cell.mean)
-    if cell.low is not None:
-        text += f" ± {num_text((cell.high - cell.low) / 2)}"
-    text += "" if cell.verified else DAGGER
-    return f"**{text}**" if cell.best else text
+    """Mean [95% interval], as every loopnav table shows it (FVD is set-level: no interval); best in bold."""
+    return f"**{cell_text(cell)}**" if cell.best else cell_text(cell)
 
 
 def task_table(paper: PaperGroup, task: str) -> list[str]:
@@ -303,7 +297,7 @@ def write_paper(groups: list[Group], out_dir: Path, bench: Path | None = None, f
         raise ValueError(f"frames must be at least 1, got {frames}")
     out_dir = Path(out_dir)
     lines = ["# WorldPack paper: tables and figures", "",
-             f"Cells: mean ± half the width of the {spec.text()}. Best per column in bold; "
+             f"Cells: mean [{spec.text()}]. Best per column in bold; "
              f"{DAGGER}: unverified metric weights, never bold. FVD is set-level, without an interval.", ""]
     written = []
     for group in groups:

@@ -56,9 +56,17 @@ class Row:
     range: str
     model: str
     run: Run
-    context_len: str
-    traj_len: str
+    lengths: dict[str, tuple[str, str]]  # task -> (mean context length, mean trajectory length), as text
     cells: dict[tuple[str, str], Cell]  # (metric, task) -> cell
+
+    @property
+    def context_len(self) -> str:
+        """One value per task, joined by ' / ' (`lengths_header` names the tasks)."""
+        return " / ".join(context for context, _ in self.lengths.values())
+
+    @property
+    def traj_len(self) -> str:
+        return " / ".join(traj for _, traj in self.lengths.values())
 
 
 @dataclass
@@ -83,6 +91,7 @@ class GroupTable:
     fvd: list[FvdRow] = field(default_factory=list)
     fvd_cells: list[str] = field(default_factory=list)  # "task/range" keys of the per-cell FVD columns
     notes: list[str] = field(default_factory=list)
+    provenance: list[str] = field(default_factory=list)  # which run files and timestamps; not in the terminal view
     _footnotes: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (what, reason) -> models
 
     def footnote(self, what: str, model: str, reason: str) -> int:
@@ -118,10 +127,17 @@ def _summary(run: Run, split: str, task: str, range_: str) -> dict | None:
                  if c["split"] == split and c["task"] == task and str(c["range"]) == range_), None)
 
 
-def _lengths(summaries: list[dict], key: str) -> str:
-    """One value when every task agrees, else the per-task values joined by ' / '."""
-    values = [f"{s[key]:.4g}" for s in summaries if s.get(key) is not None]
-    return " / ".join(dict.fromkeys(values)) or "–"
+def _length(summary: dict | None, key: str) -> str:
+    return "–" if summary is None or summary.get(key) is None else f"{summary[key]:.4g}"
+
+
+def _rank_key(row: Row, metric: str, tasks: list[str], higher_is_better: bool | None) -> tuple:
+    """Best first by `metric`'s mean over the tasks the row has; rows without it last, then by name."""
+    means = [c.mean for t in tasks if (c := row.cells[metric, t]).available and math.isfinite(c.mean)]
+    if not means or higher_is_better is None:
+        return (1, 0.0, row.model)
+    mean = float(np.mean(means))
+    return (0, -mean if higher_is_better else mean, row.model)
 
 
 def _unavailable(table: GroupTable, run: Run, metric: str, reason: str | None = None) -> Cell:
@@ -204,15 +220,17 @@ def build_group_table(group: Group, metrics: list[str], spec: BootstrapSpec) -> 
     for range_ in ranges:
         block = []
         for run in group.runs:
-            summaries = [s for t in tasks if (s := _summary(run, split, t, range_)) is not None]
-            if not summaries:
+            summaries = [_summary(run, split, t, range_) for t in tasks]
+            if not any(summaries):
                 continue
             cells = {(m, t): _metric_cell(table, run, t, range_, m, spec) for m in per_frame for t in tasks}
-            block.append(Row(range_, run.model, run, _lengths(summaries, "context_len_mean"),
-                             _lengths(summaries, "length_mean"), cells))
+            lengths = {t: (_length(s, "context_len_mean"), _length(s, "length_mean")) for t, s in zip(tasks, summaries)}
+            block.append(Row(range_, run.model, run, lengths, cells))
         for m in per_frame:
             for t in tasks:
                 _mark_best([row.cells[m, t] for row in block], table.higher_is_better[m])
+        if per_frame:
+            block.sort(key=lambda row: _rank_key(row, per_frame[0], tasks, table.higher_is_better[per_frame[0]]))
         table.rows.extend(block)
     if SET_METRIC in metrics:
         keys = {key for run in group.runs for key in _split_fvd(run, split).get("cells", {})}
@@ -241,13 +259,17 @@ def _add_notes(table: GroupTable) -> None:
     if unverified:
         notes.append(f"{DAGGER} computed with unverified metric weights, so never ranked as best: "
                      + "; ".join(unverified))
-    if table.fvd:
+    if fvd_shown(table):
         notes.append(f"FVD is set-level: one number per model over all trajectories of split {group.key.split} "
                      "(\"all\") and one per task and range, so it has no interval.")
+    if table.metrics:
+        notes.append(f"Rows within each range ranked by {table.metrics[0].upper()} "
+                     f"(mean over {', '.join(table.tasks)}).")
     used = ", ".join(f"{run.model} {run.timestamp}" for run in group.runs)
-    notes.append(f"Newest run per model used: {used}.")
+    table.provenance.append(f"Newest run per model used: {used}.")
     if group.superseded:
-        notes.append("Older runs not shown: " + ", ".join(f"{r.model} {r.timestamp}" for r in group.superseded) + ".")
+        table.provenance.append("Older runs not shown: "
+                                + ", ".join(f"{r.model} {r.timestamp}" for r in group.superseded) + ".")
     for run in group.runs:
         counts = run.n_trajectories
         if not run.complete:
@@ -293,6 +315,15 @@ def _columns(table: GroupTable) -> list[tuple[str, str, str]]:
     return [(m, t, f"{m.upper()}{arrow(table, m)} {t}") for m in table.metrics for t in table.tasks]
 
 
+def shown_columns(table: GroupTable) -> list[tuple[str, str, str]]:
+    """The metric columns worth a reader's width: those some model has a number in (the footnotes say why not)."""
+    return [c for c in _columns(table) if any(row.cells[c[0], c[1]].available for row in table.rows)]
+
+
+def fvd_shown(table: GroupTable) -> bool:
+    return any(c.available for r in table.fvd for c in _fvd_cells(table, r))
+
+
 def _fvd_title(table: GroupTable) -> str:
     return f"FVD{arrow(table, SET_METRIC)} (set-level)"
 
@@ -305,13 +336,32 @@ def _fvd_cells(table: GroupTable, row: FvdRow) -> list[Cell]:
     return [row.cell, *(row.cells[key] for key in table.fvd_cells)]
 
 
-def _rich_cell(cell: Cell) -> Text:
-    """Mean on the first line, interval on the second, so wide tables stay legible in a terminal."""
+def ci_header(spec: BootstrapSpec) -> str:
+    """The one uncertainty convention, named in every header: the mean and its percentile-bootstrap interval."""
+    return f"mean [{spec.confidence:.0%} CI]"
+
+
+def lengths_header(table: GroupTable, what: str) -> str:
+    """`context ABA / ABCA`: names the tasks whose values `Row.context_len` joins."""
+    return f"{what} {' / '.join(table.tasks)}"
+
+
+def group_title(table: GroupTable, board: Leaderboard) -> str:
+    """What the terminal shows of a group's key: the data path, not its hash, unless only the hash tells two apart."""
+    key, path = table.group.key, table.group.runs[0].results["data"].get("path", "?")
+    same = [t for t in board.tables if t.group.key.split == key.split and t.group.key.eval_size == key.eval_size
+            and t.group.runs[0].results["data"].get("path", "?") == path]
+    data = f"data {path}" + (f" (manifest {key.manifest_hash[:12]})" if len(same) > 1 else "")
+    return f"split {key.split} · {data} · eval size {key.size_text}"
+
+
+def _rich_cell(cell: Cell, lines: int = 2) -> Text:
+    """Mean on the first line, interval on the second (or both on one line), so wide tables stay legible."""
     if not cell.available:
         return Text(cell_text(cell), style="dim")
     text = cell_text(cell, interval=False)
     if cell.low is not None:
-        text += f"\n[{num_text(cell.low)}, {num_text(cell.high)}]"
+        text += ("\n" if lines == 2 else " ") + f"[{num_text(cell.low)}, {num_text(cell.high)}]"
     return Text(text, style="bold green" if cell.best else "yellow" if not cell.verified else "")
 
 
@@ -320,51 +370,112 @@ def _label_column(grid: Table, header: str, values: list[str], justify: str = "r
     grid.add_column(header, justify=justify, no_wrap=True, min_width=max(map(len, [*header.split("\n"), *values])))
 
 
-def _rich_table(table: GroupTable, columns: list[tuple[str, str, str]], title: str, lengths_apart: bool) -> Table:
-    """Rows range x model with `columns` of cells. `lengths_apart`: context and trajectory length in columns of their
-    own; otherwise both in one two-line column, to save width."""
-    grid = Table(title=title, title_style="bold")
+def _rich_table(table: GroupTable, columns: list[tuple[str, str, str]], title: str, lengths: bool) -> Table:
+    """Rows range x model with `columns` of cells, and (`lengths`) the context and trajectory lengths in columns of
+    their own. Labels are Text, never read as markup."""
+    grid = Table(title=Text(title, style="bold") if title else None)
     _label_column(grid, "range", [row.range for row in table.rows])
     _label_column(grid, "model", [row.model for row in table.rows], justify="left")
-    if lengths_apart:
-        _label_column(grid, "context", [row.context_len for row in table.rows])
-        _label_column(grid, "traj len", [row.traj_len for row in table.rows])
-    else:
-        _label_column(grid, "context\ntraj len", [v for row in table.rows for v in (row.context_len, row.traj_len)])
+    if lengths:
+        _label_column(grid, lengths_header(table, "context"), [row.context_len for row in table.rows])
+        _label_column(grid, lengths_header(table, "traj len"), [row.traj_len for row in table.rows])
     for _, _, header in columns:
         grid.add_column(header, justify="right", no_wrap=True)
     previous = None
     for row in table.rows:
         if previous is not None and row.range != previous:
             grid.add_section()
-        lengths = [row.context_len, row.traj_len] if lengths_apart else [f"{row.context_len}\n{row.traj_len}"]
-        grid.add_row(row.range if row.range != previous else "", row.model, *lengths,
+        grid.add_row(Text(row.range if row.range != previous else ""), Text(row.model),
+                     *(map(Text, (row.context_len, row.traj_len)) if lengths else ()),
                      *(_rich_cell(row.cells[m, t]) for m, t, _ in columns))
         previous = row.range
     return grid
 
 
+def _range_lengths(table: GroupTable) -> list[tuple[str, str | None, str, str]]:
+    """(range, model or None, context, traj len): one line per range where its models agree (the same loops)."""
+    found = []
+    for range_ in dict.fromkeys(row.range for row in table.rows):
+        rows = [row for row in table.rows if row.range == range_]
+        if len({(row.context_len, row.traj_len) for row in rows}) == 1:
+            found.append((range_, None, rows[0].context_len, rows[0].traj_len))
+        else:
+            found += [(range_, row.model, row.context_len, row.traj_len) for row in rows]
+    return found
+
+
+def _lengths_table(table: GroupTable) -> Table:
+    """The mean context and trajectory lengths, once per range, for the layouts whose tables leave them out."""
+    lines = _range_lengths(table)
+    tasks = " / ".join(table.tasks)
+    grid = Table(title=Text("mean lengths in frames", style="bold"))
+    _label_column(grid, "range", [r for r, *_ in lines])
+    if any(model for _, model, _, _ in lines):
+        _label_column(grid, "model", [model or "" for _, model, _, _ in lines], justify="left")
+    _label_column(grid, f"context\n{tasks}", [c for *_, c, _ in lines])
+    _label_column(grid, f"traj len\n{tasks}", [t for *_, t in lines])
+    for range_, model, context, traj in lines:
+        grid.add_row(Text(range_), *([Text(model or "")] if len(grid.columns) == 4 else []), Text(context), Text(traj))
+    return grid
+
+
+def _rich_list(table: GroupTable, columns: list[tuple[str, str, str]]) -> RichGroup:
+    """The narrowest layout: one line per value, wrapped between words only, so no number is ever cut."""
+    lines = []
+    lengths = {(r, m): (c, t) for r, m, c, t in _range_lengths(table)}
+    previous = None
+    for row in table.rows:
+        if row.range != previous:
+            lines.append(Text(f"range {row.range}", style="bold"))
+            if (row.range, None) in lengths:
+                lines += [Text(f"  {lengths_header(table, 'context')}  {row.context_len}"),
+                          Text(f"  {lengths_header(table, 'traj len')}  {row.traj_len}")]
+            previous = row.range
+        lines.append(Text(f"  {row.model}", style="bold"))
+        if (row.range, None) not in lengths:
+            lines += [Text(f"    {lengths_header(table, 'context')}  {row.context_len}"),
+                      Text(f"    {lengths_header(table, 'traj len')}  {row.traj_len}")]
+        lines += [Text.assemble(f"    {header}  ", _rich_cell(row.cells[m, t], lines=1)) for m, t, header in columns]
+    return RichGroup(*lines)
+
+
+def _rich_fvd(table: GroupTable) -> FitWidth:
+    title, headers = _fvd_title(table), _fvd_headers(table)
+    grid = Table(title=Text(title, style="bold"))
+    _label_column(grid, "model", [r.model for r in table.fvd], justify="left")
+    for header in headers:
+        grid.add_column(header, justify="right", no_wrap=True)
+    _label_column(grid, "mode", [r.mode for r in table.fvd], justify="left")
+    for r in table.fvd:
+        grid.add_row(Text(r.model), *(_rich_cell(c) for c in _fvd_cells(table, r)), Text(r.mode))
+    lines = [Text(title, style="bold")]
+    for r in table.fvd:
+        lines.append(Text.assemble("  ", (r.model, "bold"), f"  mode {r.mode}"))
+        lines += [Text.assemble(f"    {h}  ", _rich_cell(c, lines=1)) for h, c in zip(headers, _fvd_cells(table, r))]
+    return FitWidth(grid, RichGroup(*lines))
+
+
 def render_rich(board: Leaderboard) -> RichGroup:
-    """Every metric side by side where the terminal is wide enough, else one table per metric (80 columns and pipes
-    fit). Metrics that no model has are left out of the tables; their footnote says why."""
+    """The widest layout that fits the terminal, and never a cut number: every metric side by side, else one table
+    per metric, else one per metric and task, else a vertical list. Metrics that no model has are left out of the
+    tables; their footnote says why. Run files and timestamps stay in the json format."""
     parts: list[Any] = []
     for table in board.tables:
-        title = f"LoopNav leaderboard · {table.group.key.title}"
-        columns = [c for c in _columns(table) if any(row.cells[c[0], c[1]].available for row in table.rows)]
+        ci = ci_header(board.bootstrap)
+        title = f"LoopNav leaderboard · {group_title(table, board)} · {ci}"
+        columns = shown_columns(table)
+        metrics = list(dict.fromkeys(m for m, _, _ in columns))
         per_metric = [_rich_table(table, [(m, t, t) for m_, t, _ in columns if m_ == m],
-                                  f"{m.upper()}{arrow(table, m)}", lengths_apart=False)
-                      for m in dict.fromkeys(m for m, _, _ in columns)]
-        parts.append(FitWidth(_rich_table(table, columns, title, lengths_apart=True),
-                               RichGroup(Text(title, style="bold"), *per_metric)))
-        if any(r.cell.available for r in table.fvd):
-            fvd = Table(title=_fvd_title(table))
-            fvd.add_column("model")
-            for header in _fvd_headers(table):
-                fvd.add_column(header, justify="right")
-            fvd.add_column("mode")
-            for r in table.fvd:
-                fvd.add_row(r.model, *(_rich_cell(c) for c in _fvd_cells(table, r)), r.mode)
-            parts.append(fvd)
+                                  f"{m.upper()}{arrow(table, m)} · {ci}", lengths=False) for m in metrics]
+        per_cell = [_rich_table(table, [(m, t, t)], f"{m.upper()}{arrow(table, m)} {t} · {ci}", lengths=False)
+                    for m, t, _ in columns]
+        parts.append(Text(title, style="bold"))  # wraps between words; a layout is chosen by its tables' width
+        parts.append(FitWidth(_rich_table(table, columns, "", lengths=True),
+                              RichGroup(_lengths_table(table), *per_metric),
+                              RichGroup(_lengths_table(table), *per_cell),
+                              _rich_list(table, columns)))
+        if fvd_shown(table):
+            parts.append(_rich_fvd(table))
         parts.extend(Text(f"[{i}] {text}", style="dim") for i, text in enumerate(table.footnotes, 1))
         parts.extend(Text(note, style="dim") for note in table.notes)
         parts.append(Text(""))
@@ -379,15 +490,16 @@ def md_row(values: list[str]) -> str:
 def render_markdown(board: Leaderboard) -> str:
     lines: list[str] = []
     for table in board.tables:
-        columns = _columns(table)
+        columns = shown_columns(table)
         lines += [f"### {table.group.key.title}", "",
-                  md_row(["range", "model", "context", "traj len", *(h for _, _, h in columns)]),
+                  md_row(["range", "model", lengths_header(table, "context"), lengths_header(table, "traj len"),
+                          *(h for _, _, h in columns)]),
                   md_row(["---:", ":---", "---:", "---:", *("---:" for _ in columns)])]
         for row in table.rows:
             cells = [(f"**{cell_text(c)}**" if c.best else cell_text(c))
                      for c in (row.cells[m, t] for m, t, _ in columns)]
             lines.append(md_row([row.range, row.model, row.context_len, row.traj_len, *cells]))
-        if table.fvd:
+        if fvd_shown(table):
             headers = _fvd_headers(table)
             lines += ["", f"{_fvd_title(table)}:", "", md_row(["model", *headers, "mode"]),
                       md_row([":---", *("---:" for _ in headers), ":---"])]
@@ -396,7 +508,7 @@ def render_markdown(board: Leaderboard) -> str:
                                r.mode]) for r in table.fvd]
         lines.append("")
         lines += [f"[{i}] {text}  " for i, text in enumerate(table.footnotes, 1)]
-        lines += [f"{note}  " for note in table.notes]
+        lines += [f"{note}  " for note in (*table.notes, *table.provenance)]
         lines.append("")
     lines += [f"*{note}*  " for note in board.notes]
     return "\n".join(lines) + "\n"
@@ -461,7 +573,7 @@ def to_records(board: Leaderboard) -> dict[str, Any]:
                      for row in table.rows],
             "fvd": [{"model": r.model, "mode": r.mode, **_cell_record(r.cell, table),
                      "cells": {key: _cell_record(cell, table) for key, cell in r.cells.items()}} for r in table.fvd],
-            "footnotes": table.footnotes, "notes": table.notes})
+            "footnotes": table.footnotes, "notes": table.notes, "provenance": table.provenance})
     return {"bootstrap": board.bootstrap.describe(), "groups": groups, "notes": board.notes}
 
 

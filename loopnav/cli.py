@@ -46,29 +46,32 @@ def _csv(text: Optional[str], cast=str) -> Optional[list]:
 
 def fail(message: str) -> None:
     """Print a clear error and exit non-zero (no traceback: the message names the file and the problem)."""
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(Text.assemble(("error: ", "bold red"), message))  # a message names labels like x[k=4]: no markup
     raise typer.Exit(2)
+
+
+def _wrote(what: object) -> None:
+    console.print(Text.assemble(("wrote ", "green"), str(what)))  # paths and labels are never markup
 
 
 @app.command(rich_help_panel=DATA)
 def prepare(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory for shards and manifest.json."),
-    source: str = typer.Option("vizdoom", help="Data source: vizdoom (embedded, default), loopnav or recon."),
+    source: str = typer.Option("vizdoom", help="vizdoom (embedded), loopnav or recon."),
     input: Optional[Path] = typer.Option(None, "--input", "-i", help="Local raw data directory (loopnav, recon)."),
-    hub_repo: Optional[str] = typer.Option(None, help="Fetch LoopNav rows from this Hub dataset repo "
-                                                      "(e.g. kevinLian/LoopNav)."),
+    hub_repo: Optional[str] = typer.Option(None, help="LoopNav Hub repo, e.g. kevinLian/LoopNav."),
     split: Optional[str] = typer.Option(None, help="Comma-separated splits to prepare (default: all)."),
     tasks: Optional[str] = typer.Option(None, help="Comma-separated tasks, e.g. ABA,ABCA."),
-    ranges: Optional[str] = typer.Option(None, help="Comma-separated navigation ranges, e.g. 5,15,30,50."),
-    limit: Optional[int] = typer.Option(None, help="At most N trajectories per split (for trying things out)."),
+    ranges: Optional[str] = typer.Option(None, help="Ranges, e.g. 5,15,30,50."),
+    limit: Optional[int] = typer.Option(None, help="At most N trajectories per split."),
     context_frames: Optional[int] = typer.Option(None, help="RECON: frames of context before the split point."),
-    split_file: Optional[Path] = typer.Option(None, help="recon: JSON {split: [names]} or NoMaD data_splits folder."),
+    split_file: Optional[Path] = typer.Option(None, help="recon: split JSON or NoMaD data_splits."),
     preset: Optional[str] = typer.Option(None, help="vizdoom: a named set (demo, full)."),
     per_cell: Optional[int] = typer.Option(None, help="vizdoom: trajectories per task, range and split."),
     size: Optional[int] = typer.Option(None, help="vizdoom: frame size in pixels (64 or 128)."),
     seed: Optional[int] = typer.Option(None, help="vizdoom: generation seed."),
-    workers: int = typer.Option(1, help="Worker processes that load or generate trajectories."),
-    overwrite: bool = typer.Option(False, help="Replace an existing set in --out prepared with other settings."),
+    workers: int = typer.Option(1, help="Worker processes."),
+    overwrite: bool = typer.Option(False, help="Replace a set prepared with other settings."),
 ) -> None:
     """Convert a data source into webdataset shards with poses, actions and a manifest."""
     from loopnav_bench.registry import UnknownNameError
@@ -92,7 +95,7 @@ def prepare(
     except (ShardError, ValueError, FileNotFoundError, ConnectionError, UnknownNameError) as err:
         fail(str(err))
     _print_manifest(manifest)
-    console.print(f"[green]wrote[/] {out / 'manifest.json'}")
+    _wrote(out / "manifest.json")
 
 
 @app.command(rich_help_panel=DATA)
@@ -116,8 +119,9 @@ def inspect(
     split: Optional[str] = typer.Option(None, help="Show a trajectory from this split."),
     id: Optional[str] = typer.Option(None, "--id", help="Show this trajectory (default: the first)."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest summary and trajectory as JSON."),
+    frames: Optional[Path] = typer.Option(None, "--frames", help="Also write the trajectory's frames as a PNG strip."),
 ) -> None:
-    """Show a shard set's manifest and one trajectory's summary."""
+    """Show a shard set's manifest and one trajectory's summary (and, with --frames, a contact strip)."""
     from loopnav_bench.schema import TrajectoryError
     from loopnav_bench.shards import ShardError, load_manifest, read_trajectories
 
@@ -128,6 +132,16 @@ def inspect(
         fail(str(err))
     if traj is None:
         fail(f"{path}: no trajectory {id!r}" + (f" in split {split!r}" if split else ""))
+    if frames is not None:
+        from loopnav_bench.strip import trajectory_strip, write_png
+
+        if frames.suffix.lower() != ".png" or frames.is_dir():
+            fail(f"--frames {frames}: give a .png file name")
+        try:
+            write_png(frames, trajectory_strip(traj))
+        except OSError as err:
+            fail(f"--frames {frames}: {err.strerror or err}")
+        _wrote(frames)
     summary = {
         "id": traj.id, "frames": list(traj.frames.shape), "offset": traj.offset,
         "context": traj.offset, "target": len(traj) - traj.offset,
@@ -175,39 +189,36 @@ def _print_manifest(manifest: dict) -> None:
                 console.print(f"  … and {info['n'] - _LISTED} more, listed in manifest.json")
 
 
-_METRICS = typer.Option(None, help="Comma-separated metrics: frame metrics (ssim, psnr, lpips, dreamsim) and fvd. "
-                                   "Default: all.")
+_METRICS = typer.Option(None, help="ssim,psnr,lpips,dreamsim,fvd (default: all).")
 _EVAL_SIZE = typer.Option(None, "--eval-size",
-                          help="Score at N or HxW pixels (e.g. 64, 64x96); default: the data's native size.")
-_FVD_MODE = typer.Option("default", "--fvd-mode", help="FVD settings: default or loopnav-v1.")
+                          help="Score at N or HxW pixels (default: native).")
+_FVD_MODE = typer.Option("default", "--fvd-mode", help="default or loopnav-v1.")
 _FVD_COVARIANCE = typer.Option("population", "--fvd-covariance",
-                               help="Default-mode FVD covariance: population (StyleGAN-V) or sample (np.cov, N-1).")
-_DEVICE = typer.Option(DEFAULT_DEVICE, help="Torch device: auto (CUDA when there is one), cpu, cuda or cuda:N.")
+                               help="population (StyleGAN-V) or sample (N-1).")
+_DEVICE = typer.Option(DEFAULT_DEVICE, help="auto, cpu, cuda or cuda:N.")
 
 
 @app.command(rich_help_panel=EVAL)
 def evaluate(
-    model: str = typer.Option(..., "--model", "-m", help="A registered model (see `loopnav models`)."),
-    data: Path = typer.Option(..., "--data", "-d", help="A directory written by `loopnav prepare`."),
-    model_args: Optional[str] = typer.Option(None, "--model-args", "--model_args", "-a",
-                                             help="k=v,k2=v2 for the model."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Model checkpoint file or folder (its sha256 keys the run)."),
+    model: str = typer.Option(..., "--model", "-m", help="See `loopnav models`."),
+    data: Path = typer.Option(..., "--data", "-d", help="A `loopnav prepare` folder."),
+    model_args: Optional[str] = typer.Option(None, "--model-args", "-a", help="k=v,k2=v2 for the model."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint file, folder or shipped name."),
     split: str = typer.Option("test", help="Comma-separated splits."),
-    tasks: Optional[str] = typer.Option(None, help="Comma-separated tasks, e.g. ABA,ABCA (default: all)."),
-    ranges: Optional[str] = typer.Option(None, help="Comma-separated ranges, e.g. 5,15 (default: all)."),
-    limit: Optional[int] = typer.Option(None, help="Only the first N selected trajectories (for trying things out)."),
+    tasks: Optional[str] = typer.Option(None, help="Tasks, e.g. ABA,ABCA (default: all)."),
+    ranges: Optional[str] = typer.Option(None, help="Ranges, e.g. 5,15 (default: all)."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N trajectories."),
     metrics: Optional[str] = _METRICS,
     eval_size: Optional[str] = _EVAL_SIZE,
-    output_dir: Path = typer.Option(Path("results"), "--output-dir", "--output_path", "-o", help="Where results go."),
+    output_dir: Path = typer.Option(Path("results"), "--output-dir", "-o", help="Where results go."),
     device: str = _DEVICE,
-    batch_size: int = typer.Option(8, "--batch-size", "--batch_size", help="Trajectories per model call."),
-    seed: int = typer.Option(0, help="Run seed; each trajectory's rollout seed derives from it and the trajectory id."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Trajectories per model call."),
+    seed: int = typer.Option(0, help="Run seed (each rollout's seed derives from it)."),
     fvd_mode: str = _FVD_MODE,
     fvd_covariance: str = _FVD_COVARIANCE,
     resume: bool = typer.Option(True, "--resume/--no-resume",
-                                help="Reuse finished rows of a run with the same settings."),
-    label: Optional[str] = typer.Option(None, help="Name of this entry on the leaderboard (default: the model name), "
-                                                   "e.g. to tell variants or checkpoints of one model apart."),
+                                help="Keep finished rows of the same run."),
+    label: Optional[str] = typer.Option(None, help="Leaderboard entry name (default: model and args)."),
 ) -> None:
     """Roll a model out on the return legs, save its predictions, score them and write results (torchrun-ready)."""
     from loopnav_bench.evaluate import EvalConfig, parse_eval_size
@@ -237,9 +248,9 @@ def score(
                                         help="The prepared set (default: the one the run recorded)."),
     metrics: Optional[str] = _METRICS,
     eval_size: Optional[str] = _EVAL_SIZE,
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "--output_path", "-o", help="Default: the run's."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Default: the run's."),
     device: str = _DEVICE,
-    batch_size: int = typer.Option(32, "--batch-size", "--batch_size", help="Frames per metric pass."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Frames per metric pass."),
     fvd_mode: str = _FVD_MODE,
     fvd_covariance: str = _FVD_COVARIANCE,
     resume: bool = typer.Option(False, "--resume/--no-resume", help="Keep rows already scored with the same settings."),
@@ -262,68 +273,77 @@ def score(
 
 @app.command(rich_help_panel=EVAL)
 def models() -> None:
-    """List the registered world models (entry-point group loopnav.models), which of them `loopnav train` can train,
-    the checkpoints each ships (`--checkpoint NAME`), and the package that registers each."""
+    """List the registered models and their shipped checkpoints.
+
+    What each model is, whether `loopnav train` trains it, its checkpoints
+    (`--checkpoint NAME`; * the default) and the package of a plug-in."""
     from loopnav_bench.registry import MODELS, TRAINERS
 
     trainable = set(TRAINERS.names())
-    table = Table(title="world models")
-    for column in ("name", "entry", "trains", "shipped checkpoints", "package"):
-        table.add_column(column, overflow="fold")
+    rows = []
     for name, entry in sorted(MODELS.entries().items()):
-        table.add_row(name, entry.value, "yes" if name in trainable else "", ", ".join(_shipped(entry)),
-                      entry.dist.name if entry.dist else "?")
+        description, default, shipped = _model_facts(entry)
+        checkpoints = ", ".join(f"{c}*" if c == default else c for c in shipped)
+        package = entry.dist.name if entry.dist else "?"
+        rows.append((name, description, "yes" if name in trainable else "", checkpoints, package))
+    plugins = any(row[4] != "loopnav" for row in rows)
+    table = Table(title=Text("world models", style="bold"), caption="* the default checkpoint")
+    for column in ("name", "what it is", "trains", "checkpoints", *(["package"] if plugins else [])):
+        table.add_column(column, no_wrap=column in ("name", "trains"), overflow="fold")
+    for row in rows:
+        table.add_row(*map(Text, row[:5 if plugins else 4]))
     console.print(table)
 
 
-def _shipped(entry) -> list[str]:
-    """The checkpoints a model ships beside its module, found without importing it (so without torch)."""
+def _model_facts(entry) -> tuple[str, str | None, list[str]]:
+    """(description, default checkpoint, shipped checkpoints) of a registered model, read from its source and folder
+    without importing it (so without torch): its class's `description` (else its docstring's first line) and
+    `default_checkpoint` assignments."""
+    import ast
     import importlib.util
 
     from loopnav_bench.models import SHIPPED_DIR, shipped_checkpoints
 
     spec = importlib.util.find_spec(entry.module)
-    return list(shipped_checkpoints(Path(spec.origin).parent / SHIPPED_DIR, entry.name)) if spec and spec.origin else []
+    if not spec or not spec.origin or not spec.origin.endswith(".py"):
+        return "", None, []
+    tree = ast.parse(Path(spec.origin).read_text())
+    cls = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == entry.attr), None)
+    facts: dict[str, object] = {}
+    for node in cls.body if cls else []:
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                pairs = (zip(target.elts, node.value.elts) if isinstance(target, ast.Tuple)
+                         and isinstance(node.value, ast.Tuple) else [(target, node.value)])
+                facts |= {t.id: v.value for t, v in pairs if isinstance(t, ast.Name) and isinstance(v, ast.Constant)}
+    docstring = (ast.get_docstring(cls) or "").split("\n")[0] if cls else ""
+    shipped = list(shipped_checkpoints(Path(spec.origin).parent / SHIPPED_DIR, entry.name))
+    default = facts.get("default_checkpoint")
+    return str(facts.get("description") or docstring), default if isinstance(default, str) else None, shipped
 
 
 def _print_results(outcome) -> None:
-    from loopnav_bench.metrics.weights import short_reason
+    """The run's cells as the leaderboard shows them (one layout, one uncertainty convention, labels never markup)."""
+    from leaderboard.results import group_runs, load_run
+    from leaderboard.table import build_leaderboard, render_rich
 
     results = outcome.results
-    names = [n for n, s in results["metrics"].items() if n != "fvd" and s["available"]]
-    title = f"{results['model']}: {results['n_trajectories']['effective']} trajectories at {results['eval_size']}"
-
-    def table(separator: str) -> Table:  # mean and stderr on one line, or on two where the terminal is narrow
-        grid = Table(title=title)
-        grid.add_column("cell", no_wrap=True)
-        for column in ("n", "context", *names):
-            grid.add_column(column, justify="right", no_wrap=True)
-        for key, cell in results["results"].items():
-            values = [f"{cell[n]['mean']:.4f}{separator}±{cell[n]['stderr']:.3f}" if cell.get(n) else "—"
-                      for n in names]
-            grid.add_row(key, str(cell["n"]), f"{cell['context_len_mean']:.0f}", *values)
-        return grid
-
-    console.print(FitWidth(table(""), table("\n")))
-    for name, status in results["metrics"].items():
-        if not status["available"]:
-            console.print(f"[yellow]{name} n/a:[/] {short_reason(status.get('reason_code'), status['reason'])}")
-    for split, fvd in results["fvd"].items():
-        if fvd["value"] is not None:
-            cells = ", ".join(f"{key} {cell['value']:.2f}" for key, cell in fvd["cells"].items()
-                              if cell["value"] is not None)
-            console.print(f"FVD ({split}, {fvd['mode']}): {fvd['value']:.2f} over {fvd['n_videos']} videos; "
-                          f"per cell: {cells}")
+    console.print(Text(f"{results['model']}: {results['n_trajectories']['effective']} trajectories", style="bold"))
+    console.print(render_rich(build_leaderboard(group_runs([load_run(outcome.results_path)]))))
     if outcome.resumed:
         console.print(f"resumed {outcome.resumed} of {results['n_trajectories']['effective']} trajectories from "
-                      f"{outcome.results['run_dir']}")
-    console.print(f"[green]wrote[/] {outcome.results_path} and {outcome.samples_path.name}")
+                      f"{outcome.results['run_dir']}", markup=False, highlight=False)
+    _wrote(f"{outcome.results_path} and {outcome.samples_path.name}")
 
 
 leaderboard_app = typer.Typer(help="Rank evaluation results (tables, plots) and push them to the Hub.",
                               pretty_exceptions_show_locals=False)
 app.add_typer(leaderboard_app, name="leaderboard", rich_help_panel=EVAL)
 _RESULTS = typer.Option(None, "--results", "-r", help="Directory of `loopnav evaluate` outputs (searched recursively).")
+
+
+def _skipped(message: str) -> None:
+    console.print(Text.assemble(("skipped: ", "yellow"), message))  # the message names files and labels: no markup
 
 
 @leaderboard_app.callback(invoke_without_command=True)
@@ -349,7 +369,7 @@ def leaderboard(
     if format not in FORMATS:
         fail(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
     try:
-        groups = group_runs(load_runs(results, skip=lambda message: console.print(f"[yellow]skipped:[/] {message}")))
+        groups = group_runs(load_runs(results, skip=_skipped))
         board = build_leaderboard(groups, _csv(metric))
         written = plot_leaderboard(groups, _csv(metric) or available_metrics(groups), plot) if plot else []
     except (ResultsError, FileNotFoundError) as err:
@@ -360,7 +380,7 @@ def leaderboard(
     else:
         print(rendered, end="")
     for path in written:
-        console.print(f"[green]wrote[/] {path}")
+        _wrote(path)
 
 
 @leaderboard_app.command("paper")
@@ -376,12 +396,12 @@ def leaderboard_paper(
     from leaderboard.results import group_runs, load_runs
 
     try:
-        groups = group_runs(load_runs(results, skip=lambda message: console.print(f"[yellow]skipped:[/] {message}")))
+        groups = group_runs(load_runs(results, skip=_skipped))
         written = write_paper(groups, out, bench, frames)
     except (ValueError, FileNotFoundError) as err:  # ResultsError, or a --bench file that is not JSON
         fail(str(err))
     for path in written:
-        console.print(f"[green]wrote[/] {path}")
+        _wrote(path)
 
 
 @leaderboard_app.command("push")
@@ -525,22 +545,19 @@ def weights_path(metrics: Optional[list[str]] = _WEIGHT_METRICS) -> None:
 
 @app.command(rich_help_panel=TRAIN)
 def train(
-    model: str = typer.Option("worldpack", help="What to train: a model with a registered trainer (see `loopnav "
-                                                "models`), or autoencoder (a latent space alone)."),
-    data: Path = typer.Option(..., help="A directory written by `loopnav prepare`; its train split is used."),
+    model: str = typer.Option("worldpack", help="A model that trains (`loopnav models`) or autoencoder."),
+    data: Path = typer.Option(..., help="A `loopnav prepare` folder (its train split)."),
     output_dir: Path = typer.Option(Path("runs/worldpack"), help="Checkpoints go here (step-N/ folders and `latest`)."),
     preset: str = typer.Option("tiny", help="Model size: tiny (CPU, minutes) or small (GPU)."),
-    model_args: Optional[str] = typer.Option(None, "--model-args", "--model_args", "-a", help="k=v,k2=v2 for the "
-                                             "model's trainer, e.g. variant=base (worldpack) or autoencoder=PATH."),
+    model_args: Optional[str] = typer.Option(None, "--model-args", "-a", help="k=v,... e.g. variant=base."),
     steps: Optional[int] = typer.Option(None, help="Optimizer steps (default: the preset's)."),
-    resume: bool = typer.Option(False, help="Continue the run in --output-dir from its latest checkpoint."),
+    resume: bool = typer.Option(False, help="Continue from the latest checkpoint."),
     batch_size: Optional[int] = typer.Option(None, help="Global batch size, split over torchrun processes."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the preset's)."),
     seed: int = typer.Option(0, help="Seed of batches, noise and initialisation."),
     device: str = _DEVICE,
     save_every: int = typer.Option(500, help="Save a checkpoint every N steps."),
-    threads: Optional[int] = typer.Option(None, help="Torch CPU threads per process (default: the cores available, "
-                                                     "split over torchrun's local ranks)."),
+    threads: Optional[int] = typer.Option(None, help="Torch threads per process (default: the cores)."),
 ) -> None:
     """Train a world model (run under `torchrun --nproc-per-node N` for data-parallel training)."""
     from loopnav_bench.models import parse_model_args
@@ -558,7 +575,7 @@ def train(
             final = run_train(model, options, progress)
     except (ShardError, TrajectoryError, FileNotFoundError, FileExistsError, ValueError, UnknownNameError) as err:
         fail(str(err))
-    console.print(f"[green]checkpoint[/] {final}")
+    console.print(Text.assemble(("checkpoint ", "green"), str(final)))
 
 
 def main() -> None:

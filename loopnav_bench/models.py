@@ -63,6 +63,7 @@ class WorldModel(ABC):
     """Subclass this and implement `rollout`. Override `rollout_batch` when the model can batch trajectories."""
 
     name: str = "unnamed"
+    description: str = ""  # one line for `loopnav models` (read from the source, so keep it a plain string)
     takes_checkpoint: bool = True  # False: the model has no weights, so a --checkpoint given to it is an error
 
     def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0, **model_args: Any):

@@ -466,11 +466,20 @@ def _dataset_card(manifest: dict[str, Any], records: list[dict[str, Any]]) -> st
         card["dataset_info"] = {"features": [*(_card_feature(name, kind) for name, kind in sorted(found[0].items())),
                                              {"name": "__key__", "dtype": "string"},
                                              {"name": "__url__", "dtype": "string"}]}
+    arrays = sorted(name for name, kind in (found[0] if found and found[0] else {}).items() if isinstance(kind, dict))
     return (f"---\n{yaml.safe_dump(card, sort_keys=False)}---\n\n# {manifest['source']} trajectories for LoopNav\n\n"
             "Written by `loopnav prepare`; `manifest.json` lists every shard with its sha256 "
-            "and every skipped input.\n"
-            f"Load with `datasets.load_dataset(\"<this folder>\", split=\"test\").with_format(\"numpy\", dtype=None)` "
-            f"(`dtype=None` keeps uint8 frames and float64 poses).\n")
+            f"and every skipped input.\n\n{datasets_recipe(arrays)}")
+
+
+def datasets_recipe(arrays: list[str], folder: str = "<this folder>") -> str:
+    """How to load a prepared folder with `datasets` (the dataset card carries it; docs/data.md quotes it)."""
+    return (f"```python\nrows = datasets.load_dataset(\"{folder}\", split=\"test\").with_format(\n"
+            f"    \"numpy\", columns={arrays}, dtype=None, output_all_columns=True)\n```\n\n"
+            "The arrays keep their stored dtypes (uint8 frames, float64 poses) and `meta.json` stays a dict of plain "
+            "Python values. `load_dataset` first writes an Arrow copy of every split of the folder, larger than "
+            "the shards, under `~/.cache/huggingface/datasets` (`cache_dir=` or `HF_DATASETS_CACHE` moves it); "
+            "`streaming=True` writes none, but then frames come back as int64 and scalars as 0-d arrays.\n")
 
 
 def _card_feature(name: str, kind: Any) -> dict[str, Any]:

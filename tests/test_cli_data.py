@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import cv2
+import numpy as np
 import pytest
 from raw_fixtures import make_loopnav_root, make_recon_root
 from typer.testing import CliRunner
@@ -62,8 +64,14 @@ def test_prepare_validate_inspect(raw, prepared):
     assert shown["trajectory"]["context"] + shown["trajectory"]["target"] == n
     assert shown["manifest"]["n"] == 4 and shown["manifest"]["settings"]["splits"] == ["train", "val", "test"]
 
-    result, output = run("inspect", out, "--id", "loopnav_ABCA_plains_village_1_15_05-10_16-30-00")
+    strip = out.parent / "strip.png"
+    result, output = run("inspect", out, "--id", "loopnav_ABCA_plains_village_1_15_05-10_16-30-00", "--frames", strip)
     assert result.exit_code == 0 and shows("loopnav-v1", output) and shows("offset", output)
+    image = cv2.imread(str(strip))  # two legs of 8 frames, each upscaled 2x and captioned
+    assert image.shape[1] == 8 * 2 * 64 and image.shape[0] > 2 * 2 * 36
+    assert len(np.unique(image.reshape(-1, 3), axis=0)) > 8  # frames, not only caption bars
+    result, output = run("inspect", out, "--frames", out.parent / "strip.jpg")
+    assert result.exit_code == 2 and shows("give a .png file name", output)
 
 
 def test_prepare_filters_and_is_idempotent(raw, tmp_path):
@@ -185,7 +193,7 @@ def test_every_table_fits_the_terminal_width(raw, tmp_path, width):
     result = check("evaluate", "--model", "copy-last", "--data", out, "--split", "train", "-o", tmp_path / "results",
                    "--metrics", "ssim,psnr,lpips")
     assert result.exit_code == 0 and " test" not in result.output
-    assert any(line.startswith("│ train/ABA/5 ") for line in result.output.splitlines())
+    assert "split train" in result.output and any("copy-last" in line for line in result.output.splitlines())
     assert check("leaderboard", "--results", tmp_path / "results").exit_code == 0
     result = check("weights", "check", "lpips", "fvd")
     assert "lpips/alexnet" in result.output and "fvd/i3d" in result.output

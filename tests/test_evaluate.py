@@ -277,7 +277,7 @@ def test_parse_eval_size():
 def test_cli_evaluate_then_score(tiny_shards, tmp_path):
     out = tmp_path / "out"
     runner = CliRunner()
-    result = runner.invoke(app, ["evaluate", "--model", "nearest-pose", "--data", str(tiny_shards), "--output_path",
+    result = runner.invoke(app, ["evaluate", "--model", "nearest-pose", "--data", str(tiny_shards), "--output-dir",
                                  str(out), "--metrics", "ssim,psnr", "--eval-size", "12", "--limit", "2",
                                  "--model-args", "yaw_weight=2"])
     assert result.exit_code == 0, result.output
@@ -285,7 +285,9 @@ def test_cli_evaluate_then_score(tiny_shards, tmp_path):
     results = json.loads(next(out.glob("nearest-pose__yaw_weight=2__/results_*.json")).read_text())
     assert results["config"]["model_args"] == {"yaw_weight": 2} and results["eval_size"] == [12, 12]
     assert results["model"] == "nearest-pose[yaw_weight=2]"
-    assert "test/ABA/5" in result.output and "resumed" not in result.output
+    # the summary is the leaderboard's view of this run: the label is not read as markup, the interval is named
+    assert "nearest-pose[yaw_weight=2]" in result.output and "mean [95% CI]" in result.output
+    assert "resumed" not in result.output
 
     run = out / "nearest-pose__yaw_weight=2__" / results["run_key"]
     result = runner.invoke(app, ["score", "--predictions", str(run), "--metrics", "ssim,psnr", "--eval-size", "12"])

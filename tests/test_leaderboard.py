@@ -17,7 +17,15 @@ from typer.testing import CliRunner
 
 from leaderboard.bootstrap import BootstrapSpec, mean_ci
 from leaderboard.results import ResultsError, group_runs, load_runs
-from leaderboard.table import build_leaderboard, render_csv, render_html, render_json, render_markdown, to_records
+from leaderboard.table import (
+    build_leaderboard,
+    num_text,
+    render_csv,
+    render_html,
+    render_json,
+    render_markdown,
+    to_records,
+)
 from loopnav.cli import app
 
 
@@ -69,7 +77,7 @@ def test_table_cells_best_unverified_and_na(results_dir):
     assert "loopnav weights download dreamsim" in main.footnotes[alpha.cells["dreamsim", "ABCA"].note - 1]
     assert beta.cells["dreamsim", "ABCA"].best
     assert any("†" in note and "beta (lpips" in note for note in main.notes)
-    assert any("alpha 2026-01-01" in note for note in main.notes)  # the superseded run is named
+    assert any("alpha 2026-01-01" in note for note in main.provenance)  # the superseded run is named
     # FVD: set-level, lower is better, beta wins
     assert [(r.model, r.cell.best) for r in main.fvd] == [("alpha", False), ("beta", True)]
     assert main.fvd_cells == ["ABA/5", "ABA/15", "ABCA/5", "ABCA/15"]  # numeric range order within each task
@@ -223,3 +231,57 @@ def test_csv_and_json_keep_the_reason_short_and_full(demo_like):
     assert max(len(value) for line in lines for value in line.values()) < 80
     cell = to_records(board)["groups"][0]["rows"][0]["cells"]["lpips"]["ABA"]
     assert cell["reason"] == LONG_REASON and cell["note"] == "lpips n/a: weights missing; see `loopnav weights check`"
+
+
+@pytest.fixture
+def bracket_labels(tmp_path) -> Path:
+    """Entries whose labels look like rich markup, FVD with per-cell values, one metric missing for everyone."""
+    root = tmp_path / "results"
+    for i, model in enumerate(("copy-last", "blurry-memory[k=4]", "blurry-memory[kk=4]", "worldpack[memory=off]")):
+        write_run(root, model, f"2026-01-02T10-00-0{i}.000001", 0.4 + i / 10, seed=i, unavailable=("dreamsim",),
+                  ranges=(5, 15, 30, 50))
+    return root
+
+
+def _numbers_of(records: dict) -> set[str]:
+    """Every number the json format holds for the table (cells, intervals, lengths), as the terminal writes it."""
+    found = set()
+    for group in records["groups"]:
+        cells = [c for row in group["rows"] for by_task in row["cells"].values() for c in by_task.values()]
+        cells += [c for fvd in group["fvd"] for c in (fvd, *fvd["cells"].values())]
+        found |= {num_text(c[k]) for c in cells if c["available"] for k in ("mean", "ci_low", "ci_high")
+                  if c[k] is not None}
+        found |= {v for row in group["rows"] for text in (row["context_len"], row["traj_len"])
+                  for v in text.split(" / ")}
+    return found
+
+
+@pytest.mark.parametrize("width", [40, 60, 80, 200])
+def test_no_number_is_ever_cut_at_any_width(bracket_labels, width):
+    runner = CliRunner()
+    args = ["leaderboard", "--results", str(bracket_labels)]
+    records = json.loads(runner.invoke(app, [*args, "--format", "json"]).stdout)
+    result = runner.invoke(app, args, env={"COLUMNS": str(width)})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(map(len, lines)) <= width and "…" not in result.stdout
+    tokens = {token.strip("[],") for token in result.stdout.split()}
+    assert not _numbers_of(records) - tokens  # every number in full, none cropped or dropped
+    for label in ("blurry-memory[k=4]", "blurry-memory[kk=4]", "worldpack[memory=off]"):
+        assert label in result.stdout  # never read as markup
+    assert "mean [95% CI]" in " ".join(result.stdout.split()) and "aaaaaaaa" not in result.stdout  # named; no hash
+    assert "2026-01-02" not in result.stdout  # run timestamps stay in the json format
+    assert any("2026-01-02" in note for note in records["groups"][0]["provenance"])
+    assert ("┃ range" in result.stdout) == (width >= 60)  # tables while they fit, then a list
+
+
+def test_rows_are_ranked_within_each_range_by_the_first_metric(bracket_labels):
+    for metric, best_first in (("ssim", True), ("lpips", False)):
+        board = build_leaderboard(group_runs(load_runs(bracket_labels)), metrics=[metric, "psnr"])
+        table = board.tables[0]
+        for range_ in ("5", "50"):
+            rows = [row for row in table.rows if row.range == range_]
+            means = [np.mean([row.cells[metric, t].mean for t in table.tasks]) for row in rows]
+            assert means == sorted(means, reverse=best_first) and len(rows) == 4
+    assert table.rows[0].context_len.count(" / ") == 1  # one value per task, under "context ABA / ABCA"
+    assert "| range | model | context ABA / ABCA | traj len ABA / ABCA |" in render_markdown(board)

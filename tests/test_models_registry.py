@@ -51,7 +51,9 @@ def test_entry_point_plugin_is_registered_and_loads(tmp_path, monkeypatch):
     line = next(line for line in result.output.splitlines() if "my-model" in line)
     assert "loopnav_plugin_" in line  # the package that registers it (folded at 80 columns)
     assert "loopnav" in next(line for line in result.output.splitlines() if "copy-last" in line)
-    assert "yes" in next(line for line in result.output.splitlines() if "worldpack" in line)  # it trains
+    worldpack = next(line for line in result.output.splitlines() if "worldpack" in line)
+    assert "yes" in worldpack and "WorldPack" in worldpack  # it trains; what it is, in one line
+    assert "fine-memory*" in result.output and "* the default checkpoint" in result.output
 
 
 def test_builtin_name_wins_over_a_plugin_of_the_same_name(tmp_path, monkeypatch):

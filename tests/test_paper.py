@@ -50,7 +50,7 @@ def test_cells_are_the_bootstrap_means_of_the_rows_and_the_best_is_bold(paper_di
     mean, low, high = map(float, mean_ci(np.array(per_traj)))
     cell = paper.cell("nwm", "ABCA", "30", "psnr")
     assert (cell.mean, cell.low, cell.high) == pytest.approx((mean, low, high))
-    assert cell_md(cell) == f"{mean:.2f} ± {(high - low) / 2:.3f}"
+    assert cell_md(cell) == f"{mean:.2f} [{low:.2f}, {high:.2f}]"  # the one convention: mean [95% CI]
     best = paper.cell("worldpack-full", "ABCA", "30", "psnr")
     assert best.best and not cell.best and cell_md(best).startswith("**")
     markdown = (paper_dir / "out" / "paper.md").read_text()

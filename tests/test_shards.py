@@ -158,7 +158,7 @@ def test_huggingface_datasets_reads_the_shards(tiny_shards):
         traj = expected[row["__key__"]]
         np.testing.assert_array_equal(np.asarray(row["poses.npy"]), traj.poses)
         np.testing.assert_array_equal(np.asarray(row["frames.npy"], dtype=np.uint8), traj.frames)
-        assert row["meta.json"]["offset"] == traj.offset
+        assert row["meta.json"]["offset"] == traj.offset and type(row["meta.json"]["offset"]) is int  # not 0-d
 
 
 @pytest.mark.parametrize("world_size", [1, 2])
@@ -266,7 +266,10 @@ def test_the_dataset_card_lets_datasets_load_the_folder_with_dtypes_and_shapes(t
     assert "array4_d" in card and "uint8" in card
     rows = datasets.load_dataset(str(tiny_shards), split="test", cache_dir=str(tmp_path / "cache"))
     assert isinstance(rows.features["frames.npy"], datasets.Array4D)  # declared, not inferred as nested lists
-    rows = rows.with_format("numpy", dtype=None)
+    recipe = card.split("```python\n")[1].split("```")[0].replace("<this folder>", str(tiny_shards))
+    scope = {"datasets": datasets}
+    exec(recipe.replace("load_dataset(", f"load_dataset(cache_dir={str(tmp_path / 'cache')!r}, path="), scope)
+    rows = scope["rows"]  # the card's own recipe, run as written
     expected = {t.id: t for t in read_trajectories(tiny_shards, "test")}
     assert sorted(rows["__key__"]) == sorted(expected)
     for row in rows:
@@ -274,4 +277,4 @@ def test_the_dataset_card_lets_datasets_load_the_folder_with_dtypes_and_shapes(t
         assert row["frames.npy"].dtype == np.uint8 and row["poses.npy"].dtype == np.float64
         np.testing.assert_array_equal(row["frames.npy"], traj.frames)
         np.testing.assert_array_equal(row["actions.npy"], traj.actions)
-        assert row["meta.json"]["offset"] == traj.offset
+        assert row["meta.json"]["offset"] == traj.offset and type(row["meta.json"]["offset"]) is int  # not 0-d

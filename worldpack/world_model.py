@@ -31,6 +31,7 @@ from worldpack.model import WorldPack, WorldPackConfig
 
 class WorldPackModel(CheckpointedModel):
     name = "worldpack"
+    description = "WorldPack (Oshima et al.): packed context and pose-retrieved memories"
     shipped_dir = Path(__file__).parent / SHIPPED_DIR
     config_class, network_class, default_checkpoint = WorldPackConfig, WorldPack, "fine-memory"
 

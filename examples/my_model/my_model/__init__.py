@@ -1,0 +1,1 @@
+"""A template world model for loopnav (see model.py)."""
