@@ -1,8 +1,10 @@
 """`loopnav train --model worldpack`: the latent stage (modelkit.train_autoencoder), then the diffusion model on
 random (trajectory, target frame, time shift) examples built exactly as a rollout builds them (`build_example`).
 
-Model args (`--model-args k=v,...`): `variant` (full, base, pack-only, retrieval-only), `autoencoder` (a trained
-autoencoder run or a local diffusers AutoencoderKL folder, instead of training one first), `autoencoder_steps`.
+Model args (`--model-args k=v,...`): `variant` (full, base, pack-only, retrieval-only, fine-memory), `retrieval` (a
+named set of retrieval parameters: paper, vizdoom), the recipe's rates, `autoencoder` (a trained autoencoder run or a
+local diffusers AutoencoderKL folder, instead of training one first), `autoencoder_steps`. The checkpoint stores the
+layout and the retrieval parameters themselves, not only their names.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ class Recipe:
 class WorldPackArgs(Recipe, LatentArgs):
     """`loopnav train --model worldpack --model-args ...`: the variant, the recipe's rates, the latent stage's args."""
 
-    variant: str = "full"   # the context layout: full, base, pack-only, retrieval-only, fine-memory
+    variant: str = "full"      # the context layout: full, base, pack-only, retrieval-only, fine-memory
+    retrieval: str = "paper"   # retrieval parameters (RETRIEVAL_PRESETS): paper (Minecraft blocks), vizdoom
 
 
 class MemoryBatches(DeviceBatches):
@@ -114,12 +117,13 @@ class MemoryBatches(DeviceBatches):
 
 def train_worldpack(options: TrainOptions, progress: ProgressFn | None = None) -> Path:
     args = bind_args(WorldPackArgs, options.model_args, "worldpack")
+    if args.retrieval not in RETRIEVAL_PRESETS:
+        raise ValueError(f"--model-args retrieval={args.retrieval!r}: choose one of {', '.join(RETRIEVAL_PRESETS)}")
     preset = get_preset(PRESETS, options.preset, "worldpack")
     data = latent_data(options, preset.autoencoder, args, progress)
     latent, first = data.encoded[0].latents.shape, data.trajectories[0]
-    retrieval = RETRIEVAL_PRESETS.get(data.identity["source"], RETRIEVAL_PRESETS["paper"])
     config = WorldPackConfig(latent_channels=latent[1], latent_size=latent[-1], action_dim=first.actions.shape[1],
-                             variant=args.variant, retrieval=retrieval, **preset.model)
+                             variant=args.variant, retrieval=RETRIEVAL_PRESETS[args.retrieval], **preset.model)
     torch.manual_seed(options.seed)
     model = WorldPack(config)
     recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
