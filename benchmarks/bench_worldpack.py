@@ -8,7 +8,8 @@ sampler: 2·steps − 1 evaluations with Heun), and the peak memory of inference
 Time: on a GPU, synchronised wall time; on a CPU, process CPU time with one intra-op thread (robust to other jobs on a
 shared machine). Memory: on a GPU, torch.cuda.max_memory_allocated during inference; on a CPU, each variant runs in its
 own process and reports the growth of its peak resident set size (ru_maxrss) over inference, so weights are excluded in
-both.
+both. One measurement is `--rounds` rounds (at least 5), each running both variants in its own process, in alternating
+order, so that drift of the machine hits both alike; it reports each ratio's median over the rounds with its range.
 
     .venv/bin/python benchmarks/bench_worldpack.py --preset small --device cpu --out runs/bench_worldpack.json
 """
@@ -31,7 +32,7 @@ from loopnav_bench.fileio import write_json_atomic
 from modelkit.adapter import collate
 from modelkit.autoencoder import preset_config
 from modelkit.presets import get_preset
-from worldpack.context import build_example
+from worldpack.context import build_example, cumulative_actions
 from worldpack.model import WorldPack, WorldPackConfig
 from worldpack.packing import tokens_per_frame
 from worldpack.presets import PRESETS
@@ -74,7 +75,8 @@ def measure(variant: str, preset: str, device: str, batch: int, repeats: int) ->
     poses[length // 2:, 3] = np.pi
     latents = torch.randn(length, config.latent_channels, config.latent_size, config.latent_size)
     actions = np.zeros((length, config.action_dim), np.float32)
-    example = build_example(latents, poses, actions, length - 1, length - 2, config.layout, config.retrieval, 32.0)
+    example = build_example(latents, poses, cumulative_actions(actions), length - 1, length - 2, config.layout,
+                            config.retrieval, 32.0, split=length // 2)
     assert bool(example["context_valid"].all()), "benchmark context must fill every slot"
     cond = {k: v.to(dev) for k, v in collate([example] * batch).items()}
     noise = torch.randn(model.noise_shape(batch), device=dev)
@@ -105,29 +107,41 @@ def main() -> None:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=20, help="timed calls per variant and round (median)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of both variants (at least 5)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--one", choices=VARIANTS, help=argparse.SUPPRESS)  # child process: one variant, JSON out
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(args.one, args.preset, args.device, args.batch, args.repeats)))
         return
-    rows = []
-    for variant in VARIANTS:  # one process each, so peak RSS is per variant
-        command = [sys.executable, __file__, "--one", variant, "--preset", args.preset, "--device", args.device,
-                   "--batch", str(args.batch), "--repeats", str(args.repeats)]
-        rows.append(json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout))
-    full, base = rows
-    ratios = {key: full[key] / base[key] for key in ("context_tokens", "denoiser_ms", "frame_ms", "peak_memory_mb")}
+    if args.rounds < 5:
+        parser.error(f"--rounds {args.rounds}: at least 5 (one run per variant is not a measurement)")
+    rounds = []
+    for n in range(args.rounds):
+        measured = {}
+        for variant in VARIANTS if n % 2 == 0 else VARIANTS[::-1]:  # one process each, so peak RSS is per variant
+            command = [sys.executable, __file__, "--one", variant, "--preset", args.preset, "--device", args.device,
+                       "--batch", str(args.batch), "--repeats", str(args.repeats)]
+            measured[variant] = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+        rounds.append(measured)
+    keys = ("context_tokens", "denoiser_ms", "frame_ms", "peak_memory_mb")
+    per_round = {key: [r["full"][key] / r["base"][key] for r in rounds] for key in keys}
+    ratios = {key: statistics.median(values) for key, values in per_round.items()}
+    rows = [{**rounds[0][variant], **{key: statistics.median(r[variant][key] for r in rounds) for key in keys}}
+            for variant in VARIANTS]  # each variant's median over the rounds
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu, 1 thread, process CPU time"
     result = {"preset": args.preset, "device": device_name, "batch": args.batch, "torch": torch.__version__,
-              "rows": rows, "ratio_full_over_base": ratios}
+              "rounds": args.rounds, "rows": rows, "ratio_full_over_base": ratios,
+              "ratio_range": {key: [min(values), max(values)] for key, values in per_round.items()}}
     print(f"{'variant':8} {'frames':>6} {'eff.ctx':>7} {'ctx tok':>7} "
           f"{'denoiser ms':>11} {'frame ms':>9} {'peak MB':>8}")
     for r in rows:
         print(f"{r['variant']:8} {r['context_frames']:>6} {r['effective_context']:>7.2f} {r['context_tokens']:>7} "
               f"{r['denoiser_ms']:>11.2f} {r['frame_ms']:>9.1f} {r['peak_memory_mb']:>8.1f}")
-    print("full / base: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+    print(f"full / base, median of {args.rounds} interleaved rounds (range): "
+          + ", ".join(f"{k} {v:.2f}x ({result['ratio_range'][k][0]:.2f}-{result['ratio_range'][k][1]:.2f})"
+                      for k, v in ratios.items()))
     if args.out:
         write_json_atomic(args.out, result)
 

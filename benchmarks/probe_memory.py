@@ -1,15 +1,19 @@
 """Does a WorldPack checkpoint use its memory? Teacher-forced next-frame PSNR on return-leg frames, three ways.
 
-    python benchmarks/probe_memory.py --data runs/full --split test [--checkpoint NAME|PATH] [--frames 96]
+    python benchmarks/probe_memory.py --data runs/full --split val [--checkpoint NAME|PATH] [--frames 96]
+                                      [--recent shown|hidden]
 
 For `--frames` return-leg frames per task (evenly spread over the split's loops), the model predicts frame t from the
 ground-truth frames before it (teacher forcing, time shift 1), with its retrieved memories
   - on: as in a rollout;
   - masked: the retrieved slots left empty (`--model-args memory=off` does this in `loopnav evaluate`);
   - shuffled: the retrieved slots filled with random earlier frames of the same loop (memory from the wrong places).
-The noise is the same in all three. The target is the autoencoder's reconstruction of frame t, so the numbers measure
-the diffusion model, not the autoencoder. It prints the mean PSNR per task and condition and the paired difference to
-"on" with a 95% interval (1.96 standard errors); a model that uses its memory loses PSNR when it is masked.
+Memories are retrieved with the rollout's slot and memory-pool rule (`select_context`: frames before the offset
+first). With `--recent hidden` every recent slot is left empty in all three conditions, so the memories alone must
+carry the prediction: "can the network read a far memory at all?" The noise is the same in all three. The target is
+the autoencoder's reconstruction of frame t, so the numbers measure the diffusion model, not the autoencoder. It prints
+the mean PSNR per task and condition and the paired difference to "on" with a 95% interval (1.96 standard errors); a
+model that uses its memory loses PSNR when it is masked.
 """
 
 from __future__ import annotations
@@ -28,12 +32,13 @@ from loopnav_bench.models import load_model
 from loopnav_bench.schema import units_per_block
 from loopnav_bench.shards import read_trajectories
 from modelkit.adapter import collate
-from worldpack.context import example_from_slots, select_context
+from worldpack.context import cumulative_actions, example_from_slots, select_context
 
 CONDITIONS = ("on", "masked", "shuffled")
 
 
-def probe(data: Path, split: str, checkpoint: str | None, frames: int, batch: int, seed: int) -> dict:
+def probe(data: Path, split: str, checkpoint: str | None, frames: int, batch: int, seed: int,
+          recent_hidden: bool = False) -> dict:
     model = load_model("worldpack", checkpoint=checkpoint, sampler_steps=None)
     network, codec, config = model.model, model.codec, model.config
     recent = len(config.layout.recent)
@@ -46,14 +51,16 @@ def probe(data: Path, split: str, checkpoint: str | None, frames: int, batch: in
         items = []  # (conditions' examples, target frame) per probed frame
         for traj in chosen:
             latents = codec.encode(traj.frames).cpu()
-            units = units_per_block(traj.meta)
+            units, cum_actions = units_per_block(traj.meta), cumulative_actions(traj.actions)
             for t in np.linspace(traj.offset, len(traj) - 1, per_loop).round().astype(int):
-                slots = select_context(traj.poses, t, t - 1, config.layout, config.retrieval, units)
+                slots = select_context(traj.poses, t, t - 1, config.layout, config.retrieval, units, traj.offset)
+                if recent_hidden:
+                    slots[:recent] = -1
                 masked, shuffled = slots.copy(), slots.copy()
                 masked[recent:] = -1
                 pool = max(t - config.retrieval.exclusion, 1)
                 shuffled[recent:] = np.where(slots[recent:] >= 0, rng.integers(0, pool, len(slots) - recent), -1)
-                examples = [example_from_slots(latents, traj.poses, traj.actions, t, t - 1, s, units)
+                examples = [example_from_slots(latents, traj.poses, cum_actions, t, t - 1, s, units)
                             for s in (slots, masked, shuffled)]
                 items.append((examples, latents[t]))
         items = items[:frames]
@@ -95,12 +102,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--recent", choices=("shown", "hidden"), default="shown",
+                        help="hidden: every recent slot empty, so memory alone carries the prediction")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    table_data = summary(probe(args.data, args.split, args.checkpoint, args.frames, args.batch, args.seed))
-    table = Table(title=f"teacher-forced next-frame PSNR on {args.split} return legs ({args.checkpoint or 'default'})")
+    table_data = summary(probe(args.data, args.split, args.checkpoint, args.frames, args.batch, args.seed,
+                               recent_hidden=args.recent == "hidden"))
+    table = Table(title=f"teacher-forced next-frame PSNR on {args.split} return legs ({args.checkpoint or 'default'}, "
+                        f"recent frames {args.recent})")
     for column in ("task", "frames", *CONDITIONS, "masked − on [95% CI]", "shuffled − on [95% CI]"):
         table.add_column(column, justify="left" if column == "task" else "right")
     for task, row in table_data.items():
@@ -109,7 +120,8 @@ def main() -> None:
     Console().print(table)
     if args.out:
         write_json_atomic(args.out, {"data": str(args.data), "split": args.split, "checkpoint": args.checkpoint,
-                                     "frames": args.frames, "seed": args.seed, "results": table_data})
+                                     "frames": args.frames, "seed": args.seed, "recent": args.recent,
+                                     "results": table_data})
 
 
 if __name__ == "__main__":

@@ -140,8 +140,17 @@ def bench_table(path: Path | None) -> list[str]:
                  md_row([":---", "---:", "---:", "---:", "---:"])]
         lines += [md_row([name, str(row["context_tokens"]), f"{row['frame_ms']:.1f}", f"{row['denoiser_ms']:.2f}",
                            f"{row['peak_memory_mb']:.1f}"]) for name, row in rows.items()]
-        lines.append(md_row(["full / base", *(f"{ratios[k]:.2f}×" for k in
-                                               ("context_tokens", "frame_ms", "denoiser_ms", "peak_memory_mb"))]))
+        spread = bench.get("ratio_range", {})  # interleaved rounds: the median ratio with its range
+
+        def ratio(key: str) -> str:
+            low_high = f" ({spread[key][0]:.2f}–{spread[key][1]:.2f})" if key in spread else ""
+            return f"{ratios[key]:.2f}×{low_high}"
+
+        keys = ("context_tokens", "frame_ms", "denoiser_ms", "peak_memory_mb")
+        lines.append(md_row(["full / base", *map(ratio, keys)]))
+        if "rounds" in bench:
+            lines += ["", f"Medians of {bench['rounds']} interleaved rounds; the ratios' ranges over the rounds in "
+                          "brackets."]
     except (KeyError, TypeError) as err:
         raise ResultsError(f"{path}: not a bench_worldpack.py output (missing {err})") from None
     return lines

@@ -152,14 +152,17 @@ def test_cli_writes_the_paper_with_the_benchmark_table(paper_dir, tmp_path):
         "rows": [{"variant": v, "context_tokens": t, "frame_ms": f, "denoiser_ms": d, "peak_memory_mb": m}
                  for v, t, f, d, m in (("full", 160, 30.0, 10.0, 50.0), ("base", 256, 40.0, 13.0, 60.0))],
         "ratio_full_over_base": {"context_tokens": 0.625, "frame_ms": 0.75, "denoiser_ms": 10 / 13,
-                                 "peak_memory_mb": 50 / 60}}))
+                                 "peak_memory_mb": 50 / 60}, "rounds": 5,
+        "ratio_range": {"context_tokens": [0.625, 0.625], "frame_ms": [0.7, 0.81], "denoiser_ms": [0.7, 0.8],
+                        "peak_memory_mb": [0.8, 0.9]}}))
     result = CliRunner().invoke(app, ["leaderboard", "paper", "-r", str(paper_dir / "results"), "-o",
                                       str(tmp_path / "out"), "--bench", str(bench), "--frames", "5"])
     assert result.exit_code == 0, result.output
     assert result.output.count("wrote") == 4
     markdown = (tmp_path / "out" / "paper.md").read_text()
     assert "| full | 160 | 30.0 | 10.00 | 50.0 |" in markdown
-    assert "| full / base | 0.62× | 0.75× | 0.77× | 0.83× |" in markdown
+    assert "| full / base | 0.62× (0.62–0.62) | 0.75× (0.70–0.81) | 0.77× (0.70–0.80) | 0.83× (0.80–0.90) |" in markdown
+    assert "Medians of 5 interleaved rounds" in markdown
     assert "last 5 frames" in markdown
     missing = tmp_path / "missing.json"
     assert bench_table(missing) == [f"Table 4 omitted: {missing} does not exist (write one with "

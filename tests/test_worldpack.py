@@ -11,7 +11,7 @@ import torch
 from modelkit.adapter import collate
 from modelkit.diffusion import EDM, EDMConfig
 from modelkit.rope import TemporalRoPE
-from worldpack.context import VARIANTS, build_example, relative_pose, select_context
+from worldpack.context import VARIANTS, build_example, cumulative_actions, relative_pose, select_context
 from worldpack.model import WorldPack, WorldPackConfig
 from worldpack.packing import PackedPatchEmbed, effective_context, tokens_per_frame
 from worldpack.retrieval import PAPER_PARAMS, RetrievalParams, retrieval_scores, retrieve
@@ -87,9 +87,11 @@ def test_select_context_fills_recent_then_retrieved_slots():
     poses[:, 0] = np.arange(40) * 0.3
     poses[3] = poses[39]  # a past visit to the target's exact pose
     layout = VARIANTS["retrieval-only"]
-    slots = select_context(poses, current=39, last_seen=38, layout=layout, params=RetrievalParams(sigma_s=0.5))
+    slots = select_context(poses, current=39, last_seen=38, layout=layout, params=RetrievalParams(sigma_s=0.5),
+                           units_per_block=1.0, split=30)
     assert slots[0] == 38 and slots[1] == 3 and len(slots) == 4
-    early = select_context(poses, current=2, last_seen=1, layout=VARIANTS["base"], params=PAPER_PARAMS)
+    early = select_context(poses, current=2, last_seen=1, layout=VARIANTS["base"], params=PAPER_PARAMS,
+                           units_per_block=1.0, split=30)
     assert early.tolist() == [1, 0, -1, -1]
 
 
@@ -101,8 +103,8 @@ def test_action_conditioning_sums_the_controls_that_led_to_the_target():
     actions = np.zeros((T, 2), np.float32)
     actions[:, 0] = 2.0 ** np.arange(T)  # each subset of steps has its own sum
     latents = torch.zeros(T, 4, 8, 8)
-    example = build_example(latents, poses, actions, current=7, last_seen=4, layout=VARIANTS["base"],
-                            params=PAPER_PARAMS, units_per_block=1.0)
+    example = build_example(latents, poses, cumulative_actions(actions), current=7, last_seen=4,
+                            layout=VARIANTS["base"], params=PAPER_PARAMS, units_per_block=1.0, split=15)
     assert example["action"][0].item() == 2**5 + 2**6 + 2**7
     assert example["time_shift"].item() == 3
 
@@ -253,4 +255,5 @@ def _example(config: WorldPackConfig, current: int, action_dim: int = 4, length:
     poses[length // 2:, 3] = math.pi
     latents = torch.from_numpy(rng.normal(size=(length, config.latent_channels, 8, 8))).float()
     actions = rng.normal(size=(length, action_dim)).astype(np.float32)
-    return build_example(latents, poses, actions, current, current - 1, config.layout, RetrievalParams(sigma_s=0.5))
+    return build_example(latents, poses, cumulative_actions(actions), current, current - 1, config.layout,
+                         RetrievalParams(sigma_s=0.5), 1.0, split=length // 2)

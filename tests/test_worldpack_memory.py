@@ -16,7 +16,7 @@ from loopnav_bench.train import TrainOptions
 from modelkit import checkpoint as ckpt
 from modelkit.autoencoder import Autoencoder, AutoencoderConfig
 from modelkit.train_data import EncodedTrajectory
-from worldpack.context import VARIANTS, build_example
+from worldpack.context import VARIANTS, build_example, cumulative_actions
 from worldpack.model import WorldPack, WorldPackConfig
 from worldpack.packing import effective_context
 from worldpack.retrieval import VIZDOOM_PARAMS, retrieve
@@ -46,8 +46,9 @@ def test_vectorised_examples_equal_the_rollouts(variant):
         e, start = encoded[n], int(batches.starts[n])
         current = int(rng.integers(1, len(e.latents)))
         last_seen = current - int(rng.integers(1, min(config.max_time_shift, current) + 1))
-        expected = build_example(e.latents, e.poses, e.actions, current, last_seen, config.layout, config.retrieval,
-                                 e.units_per_block)
+        # exactly what a rollout builds: the memory pool of a trajectory split at its offset
+        expected = build_example(e.latents, e.poses, cumulative_actions(e.actions), current, last_seen, config.layout,
+                                 config.retrieval, e.units_per_block, split=e.offset)
         got = batches.example(np.array([start + current]), np.array([start + last_seen]))
         for key, value in expected.items():
             torch.testing.assert_close(got[key][0], value, msg=f"{variant} {key} at {current}/{last_seen}")
@@ -152,6 +153,22 @@ def test_a_second_training_reuses_the_cached_latents(tmp_path, monkeypatch):
         assert torch.equal(a.latents, b.latents) and a.offset == b.offset
 
 
+def test_return_leg_memories_come_from_the_outbound_leg_as_in_a_rollout():
+    """A rollout has real frames only before the offset, so a training target on the return leg must draw its
+    memories there too, although return-leg frames just outside the exclusion window score higher."""
+    traj = make_trajectory(0, length=120, size=8)  # out facing +x, back facing -x
+    poses = traj.poses.copy()
+    poses[:, :3] *= 32  # ViZDoom units
+    e = EncodedTrajectory(torch.zeros(len(traj), 4, 4, 4), poses, traj.actions, 32.0, traj.offset)
+    config = WorldPackConfig(variant="fine-memory", **SMALL)
+    memories = MemoryBatches([e], config).memories
+    returning = np.arange(e.offset + config.retrieval.exclusion + 5, len(e.latents))
+    unsplit = [retrieve(e.poses, int(t), len(config.layout.retrieved), config.retrieval, 32.0) for t in returning]
+    assert any(max(found) >= e.offset for found in unsplit if found)  # without the rule, the return leg wins
+    chosen = memories[returning]
+    assert (chosen[chosen >= 0] < e.offset).all() and (chosen >= 0).any()
+
+
 def test_probe_reports_all_three_conditions(tiny_shards):
     import importlib.util
     from pathlib import Path
@@ -161,7 +178,9 @@ def test_probe_reports_all_three_conditions(tiny_shards):
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     table = script.summary(script.probe(tiny_shards, "test", None, frames=4, batch=4, seed=0))
-    assert set(table) == {"ABA", "ABCA"}
-    for row in table.values():
+    alone = script.summary(script.probe(tiny_shards, "test", None, frames=4, batch=4, seed=0, recent_hidden=True))
+    assert set(table) == set(alone) == {"ABA", "ABCA"}
+    for row, memory_alone in zip(table.values(), alone.values()):
         assert row["frames"] == 4 and all(np.isfinite(row[c]["psnr"]) for c in script.CONDITIONS)
         assert row["on"]["minus_on"] == 0.0
+        assert memory_alone["on"]["psnr"] != row["on"]["psnr"]  # hiding the recent frames changes the prediction

@@ -75,6 +75,24 @@ def test_existing_run_needs_resume_and_unknown_trainers_are_named(shards, autoen
         _train(shards, autoencoder, tmp_path / "other", steps=1, varaint="base")
     with pytest.raises(UnknownNameError, match="Did you mean: worldpack"):
         train("worldpak", TrainOptions(data=shards, output_dir=tmp_path / "x"))
+    with pytest.raises(ValueError, match="retrieval='doom': choose one of paper, vizdoom"):
+        _train(shards, autoencoder, tmp_path / "third", steps=1, retrieval="doom")
+
+
+def test_checkpoint_stores_its_layout_and_retrieval_not_their_names(shards, autoencoder, tmp_path, monkeypatch):
+    """Editing VARIANTS or RETRIEVAL_PRESETS later must not change what a saved checkpoint means."""
+    from worldpack import context
+    from worldpack.model import WorldPackConfig
+    from worldpack.retrieval import VIZDOOM_PARAMS
+
+    run = _train(shards, autoencoder, tmp_path / "run", steps=1, variant="retrieval-only", retrieval="vizdoom")
+    saved = ckpt.read_config(run)["config"]
+    assert saved["layout"] == {"recent": [0], "retrieved": [0, 0, 0]}
+    assert saved["retrieval"] == VIZDOOM_PARAMS.to_dict()
+    monkeypatch.setitem(context.VARIANTS, "retrieval-only", context.ContextLayout(recent=(0, 1), retrieved=()))
+    assert WorldPackConfig.from_dict(saved).layout == context.ContextLayout(recent=(0,), retrieved=(0, 0, 0))
+    with pytest.raises(ValueError, match="records no context layout"):
+        WorldPackConfig.from_dict({k: v for k, v in saved.items() if k != "layout"})
 
 
 def test_cli_trains_both_stages_and_the_model_rolls_out(shards, tmp_path):

@@ -1,11 +1,9 @@
 """What the model sees when it predicts one frame: context slots (recent + retrieved), their times and poses.
 
-One function, `build_example`, serves training and rollout alike, so the model is trained on exactly the context
-layout it is evaluated with. Frame `current` is the target; `last_seen` is the most recent frame the model is given
-(current − 1 in an autoregressive rollout; up to `max_time_shift` frames earlier in training, as NWM samples goal
-offsets). The action conditioning is the sum of actions(last_seen, current], the controls that led from the last seen
-frame to the target (schema: actions[i] produced frames[i]), and the pose delta is the target's pose in last_seen's
-local frame.
+One slot rule (`select_context`, with its memory-pool rule) and one builder (`slot_conditioning`) serve training,
+rollouts and probes alike, so the model is trained on exactly the context it is evaluated with. Frame `current` is the
+target; `last_seen` is the most recent frame the model is given (current − 1 in an autoregressive rollout; up to
+`max_time_shift` frames earlier in training, as NWM samples goal offsets).
 
 Ablation variants (`VARIANTS`) are layouts of packing levels per slot (level ℓ = kernel patch·2^ℓ):
   full            1 recent at level 0, 2 at level 1, 8 at level 2, then 8 retrieved at level 2 (19 frames, paper)
@@ -64,46 +62,72 @@ def relative_pose(origin: np.ndarray, other: np.ndarray, units_per_block: float 
 
 
 def select_context(poses: np.ndarray, current: int, last_seen: int, layout: ContextLayout,
-                   params: RetrievalParams, units_per_block: float = 1.0,
-                   prefer_before: int | None = None) -> np.ndarray:
-    """Frame index for each slot of `layout` (-1 = empty): recent frames back from last_seen, then retrieved ones
-    (frames before `prefer_before` first: see `retrieve`)."""
+                   params: RetrievalParams, units_per_block: float, split: int) -> np.ndarray:
+    """Frame index for each slot of `layout` (-1 = empty): recent frames back from last_seen, then retrieved ones.
+
+    The memory-pool rule, one for training, rollouts and probes: frames before the trajectory's split point `split`
+    (its offset) rank above every frame after it (see `retrieve`). A rollout has real frames only before the offset;
+    a return-leg target in training therefore draws its memories from the outbound leg too, never from the return
+    leg it is on, and an outbound target (before the offset) from every frame before it, as nothing there is
+    generated."""
     recent = [last_seen - i if last_seen - i >= 0 else -1 for i in range(len(layout.recent))]
     found = retrieve(poses, current, len(layout.retrieved), params, units_per_block, exclude=set(recent),
-                     prefer_before=prefer_before)
+                     prefer_before=split)
     retrieved = found + [-1] * (len(layout.retrieved) - len(found))
     return np.array(recent + retrieved, dtype=np.int64)
 
 
-def build_example(latents: torch.Tensor, poses: np.ndarray, actions: np.ndarray, current: int, last_seen: int,
-                  layout: ContextLayout, params: RetrievalParams, units_per_block: float = 1.0,
-                  prefer_before: int | None = None, memory: bool = True) -> dict[str, torch.Tensor]:
-    """The conditioning for predicting frame `current` from frames [0, current) (latents [≥current, C, h, w]).
+def cumulative_actions(actions: np.ndarray) -> np.ndarray:
+    """Running sums [T, A] in float64, so that the actions of any frame range are one subtraction (exact for
+    float32 actions: their float64 sums lose no bits at these lengths)."""
+    return np.cumsum(np.asarray(actions, np.float32), axis=0, dtype=np.float64)
+
+
+def slot_conditioning(poses: np.ndarray, cum_actions: np.ndarray, units: np.ndarray, current: np.ndarray,
+                      last_seen: np.ndarray, slots: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The conditioning of targets `current` [B] given frames up to `last_seen` [B] and the context frame index of
+    each slot (`slots` [B, S], -1 = empty), as arrays; and the frame to gather for each slot (an empty one points at
+    last_seen). The one builder behind a rollout's `build_example` and training's `MemoryBatches`.
+
+    The action is the sum of actions(last_seen, current], the controls that led from the last seen frame to the
+    target (schema: actions[i] produced frames[i]); the pose delta is the target's pose in last_seen's local frame.
+    """
+    valid = slots >= 0
+    safe = np.where(valid, slots, last_seen[:, None])
+    return safe, {
+        "context_valid": valid,
+        "context_time": np.where(valid, slots - current[:, None], 0).astype(np.float32),
+        "context_pose": relative_pose(poses[current][:, None], poses[safe], units[:, None]),
+        "action": (cum_actions[current] - cum_actions[last_seen]).astype(np.float32),
+        "pose_delta": relative_pose(poses[last_seen], poses[current], units),
+        "time_shift": (current - last_seen).astype(np.float32),
+        "context_noise": np.zeros(len(current), np.float32),  # the std of noise on the context: none outside training
+    }
+
+
+def build_example(latents: torch.Tensor, poses: np.ndarray, cum_actions: np.ndarray, current: int, last_seen: int,
+                  layout: ContextLayout, params: RetrievalParams, units_per_block: float, split: int,
+                  memory: bool = True) -> dict[str, torch.Tensor]:
+    """The conditioning for predicting frame `current` from frames [0, current) (latents [≥current, C, h, w];
+    `cum_actions` from `cumulative_actions`; `split` the trajectory's offset, see `select_context`).
 
     The target latent itself is added by the training batch builder; a rollout samples it instead. With
-    memory=False the retrieved slots are left empty (the "does the model use its memory?" diagnostic).
+    memory=False the retrieved slots are left empty.
     """
     if not 0 <= last_seen < current:
         raise ValueError(f"last_seen {last_seen} must lie in [0, current={current})")
-    slots = select_context(poses, current, last_seen, layout, params, units_per_block, prefer_before)
+    slots = select_context(poses, current, last_seen, layout, params, units_per_block, split)
     if not memory:
         slots[len(layout.recent):] = -1
-    return example_from_slots(latents, poses, actions, current, last_seen, slots, units_per_block)
+    return example_from_slots(latents, poses, cum_actions, current, last_seen, slots, units_per_block)
 
 
-def example_from_slots(latents: torch.Tensor, poses: np.ndarray, actions: np.ndarray, current: int, last_seen: int,
-                       slots: np.ndarray, units_per_block: float = 1.0) -> dict[str, torch.Tensor]:
-    """The conditioning tensors for given context frame indices (one per slot, -1 = empty)."""
-    valid = slots >= 0
-    safe = np.where(valid, slots, last_seen)
-    return {
-        # latents[idx] goes through the thread pool: ms on a busy CPU
-        "context": latents.index_select(0, torch.from_numpy(safe)),
-        "context_valid": torch.from_numpy(valid),
-        "context_time": torch.from_numpy(np.where(valid, slots - current, 0).astype(np.float32)),
-        "context_pose": torch.from_numpy(relative_pose(poses[current], poses[safe], units_per_block)),
-        "action": torch.from_numpy(np.asarray(actions[last_seen + 1:current + 1], np.float32).sum(axis=0)),
-        "pose_delta": torch.from_numpy(relative_pose(poses[last_seen], poses[current], units_per_block)),
-        "time_shift": torch.tensor(float(current - last_seen)),
-        "context_noise": torch.tensor(0.0),  # the std of noise on the context latents: none outside training
-    }
+def example_from_slots(latents: torch.Tensor, poses: np.ndarray, cum_actions: np.ndarray, current: int,
+                       last_seen: int, slots: np.ndarray, units_per_block: float) -> dict[str, torch.Tensor]:
+    """One example's conditioning tensors for given context frame indices (one per slot, -1 = empty)."""
+    safe, arrays = slot_conditioning(poses, cum_actions, np.array([units_per_block], np.float64), np.array([current]),
+                                     np.array([last_seen]), slots[None])
+    example = {k: torch.from_numpy(np.asarray(v[0])) for k, v in arrays.items()}
+    # latents[idx] goes through the thread pool: ms on a busy CPU
+    example["context"] = latents.index_select(0, torch.from_numpy(safe[0]))
+    return example

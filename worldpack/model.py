@@ -11,7 +11,7 @@ The model is trained and sampled with EDM (diffusion.py).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -26,7 +26,10 @@ from worldpack.retrieval import RETRIEVAL_PRESETS, RetrievalParams
 @dataclass(frozen=True)
 class WorldPackConfig(CDiTConfig):
     action_dim: int = 4
-    variant: str = "full"
+    variant: str = "full"                 # the layout's name when trained: a label for tables and describe()
+    layout: Optional[ContextLayout] = None  # the slots the network reads, stored in every checkpoint; None: the
+                                            # named variant's, fixed at construction so later edits of VARIANTS
+                                            # never change what a saved checkpoint means
     retrieval: RetrievalParams = field(default_factory=lambda: RETRIEVAL_PRESETS["paper"])
     edm: EDMConfig = field(default_factory=EDMConfig)
     max_time_shift: int = 4
@@ -34,12 +37,10 @@ class WorldPackConfig(CDiTConfig):
     context_noise_max: float = 0.0  # training noise on context latents (std up to this); > 0 adds its level embedding
 
     def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise ValueError(f"unknown variant {self.variant!r}; choose from {', '.join(VARIANTS)}")
-
-    @property
-    def layout(self) -> ContextLayout:
-        return VARIANTS[self.variant]
+        if self.layout is None:
+            if self.variant not in VARIANTS:
+                raise ValueError(f"unknown variant {self.variant!r}; choose from {', '.join(VARIANTS)}")
+            object.__setattr__(self, "layout", VARIANTS[self.variant])
 
     @property
     def kernels(self) -> tuple[int, ...]:
@@ -50,7 +51,13 @@ class WorldPackConfig(CDiTConfig):
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "WorldPackConfig":
-        return cls(**{**d, "retrieval": RetrievalParams(**d["retrieval"]), "edm": EDMConfig(**d["edm"])})
+        if "layout" not in d:
+            raise ValueError(f"the worldpack config (variant {d.get('variant')!r}) records no context layout; add "
+                             "\"layout\": {\"recent\": [...], \"retrieved\": [...]} with the packing level of each "
+                             "slot it was trained with")
+        layout = ContextLayout(**{k: tuple(v) for k, v in d["layout"].items()})
+        return cls(**{**d, "layout": layout, "retrieval": RetrievalParams(**d["retrieval"]),
+                      "edm": EDMConfig(**d["edm"])})
 
 
 class WorldPack(nn.Module):

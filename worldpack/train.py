@@ -1,8 +1,10 @@
 """`loopnav train --model worldpack`: the latent stage (modelkit.train_autoencoder), then the diffusion model on
 random (trajectory, target frame, time shift) examples built exactly as a rollout builds them (`build_example`).
 
-Model args (`--model-args k=v,...`): `variant` (full, base, pack-only, retrieval-only), `autoencoder` (a trained
-autoencoder run or a local diffusers AutoencoderKL folder, instead of training one first), `autoencoder_steps`.
+Model args (`--model-args k=v,...`): `variant` (full, base, pack-only, retrieval-only, fine-memory), `retrieval` (a
+named set of retrieval parameters: paper, vizdoom), the recipe's rates, `autoencoder` (a trained autoencoder run or a
+local diffusers AutoencoderKL folder, instead of training one first), `autoencoder_steps`. The checkpoint stores the
+layout and the retrieval parameters themselves, not only their names.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from modelkit.presets import get_preset
 from modelkit.train import fit, loop_config
 from modelkit.train_autoencoder import LatentArgs, latent_data
 from modelkit.train_data import DeviceBatches, EncodedTrajectory, trajectory_starts
-from worldpack.context import relative_pose
+from worldpack.context import cumulative_actions, select_context, slot_conditioning
 from worldpack.model import WorldPack, WorldPackConfig
 from worldpack.presets import PRESETS
-from worldpack.retrieval import RETRIEVAL_PRESETS, retrieve
+from worldpack.retrieval import RETRIEVAL_PRESETS
 
 
 @dataclass
@@ -42,16 +44,18 @@ class Recipe:
 class WorldPackArgs(Recipe, LatentArgs):
     """`loopnav train --model worldpack --model-args ...`: the variant, the recipe's rates, the latent stage's args."""
 
-    variant: str = "full"   # the context layout: full, base, pack-only, retrieval-only, fine-memory
+    variant: str = "full"      # the context layout: full, base, pack-only, retrieval-only, fine-memory
+    retrieval: str = "paper"   # retrieval parameters (RETRIEVAL_PRESETS): paper (Minecraft blocks), vizdoom
 
 
 class MemoryBatches(DeviceBatches):
     """WorldPack training examples, gathered as whole batches with array operations.
 
     Every trajectory's latents sit in one tensor (on the training device after `to`); each frame's retrieved memories
-    are computed once from the ground-truth poses (`retrieve`, exactly as a rollout's context frames are), so a batch
-    is index arithmetic on the host and two gathers on the device. `example(...)` equals `build_example` for the
-    same frame and time shift (tested).
+    are computed once from the ground-truth poses with the rollout's slot and memory-pool rule (`select_context`),
+    and the conditioning comes from the rollout's builder (`slot_conditioning`), so a batch is index arithmetic on the
+    host and two gathers on the device. `example(...)` equals a rollout's `build_example` for the same frame and time
+    shift (tested).
     """
 
     def __init__(self, encoded: list[EncodedTrajectory], config: WorldPackConfig, recipe: Recipe = Recipe(),
@@ -65,13 +69,16 @@ class MemoryBatches(DeviceBatches):
         self.latents = torch.cat([e.latents for e in encoded])
         self.poses = np.concatenate([e.poses for e in encoded])
         self.units = np.repeat([e.units_per_block for e in encoded], lengths)
-        self.cum_actions = np.concatenate([np.cumsum(e.actions, axis=0, dtype=np.float64) for e in encoded])
+        self.cum_actions = np.concatenate([cumulative_actions(e.actions) for e in encoded])
         self.first = np.repeat(self.starts, lengths)  # each frame's trajectory start
         self.memories = np.full((len(self.latents), len(layout.retrieved)), -1, np.int64)
         for n, (e, start) in enumerate(zip(encoded, self.starts)):
-            for t in range(len(e.latents)) if layout.retrieved else ():
-                found = retrieve(e.poses, t, len(layout.retrieved), params, e.units_per_block)
-                self.memories[start + t, :len(found)] = np.asarray(found, np.int64) + start
+            for t in range(1, len(e.latents)) if layout.retrieved else ():
+                # the memories of target t with time shift 1; longer shifts keep them (the recent slots stay inside
+                # the exclusion window, checked above)
+                slots = select_context(e.poses, t, t - 1, layout, params, e.units_per_block, split=e.offset)
+                found = slots[len(layout.recent):]
+                self.memories[start + t] = np.where(found >= 0, found + start, -1)
             if progress:
                 progress("retrieve memories", n + 1, len(encoded))
         targets = np.concatenate([np.arange(s + 1, s + n) for s, n in zip(self.starts, lengths)])
@@ -86,19 +93,8 @@ class MemoryBatches(DeviceBatches):
         recent = last_seen[:, None] - np.arange(len(self.layout.recent))
         recent = np.where(recent >= self.first[current][:, None], recent, -1)
         slots = np.concatenate([recent, self.memories[current]], axis=1)
-        valid = slots >= 0
-        safe = np.where(valid, slots, last_seen[:, None])
-        units = self.units[current]
-        return {
-            "context": self.gather(self.latents, safe),
-            "context_valid": self.put(valid),
-            "context_time": self.put(np.where(valid, slots - current[:, None], 0).astype(np.float32)),
-            "context_pose": self.put(relative_pose(self.poses[current][:, None], self.poses[safe], units[:, None])),
-            "action": self.put((self.cum_actions[current] - self.cum_actions[last_seen]).astype(np.float32)),
-            "pose_delta": self.put(relative_pose(self.poses[last_seen], self.poses[current], units)),
-            "time_shift": self.put((current - last_seen).astype(np.float32)),
-            "context_noise": torch.zeros(len(current), device=self.device),
-        }
+        safe, arrays = slot_conditioning(self.poses, self.cum_actions, self.units[current], current, last_seen, slots)
+        return {"context": self.gather(self.latents, safe), **{k: self.put(v) for k, v in arrays.items()}}
 
     def __call__(self, rng: np.random.Generator, batch_size: int) -> dict[str, torch.Tensor]:
         recipe, n_recent = self.recipe, len(self.layout.recent)
@@ -121,12 +117,13 @@ class MemoryBatches(DeviceBatches):
 
 def train_worldpack(options: TrainOptions, progress: ProgressFn | None = None) -> Path:
     args = bind_args(WorldPackArgs, options.model_args, "worldpack")
+    if args.retrieval not in RETRIEVAL_PRESETS:
+        raise ValueError(f"--model-args retrieval={args.retrieval!r}: choose one of {', '.join(RETRIEVAL_PRESETS)}")
     preset = get_preset(PRESETS, options.preset, "worldpack")
     data = latent_data(options, preset.autoencoder, args, progress)
     latent, first = data.encoded[0].latents.shape, data.trajectories[0]
-    retrieval = RETRIEVAL_PRESETS.get(data.identity["source"], RETRIEVAL_PRESETS["paper"])
     config = WorldPackConfig(latent_channels=latent[1], latent_size=latent[-1], action_dim=first.actions.shape[1],
-                             variant=args.variant, retrieval=retrieval, **preset.model)
+                             variant=args.variant, retrieval=RETRIEVAL_PRESETS[args.retrieval], **preset.model)
     torch.manual_seed(options.seed)
     model = WorldPack(config)
     recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})

@@ -25,7 +25,7 @@ from loopnav_bench.models import SHIPPED_DIR, RolloutRequest
 from loopnav_bench.schema import units_per_block
 from modelkit.adapter import CheckpointedModel, lockstep_rollout, rollout_buffer
 from modelkit.autoencoder import load_autoencoder
-from worldpack.context import build_example
+from worldpack.context import build_example, cumulative_actions
 from worldpack.model import WorldPack, WorldPackConfig
 
 
@@ -50,8 +50,8 @@ class WorldPackModel(CheckpointedModel):
 
         def conditioning(i: int, t: int) -> dict[str, torch.Tensor]:
             s = states[i]  # the context exactly as in training: recent frames plus memories retrieved at pose t
-            return build_example(buffers[i], s["poses"], s["actions"], t, t - 1, self.config.layout,
-                                 self.config.retrieval, s["units"], prefer_before=s["offset"], memory=self.memory)
+            return build_example(buffers[i], s["poses"], s["cum_actions"], t, t - 1, self.config.layout,
+                                 self.config.retrieval, s["units"], split=s["offset"], memory=self.memory)
 
         predicted = lockstep_rollout(buffers, [s["offset"] for s in states], [r.seed for r in requests],
                                      conditioning, self.model.sample, self.device)
@@ -66,7 +66,7 @@ class WorldPackModel(CheckpointedModel):
         return {"request": request, "offset": len(request.context_frames),
                 "latents": rollout_buffer(self.codec.encode, request),
                 "poses": np.concatenate([request.context_poses, request.target_poses]),
-                "actions": np.concatenate([request.context_actions, request.target_actions]),
+                "cum_actions": cumulative_actions(np.concatenate([request.context_actions, request.target_actions])),
                 "units": units_per_block(request.meta)}
 
     def describe(self) -> dict[str, Any]:
