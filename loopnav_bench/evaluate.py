@@ -197,17 +197,23 @@ class RunDirs:
         return resolve_within(self.score / "rows", f"{trajectory_id}.json", "trajectory id")
 
 
-def save_prediction(path: Path, frames: np.ndarray) -> None:
+def save_prediction(path: Path, frames: np.ndarray, memory: np.ndarray | None = None) -> None:
+    """The predicted frames, and the memories the model reported for them (RolloutRequest.report_memory)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, frames=frames)
+        np.savez_compressed(f, frames=frames, **({} if memory is None else {"memory": memory}))
+
+
+def read_prediction(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """A saved prediction: its frames, and the memories the model reported for them (None if it reported none)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return archive["frames"], archive["memory"] if "memory" in archive.files else None
+    except (OSError, KeyError, ValueError) as err:
+        raise EvaluationError(f"{path}: not a loopnav prediction file ({err})") from None
 
 
 def load_prediction(path: Path) -> np.ndarray:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return archive["frames"]
-    except (OSError, KeyError, ValueError) as err:
-        raise EvaluationError(f"{path}: not a loopnav prediction file ({err})") from None
+    return read_prediction(path)[0]
 
 
 def check_prediction(frames: Any, request: RolloutRequest, producer: str) -> np.ndarray:
@@ -353,7 +359,11 @@ def _predict(job: Job, batch: list[tuple[Item, Trajectory]]) -> list[np.ndarray]
             raise EvaluationError(f"{name}: rollout_batch returned {len(produced)} outputs for {len(todo)} requests")
         for i, frames in zip(todo, produced):
             predictions[i] = check_prediction(frames, requests[i], name)
-            save_prediction(paths[i], predictions[i])
+            try:
+                memory = requests[i].reported_memory()
+            except ValueError as err:
+                raise EvaluationError(f"{name}: {err}") from None
+            save_prediction(paths[i], predictions[i], memory)
     for i, path in enumerate(paths):
         if predictions[i] is None:
             predictions[i] = check_prediction(load_prediction(path), requests[i], f"saved prediction {path}")

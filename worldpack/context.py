@@ -65,12 +65,15 @@ def relative_pose(origin: np.ndarray, other: np.ndarray, units_per_block: float 
 
 def select_context(poses: np.ndarray, current: int, last_seen: int, layout: ContextLayout,
                    params: RetrievalParams, units_per_block: float = 1.0,
-                   prefer_before: int | None = None) -> np.ndarray:
+                   prefer_before: int | None = None, memory: bool = True) -> np.ndarray:
     """Frame index for each slot of `layout` (-1 = empty): recent frames back from last_seen, then retrieved ones
-    (frames before `prefer_before` first: see `retrieve`)."""
+    (frames before `prefer_before` first: see `retrieve`). With memory=False the retrieved slots are left empty (the
+    "does the model use its memory?" diagnostic)."""
+    if not 0 <= last_seen < current:
+        raise ValueError(f"last_seen {last_seen} must lie in [0, current={current})")
     recent = [last_seen - i if last_seen - i >= 0 else -1 for i in range(len(layout.recent))]
     found = retrieve(poses, current, len(layout.retrieved), params, units_per_block, exclude=set(recent),
-                     prefer_before=prefer_before)
+                     prefer_before=prefer_before) if memory else []
     retrieved = found + [-1] * (len(layout.retrieved) - len(found))
     return np.array(recent + retrieved, dtype=np.int64)
 
@@ -80,14 +83,9 @@ def build_example(latents: torch.Tensor, poses: np.ndarray, actions: np.ndarray,
                   prefer_before: int | None = None, memory: bool = True) -> dict[str, torch.Tensor]:
     """The conditioning for predicting frame `current` from frames [0, current) (latents [≥current, C, h, w]).
 
-    The target latent itself is added by the training batch builder; a rollout samples it instead. With
-    memory=False the retrieved slots are left empty (the "does the model use its memory?" diagnostic).
+    The target latent itself is added by the training batch builder; a rollout samples it instead.
     """
-    if not 0 <= last_seen < current:
-        raise ValueError(f"last_seen {last_seen} must lie in [0, current={current})")
-    slots = select_context(poses, current, last_seen, layout, params, units_per_block, prefer_before)
-    if not memory:
-        slots[len(layout.recent):] = -1
+    slots = select_context(poses, current, last_seen, layout, params, units_per_block, prefer_before, memory)
     return example_from_slots(latents, poses, actions, current, last_seen, slots, units_per_block)
 
 
