@@ -306,6 +306,34 @@ def _print_results(outcome) -> None:
     console.print(f"[green]wrote[/] {outcome.results_path} and {outcome.samples_path.name}")
 
 
+@app.command(rich_help_panel=EVAL)
+def show(
+    results: Path = typer.Argument(..., help="Directory of `loopnav evaluate` outputs."),
+    entry: str = typer.Option(..., "--entry", "-e", help="Comma-separated entries, lined up left to right."),
+    out: Path = typer.Option(..., "--out", "-o", help="FILE.mp4, .webp, .gif or .png (contact strip); "
+                                                      "several trajectories: FILE_<id>.<ext>."),
+    id: Optional[str] = typer.Option(None, "--id", help="Comma-separated trajectory ids."),
+    best: Optional[int] = typer.Option(None, "--best", help="The N best trajectories of every cell."),
+    worst: Optional[int] = typer.Option(None, "--worst", help="The N worst trajectories of every cell."),
+    metric: Optional[str] = typer.Option(None, help="Rank --best/--worst by (default: the first frame metric)."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="The prepared set (default: the runs' own)."),
+    fps: float = typer.Option(15.0, min=1.0, help="Video frames per second."),
+    context: int = typer.Option(15, min=0, help="Context frames shown before the return leg."),
+) -> None:
+    """Draw rollouts: ground truth | each entry's prediction (| its retrieved memories), with per-frame scores."""
+    from leaderboard.results import ResultsError, load_runs
+    from leaderboard.show import show as run_show
+
+    try:
+        runs = load_runs(results, skip=lambda message: console.print(f"[yellow]skipped:[/] {message}"))
+        written = run_show(runs, _csv(entry), out, ids=_csv(id), best=best, worst=worst, metric=metric, data=data,
+                           fps=fps, context=context)
+    except (ResultsError, ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    for path in written:
+        console.print(f"[green]wrote[/] {path}", highlight=False)
+
+
 leaderboard_app = typer.Typer(help="Rank evaluation results (tables, plots) and push them to the Hub.",
                               pretty_exceptions_show_locals=False)
 app.add_typer(leaderboard_app, name="leaderboard", rich_help_panel=EVAL)
