@@ -97,50 +97,42 @@ def default_metric(run: Run) -> str:
     raise ShowError(f"{run.results_path}: no frame metric has values, so trajectories cannot be ranked")
 
 
-def cells(run: Run) -> dict[str, list[dict]]:
-    """The run's rows by cell "split/task/range", in the leaderboard's order."""
-    by_cell: dict[str, list[dict]] = {}
-    for row in sorted(run.rows, key=lambda r: (r["split"], r["task"], range_order(str(r["range"])))):
-        by_cell.setdefault(f"{row['split']}/{row['task']}/{row['range']}", []).append(row)
-    return by_cell
+def cell_keys(run: Run) -> list[tuple[str, str, str]]:
+    """(split, task, range) of the run's cells, in the leaderboard's order."""
+    keys = {(r["split"], r["task"], str(r["range"])) for r in run.rows}
+    return sorted(keys, key=lambda k: (k[0], k[1], range_order(k[2])))
 
 
-def ranked(rows: list[dict], metric: str) -> list[dict]:
-    """Rows best first by their trajectory mean of `metric` (ties by id); rows without it are left out."""
-    scored = [(trajectory_mean(row, metric)[0], row["id"], row) for row in rows if row["metrics"].get(metric)]
-    higher = HIGHER_IS_BETTER.get(metric, True)
-    return [row for _, _, row in sorted(scored, key=lambda s: (-s[0] if higher else s[0], s[1]))]
+def ranked_across(runs: list[Run], split: str, task: str, range_: str, metric: str) -> list[str]:
+    """Trajectory ids of one cell, best first by `metric` averaged over `runs` (each trajectory's mean over its
+    frames, as the leaderboard averages; ties by id); trajectories some run has no value for are left out."""
+    scores: dict[str, list[float]] = {}
+    for run in runs:
+        for row in run.cell_rows(split, task, range_):
+            if row["metrics"].get(metric):
+                scores.setdefault(row["id"], []).append(trajectory_mean(row, metric)[0])
+    complete = {i: float(np.mean(v)) for i, v in scores.items() if len(v) == len(runs)}
+    sign = -1.0 if HIGHER_IS_BETTER.get(metric, True) else 1.0
+    return sorted(complete, key=lambda i: (sign * complete[i], i))
 
 
-def picks(rows: list[dict], metric: str) -> list[tuple[str, str]]:
-    """(label, id) of the best, median and worst trajectory of one cell; a trajectory appears once."""
-    order = ranked(rows, metric)
-    if not order:
-        return []
-    chosen = {"best": order[0], "median": order[(len(order) - 1) // 2], "worst": order[-1]}
-    seen, out = set(), []
-    for label, row in chosen.items():
-        if row["id"] not in seen:
-            seen.add(row["id"])
-            out.append((label, row["id"]))
-    return out
-
-
-def select_ids(run: Run, ids: list[str] | None = None, best: int | None = None, worst: int | None = None,
+def select_ids(runs: list[Run], ids: list[str] | None = None, best: int | None = None, worst: int | None = None,
                metric: str | None = None) -> list[str]:
-    """Trajectory ids to show: the given ones (each must be in the run), or the best / worst N of every cell."""
+    """Trajectory ids to show: the given ones (each must be in every run), or the best / worst N of every cell by
+    `metric` averaged over the runs."""
     if ids:
-        known = {row["id"] for row in run.rows}
-        if missing := [i for i in ids if i not in known]:
-            close = difflib.get_close_matches(missing[0], known, n=1)
-            raise ShowError(f"--id {missing[0]!r}: {run.model} has no such trajectory"
-                            + (f". Did you mean {close[0]!r}?" if close else ""))
+        for run in runs:
+            known = {row["id"] for row in run.rows}
+            if missing := [i for i in ids if i not in known]:
+                close = difflib.get_close_matches(missing[0], known, n=1)
+                raise ShowError(f"--id {missing[0]!r}: {run.model} has no such trajectory"
+                                + (f". Did you mean {close[0]!r}?" if close else ""))
         return list(dict.fromkeys(ids))
-    metric = metric or default_metric(run)
+    metric = metric or default_metric(runs[0])
     chosen: list[str] = []
-    for rows in cells(run).values():
-        order = ranked(rows, metric)
-        chosen += [row["id"] for row in (order[:best] if best else order[::-1][:worst])]
+    for key in cell_keys(runs[0]):
+        order = ranked_across(runs, *key, metric)
+        chosen += order[:best] if best else order[::-1][:worst]
     return list(dict.fromkeys(chosen))
 
 
@@ -396,7 +388,7 @@ def show(runs: list[Run], entries: list[str], out: Path, ids: list[str] | None =
     chosen = entry_runs(runs, entries)
     if metric is not None and metric not in FRAME_METRICS:
         raise ShowError(f"--metric {metric!r}: choose a frame metric, one of {', '.join(FRAME_METRICS)}")
-    selected = select_ids(chosen[0], ids, best, worst, metric)
+    selected = select_ids(chosen, ids, best, worst, metric)
     paths = output_paths(out, selected)
     try:
         return [write_scene(scene, path, fps, context) for scene, path in zip(load_scenes(chosen, selected, data),

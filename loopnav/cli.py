@@ -334,6 +334,27 @@ def show(
         console.print(f"[green]wrote[/] {path}", highlight=False)
 
 
+@app.command(rich_help_panel=EVAL)
+def report(
+    results: Path = typer.Argument(..., help="Directory of `loopnav evaluate` outputs."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for index.html, its plots and videos."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="Comma-separated metrics (default: all)."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="The prepared set (default: the runs' own)."),
+    videos: int = typer.Option(3, min=0, max=3, help="Rollouts per cell: 3 best, median, worst; 0 none."),
+) -> None:
+    """Write a self-contained results page: data, ranked leaderboard, curves, rollout videos, provenance."""
+    from leaderboard.report import write_report
+    from leaderboard.results import ResultsError, load_runs
+
+    try:
+        runs = load_runs(results, skip=lambda message: console.print(f"[yellow]skipped:[/] {message}"))
+        with progress_bar() as progress:
+            page = write_report(runs, out, results, _csv(metric), data=data, videos=videos, progress=progress)
+    except (ResultsError, ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    console.print(f"[green]wrote[/] {page} (open it in a browser; the folder is self-contained)", highlight=False)
+
+
 leaderboard_app = typer.Typer(help="Rank evaluation results (tables, plots) and push them to the Hub.",
                               pretty_exceptions_show_locals=False)
 app.add_typer(leaderboard_app, name="leaderboard", rich_help_panel=EVAL)
