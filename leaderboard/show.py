@@ -14,6 +14,7 @@ strip of evenly spaced return-leg frames.
 from __future__ import annotations
 
 import difflib
+import functools
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,12 +190,18 @@ def load_scenes(runs: list[Run], ids: list[str], data: Path | None = None) -> It
 # ---------------------------------------------------------------------------------------------------- drawing
 
 
+@functools.lru_cache(maxsize=None)
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
 def _text_bar(lines: list[str], width: int, size: int = 14, bold: bool = False) -> np.ndarray:
     """White bar of `width` pixels with one line of text per entry (cut to fit)."""
+    return _cached_bar(tuple(lines), width, size, bold)
+
+
+@functools.lru_cache(maxsize=4096)  # titles, captions and frame labels repeat from frame to frame
+def _cached_bar(lines: tuple[str, ...], width: int, size: int, bold: bool) -> np.ndarray:
     font = _font(size + 2 if bold else size)
     line_height = (size + 2 if bold else size) + 4
     image = Image.new("RGB", (width, line_height * len(lines) + PAD), PAPER)

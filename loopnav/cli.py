@@ -430,19 +430,21 @@ def leaderboard_push(
     create_pr: bool = typer.Option(False, "--create-pr", help="Open a pull request instead of committing to main."),
     allow_partial: bool = typer.Option(False, "--allow-partial",
                                        help="Also push runs that evaluated fewer trajectories than selected."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Also push this `loopnav report` folder, as report/."),
 ) -> None:
     """Upload results and per-trajectory rows to a Hub dataset repo in one commit, with a dataset card."""
-    from leaderboard.hub import PushError, build_commit, push, run_files, write_tree
+    from leaderboard.hub import PushError, build_commit, push, report_files, run_files, write_tree
     from leaderboard.results import ResultsError, load_runs
 
     try:
         runs = load_runs(results)
+        extra = report_files(report) if report is not None else []
         if dry_run is not None:
-            written = write_tree(build_commit(run_files(runs, allow_partial), repo_id), dry_run)
+            written = write_tree(build_commit([*run_files(runs, allow_partial), *extra], repo_id), dry_run)
             console.print(f"[green]dry run:[/] wrote {len(written)} files of the commit to {dry_run} "
                           "(nothing uploaded)")
             return
-        info = push(runs, repo_id, private=private, create_pr=create_pr, allow_partial=allow_partial)
+        info = push(runs, repo_id, private=private, create_pr=create_pr, allow_partial=allow_partial, extra=extra)
     except (ResultsError, PushError, FileNotFoundError) as err:
         fail(str(err))
     console.print(f"[green]pushed[/] {len(runs)} run(s) to {info.pr_url or info.commit_url}")
