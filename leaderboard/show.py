@@ -104,16 +104,17 @@ def cell_keys(run: Run) -> list[tuple[str, str, str]]:
     return sorted(keys, key=lambda k: (k[0], k[1], range_order(k[2])))
 
 
-def ranked_across(runs: list[Run], split: str, task: str, range_: str, metric: str) -> list[str]:
-    """Trajectory ids of one cell, best first by `metric` averaged over `runs` (each trajectory's mean over its
-    frames, as the leaderboard averages; ties by id); trajectories some run has no value for are left out."""
+def ranked_across(runs: list[Run], split: str, task: str, range_: str, metric: str,
+                  worst_first: bool = False) -> list[str]:
+    """Trajectory ids of one cell, best (or worst) first by `metric` averaged over `runs` (each trajectory's mean over
+    its frames, as the leaderboard averages; ties by id); trajectories some run has no value for are left out."""
     scores: dict[str, list[float]] = {}
     for run in runs:
         for row in run.cell_rows(split, task, range_):
             if row["metrics"].get(metric):
                 scores.setdefault(row["id"], []).append(trajectory_mean(row, metric)[0])
     complete = {i: float(np.mean(v)) for i, v in scores.items() if len(v) == len(runs)}
-    sign = -1.0 if HIGHER_IS_BETTER.get(metric, True) else 1.0
+    sign = (-1.0 if HIGHER_IS_BETTER.get(metric, True) else 1.0) * (-1.0 if worst_first else 1.0)
     return sorted(complete, key=lambda i: (sign * complete[i], i))
 
 
@@ -132,8 +133,7 @@ def select_ids(runs: list[Run], ids: list[str] | None = None, best: int | None =
     metric = metric or default_metric(runs[0])
     chosen: list[str] = []
     for key in cell_keys(runs[0]):
-        order = ranked_across(runs, *key, metric)
-        chosen += order[:best] if best else order[::-1][:worst]
+        chosen += ranked_across(runs, *key, metric, worst_first=not best)[:best or worst]
     return list(dict.fromkeys(chosen))
 
 
