@@ -42,6 +42,7 @@ th[aria-sort=ascending]::after { content: " \\2191"; color: var(--ink); }
 th[aria-sort=descending]::after { content: " \\2193"; color: var(--ink); }
 tr.block th { text-align: left; background: #fff; border-left: 0; border-right: 0; padding-top: 10px;
               white-space: normal; }
+tr.block th > span { position: sticky; left: 8px; display: inline-block; max-width: calc(100vw - 40px); }
 td.best { background: var(--best); font-weight: 700; }
 td.na { color: var(--muted); }
 .phone { display: none; }
@@ -53,7 +54,8 @@ figure { margin: 10px 0 18px; }
 figure img, figure video { display: block; max-width: 100%; height: auto; border: 1px solid var(--line); }
 figcaption { color: var(--muted); font-size: 0.85rem; margin-top: 2px; }
 .cell { margin: 14px 0 26px; }
-.videos { display: grid; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr)); gap: 12px; }
+.videos, .plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 560px), 1fr));
+                  gap: 12px; }
 table.sortable td.label:first-child { position: sticky; left: 0; background: #fff; }
 table.sortable th.label:first-child { position: sticky; left: 0; }
 @media (max-width: 600px) { main { padding: 12px 10px 32px; } th, td { padding: 3px 5px; } body { font-size: 14px; }
@@ -150,8 +152,8 @@ def group_tables(table: GroupTable) -> str:
         if len(lengths) == 1:  # every entry ran on the same trajectories: where the length columns hide, say it here
             context, traj = lengths.pop()
             shared = f"<span class=\"phone note\"> · context {esc(context)} · traj len {esc(traj)}{esc(tasks)}</span>"
-        out.append(f"<tbody>\n<tr class=\"block\"><th colspan=\"{3 + len(columns)}\">range {esc(range_)}{shared}"
-                   "</th></tr>")
+        out.append(f"<tbody>\n<tr class=\"block\"><th colspan=\"{3 + len(columns)}\"><span>range {esc(range_)}"
+                   f"{shared}</span></th></tr>")
         for row in block:
             out.append(f"<tr><td class=\"label\">{esc(row.model)}</td><td class=\"len\">{esc(row.context_len)}</td>"
                        f"<td class=\"len\">{esc(row.traj_len)}</td>"

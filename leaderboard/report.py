@@ -64,8 +64,9 @@ def data_section(group: Group) -> str:
 
 
 def curves_section(paths: list[Path], root: Path) -> str:
-    return "\n".join(f"<figure><img src=\"{_link(p, root)}\" alt=\"{esc(p.stem)}\" loading=\"lazy\">"
-                     f"<figcaption>{esc(p.stem.replace('_range', ', range '))}</figcaption></figure>" for p in paths)
+    """The plots, two to a row where there is room (each names its task and range in its title)."""
+    return ("<div class=\"plots\">" + "".join(f"<figure><img src=\"{_link(p, root)}\" alt=\"{esc(p.stem)}\">"
+                                              "</figure>" for p in paths) + "</div>")
 
 
 def _score_text(runs: list[Run], trajectory_id: str, metric: str) -> str:

@@ -105,9 +105,9 @@ class Browser:
             raise RuntimeError(f"page script failed: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    def screenshot(self, path: Path) -> Path:
-        """The viewport as PNG."""
-        self.evaluate("window.scrollTo(0, 0)")
+    def screenshot(self, path: Path, at: str | None = None) -> Path:
+        """The viewport as PNG, scrolled to the top or to the element with id `at`."""
+        self.evaluate(f"document.getElementById({json.dumps(at)}).scrollIntoView()" if at else "window.scrollTo(0, 0)")
         data = self.call("Page.captureScreenshot", {"format": "png"})["data"]
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_bytes(base64.b64decode(data))
