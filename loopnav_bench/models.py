@@ -4,6 +4,8 @@ A model meets the harness only here. `loopnav evaluate` builds a `RolloutRequest
 (frames, poses and actions of [0, offset)) and the target's poses and actions for [offset, T). The target frames are
 never in the request. The model returns the T - offset target frames, generated autoregressively, at whatever
 resolution it works at; the harness resizes predictions and ground truth to the evaluation size the same way.
+A model that retrieves past frames may report which, per predicted frame (`RolloutRequest.report_memory`): they are
+saved with the prediction and drawn by `loopnav show` and `loopnav report`.
 
 Registering a model: an entry point in the `loopnav.models` group
 (`[project.entry-points."loopnav.models"] mymodel = "mypkg.model:MyModel"`), as loopnav's own models are declared in
