@@ -183,8 +183,8 @@ def _record_value(value: Any) -> tuple[str, str]:
         ci = (f"<span class=\"ci\">[{num_text(value['ci_low'])}, {num_text(value['ci_high'])}]</span>"
               if value.get("ci_low") is not None else "")
         return (num_text(value["mean"]) + ci if value["mean"] is not None else "n/a"), repr(value["mean"])
-    if isinstance(value, float):
-        return num_text(value), repr(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (f"{value:.4g}" if isinstance(value, float) else str(value)), repr(float(value))  # p-values keep digits
     return esc(value), ""
 
 
