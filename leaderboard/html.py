@@ -46,6 +46,7 @@ tr.block th > span { position: sticky; left: 8px; display: inline-block; max-wid
 td.best { background: var(--best); font-weight: 700; }
 td.na { color: var(--muted); }
 .phone { display: none; }
+td.path { white-space: normal; overflow-wrap: anywhere; min-width: 16em; }
 .ci { display: block; color: var(--muted); font-size: 0.8em; font-weight: 400; }
 dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; margin: 6px 0; }
 dl.facts dt { color: var(--muted); }

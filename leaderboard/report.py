@@ -137,9 +137,11 @@ def provenance_section(groups: list[Group], results_dir: Path) -> str:
         values = (run.model, r.get("date", run.timestamp), r.get("loopnav_version", "?"), commit or "?",
                   r.get("run_key", "?"), r.get("score_key", "?"), (r.get("model_describe") or {}).get("checkpoint"),
                   where)
-        rows.append("<tr>" + "".join(f"<td class=\"label\">{esc(v if v is not None else '—')}</td>"
-                                     for v in values) + "</tr>")
-    return ("<div class=\"scroll\"><table><thead><tr>" + "".join(f"<th class=\"label\">{h}</th>" for h in head)
+        rows.append("<tr>" + "".join(f"<td class=\"label{' path' if i >= len(values) - 2 else ''}\">"
+                                     f"{esc(v if v is not None else '—')}</td>" for i, v in enumerate(values))
+                    + "</tr>")
+    return ("<div class=\"scroll\"><table><thead><tr>"
+            + "".join(f"<th class=\"label\">{h}</th>" for h in head)
             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>")
 
 
