@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from leaderboard.results import ResultsError, Run, range_order
+from leaderboard.results import Run, range_order
 from loopnav_bench.contract import model_dirname
 from loopnav_bench.evaluate import load_trajectories, read_prediction, select_trajectories
 from loopnav_bench.fileio import atomic_path, resolve_within
@@ -293,7 +293,7 @@ def _pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.pad(image, [(0, height - image.shape[0]), (0, width - image.shape[1]), (0, 0)], constant_values=255)
 
 
-def video_frames(scene: Scene, context: int = 15, stride: int = 1) -> Iterator[np.ndarray]:
+def video_frames(scene: Scene, context: int = 15) -> Iterator[np.ndarray]:
     """The composed frames of a video, all of one size: the last `context` context frames, then the return leg."""
     metrics = _metrics(scene)
 
@@ -303,7 +303,7 @@ def video_frames(scene: Scene, context: int = 15, stride: int = 1) -> Iterator[n
 
     height, width = compose(scene.offset).shape[:2]  # a return-leg frame is the largest (scores, memories)
     height, width = height + height % 2, width + width % 2  # H.264 in 4:2:0 needs even sides
-    for t in range(max(0, scene.offset - context), len(scene.traj), stride):
+    for t in range(max(0, scene.offset - context), len(scene.traj)):
         yield _pad_to(compose(t), height, width)
 
 
@@ -363,15 +363,15 @@ def write_png(image: np.ndarray, path: Path) -> None:
         Image.fromarray(image).save(tmp, format="PNG", optimize=True)
 
 
-def write_scene(scene: Scene, path: Path, fps: float = 15.0, context: int = 15, stride: int = 1) -> Path:
+def write_scene(scene: Scene, path: Path, fps: float = 15.0, context: int = 15) -> Path:
     """`scene` as the file `path` names by its suffix: .mp4, .webp, .gif (videos) or .png (contact strip)."""
     suffix = _check_suffix(path)
     if suffix == ".png":
         write_png(contact_strip(scene), path)
     elif suffix == ".mp4":
-        write_mp4(video_frames(scene, context, stride), path, fps)
+        write_mp4(video_frames(scene, context), path, fps)
     else:
-        write_animation(video_frames(scene, context, stride), path, fps)
+        write_animation(video_frames(scene, context), path, fps)
     return path
 
 
@@ -388,17 +388,17 @@ def show(runs: list[Run], entries: list[str], out: Path, ids: list[str] | None =
          context: int = 15) -> list[Path]:
     """Write one file per selected trajectory with every entry lined up; returns the paths written."""
     _check_suffix(out)
-    if sum(x is not None and x is not False for x in (ids or None, best, worst)) != 1:
+    if sum((bool(ids), best is not None, worst is not None)) != 1:
         raise ShowError("choose the trajectories with exactly one of --id, --best N or --worst N")
     if (best is not None and best < 1) or (worst is not None and worst < 1):
         raise ShowError("--best / --worst N must be at least 1")
-    chosen = entry_runs(runs, entries)
+    if not entries:
+        raise ShowError("--entry names no entry")
     if metric is not None and metric not in FRAME_METRICS:
         raise ShowError(f"--metric {metric!r}: choose a frame metric, one of {', '.join(FRAME_METRICS)}")
+    chosen = entry_runs(runs, entries)
     selected = select_ids(chosen, ids, best, worst, metric)
-    paths = output_paths(out, selected)
-    try:
-        return [write_scene(scene, path, fps, context) for scene, path in zip(load_scenes(chosen, selected, data),
-                                                                              paths)]
-    except ResultsError as err:
-        raise ShowError(str(err)) from None
+    if not selected:
+        raise ShowError(f"--metric {metric}: no trajectory has values for it in every entry shown")
+    scenes = load_scenes(chosen, selected, data)
+    return [write_scene(scene, path, fps, context) for scene, path in zip(scenes, output_paths(out, selected))]

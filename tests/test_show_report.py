@@ -152,6 +152,8 @@ def test_show_errors_are_one_clear_line(evaluated, tmp_path):
         show(runs, ["copy-last"], tmp_path / "x.avi", best=1)
     with pytest.raises(ShowError, match="exactly one of --id, --best N or --worst N"):
         show(runs, ["copy-last"], tmp_path / "x.mp4", best=1, worst=1)
+    with pytest.raises(ShowError, match="--metric lpips: no trajectory has values"):  # not computed in these runs
+        show(runs, ["copy-last"], tmp_path / "x.mp4", best=1, metric="lpips")
     other = tmp_path / "other"
     prepare(SyntheticSource(per_split=2), other)
     with pytest.raises(ShowError, match="manifest hash .* is not the one the runs were evaluated on"):
