@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from leaderboard.results import Run, range_order
-from loopnav_bench.contract import model_dirname
+from loopnav_bench.contract import model_dirname, prediction_file
 from loopnav_bench.evaluate import load_trajectories, read_prediction, select_trajectories
 from loopnav_bench.fileio import atomic_path, resolve_within
 from loopnav_bench.metrics import FRAME_METRICS, HIGHER_IS_BETTER, resize_frames, trajectory_mean
@@ -142,8 +142,7 @@ def select_ids(runs: list[Run], ids: list[str] | None = None, best: int | None =
 
 def prediction_path(run: Run, trajectory_id: str) -> Path:
     """Where `loopnav evaluate` saved this run's prediction: <out>/<model>/run-<key>/predictions/<id>.npz."""
-    folder = run.results_path.parent / run.results["run_key"] / "predictions"
-    return resolve_within(folder, f"{trajectory_id}.npz", "trajectory id")
+    return prediction_file(run.results_path.parent / run.results["run_key"], trajectory_id)
 
 
 def data_folder(runs: list[Run], data: Path | None) -> Path:

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from loopnav_bench import __version__
-from loopnav_bench.contract import data_identity, model_dirname, results_files, timestamp
+from loopnav_bench.contract import PREDICTIONS, data_identity, model_dirname, prediction_file, results_files, timestamp
 from loopnav_bench.distributed import DEFAULT_DEVICE, DistContext, PeerFailed, RankMarkers
 from loopnav_bench.fileio import atomic_path, read_json, resolve_within, sha256_file, sha256_json, write_json_atomic
 from loopnav_bench.models import RolloutRequest, WorldModel, load_model
@@ -191,7 +191,7 @@ class RunDirs:
     score: Path
 
     def prediction(self, trajectory_id: str) -> Path:
-        return resolve_within(self.run / "predictions", f"{trajectory_id}.npz", "trajectory id")
+        return prediction_file(self.run, trajectory_id)
 
     def row(self, trajectory_id: str) -> Path:
         return resolve_within(self.score / "rows", f"{trajectory_id}.json", "trajectory id")
@@ -583,7 +583,7 @@ def score(predictions: Path, data: Path | None = None, output_dir: Path | None =
     without the model. The data must be the same prepared set (checked by manifest hash)."""
     started = time.time()
     run = Path(predictions)
-    run = run.parent if run.name == "predictions" else run
+    run = run.parent if run.name == PREDICTIONS else run
     if not (run / "run.json").exists():
         raise EvaluationError(f"{run}: no run.json; pass a run folder written by `loopnav evaluate` "
                               f"(<output-dir>/<model>/run-<key>)")
