@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import select
 import shutil
 import subprocess
 import tempfile
@@ -63,6 +64,8 @@ class Browser:
             while b"\0" in self._buffer:
                 raw, self._buffer = self._buffer.split(b"\0", 1)
                 yield json.loads(raw)
+            if not select.select([self._read], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                break
             chunk = os.read(self._read, 1 << 20)
             if not chunk:
                 raise RuntimeError("chromium closed the DevTools pipe")
