@@ -59,6 +59,18 @@ def run_files(runs: list[Run], allow_partial: bool = False) -> list[CommitFile]:
     return list(files.values())
 
 
+REPORT_DIR = "report"  # where `leaderboard push --report` puts a `loopnav report` folder in the repo
+
+
+def report_files(folder: Path) -> list[CommitFile]:
+    """Every file of a folder written by `loopnav report` (index.html, plots, videos), under report/ in the repo."""
+    folder = Path(folder)
+    if not (folder / "index.html").is_file():
+        raise PushError(f"--report {folder}: no index.html; pass a folder written by `loopnav report`")
+    return [CommitFile(f"{REPORT_DIR}/{path.relative_to(folder).as_posix()}", path.read_bytes())
+            for path in sorted(folder.rglob("*")) if path.is_file() and not path.name.startswith(".")]
+
+
 def card_configs(sample_paths: Iterable[str]) -> list[dict[str, Any]]:
     """One config per model folder: a split per run timestamp plus `latest` (the newest)."""
     by_model: dict[str, list[str]] = {}
@@ -138,14 +150,15 @@ def write_tree(files: list[CommitFile], directory: Path) -> list[Path]:
 
 
 def push(runs: list[Run], repo_id: str, *, api: Any = None, private: bool = False, create_pr: bool = False,
-         allow_partial: bool = False) -> Any:
-    """Create the dataset repo if needed and upload everything in one commit; returns the `CommitInfo`.
+         allow_partial: bool = False, extra: list[CommitFile] = ()) -> Any:
+    """Create the dataset repo if needed and upload everything (and `extra` files, e.g. `report_files`) in one
+    commit; returns the `CommitInfo`.
 
     `api` is an `HfApi` (tests inject a filesystem fake with the same methods). Raises `PushError` on any failure.
     """
     from huggingface_hub import CommitOperationAdd, HfApi, get_token, is_offline_mode
 
-    files = run_files(runs, allow_partial)  # refuses incomplete runs before touching the network
+    files = [*run_files(runs, allow_partial), *extra]  # refuses incomplete runs before touching the network
     if is_offline_mode():
         raise PushError("HF_HUB_OFFLINE is set, so nothing can be pushed; unset it, or use --dry-run DIR to write "
                         "the commit to a folder")

@@ -11,7 +11,6 @@ reports it), so it gets its own small table.
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 import math
@@ -514,38 +513,11 @@ def render_markdown(board: Leaderboard) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _html_cell(cell: Cell) -> str:
-    if not cell.available:
-        return f"n/a<sup>{cell.note}</sup>"
-    text = html.escape(cell_text(cell))
-    return f"<b>{text}</b>" if cell.best else text
-
-
 def render_html(board: Leaderboard) -> str:
-    out = ['<div class="loopnav-leaderboard">']
-    for table in board.tables:
-        columns = _columns(table)
-        out.append(f"<h3>{html.escape(table.group.key.title)}</h3>")
-        out.append("<table>\n<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in
-                   ("range", "model", "context", "traj len", *(h for _, _, h in columns))) + "</tr></thead>\n<tbody>")
-        for row in table.rows:
-            values = [html.escape(v) for v in (row.range, row.model, row.context_len, row.traj_len)]
-            values += [_html_cell(row.cells[m, t]) for m, t, _ in columns]
-            out.append("<tr>" + "".join(f"<td>{v}</td>" for v in values) + "</tr>")
-        out.append("</tbody>\n</table>")
-        if table.fvd:
-            headers = "".join(f"<th>{html.escape(h)}</th>" for h in ("model", *_fvd_headers(table), "mode"))
-            out.append(f"<p>{html.escape(_fvd_title(table))}</p>\n<table>\n<thead><tr>{headers}</tr></thead>\n<tbody>")
-            out += [f"<tr><td>{html.escape(r.model)}</td>"
-                    + "".join(f"<td>{_html_cell(c)}</td>" for c in _fvd_cells(table, r))
-                    + f"<td>{html.escape(r.mode)}</td></tr>" for r in table.fvd]
-            out.append("</tbody>\n</table>")
-        if table.footnotes:
-            out.append("<ol>" + "".join(f"<li>{html.escape(t)}</li>" for t in table.footnotes) + "</ol>")
-        out += [f"<p>{html.escape(note)}</p>" for note in table.notes]
-    out += [f"<p><i>{html.escape(note)}</i></p>" for note in board.notes]
-    out.append("</div>")
-    return "\n".join(out) + "\n"
+    """A complete, styled page; leaderboard.html owns the page skeleton it shares with `loopnav report`."""
+    from leaderboard.html import render_html as page
+
+    return page(board)
 
 
 def _cell_record(cell: Cell, table: GroupTable) -> dict[str, Any]:

@@ -336,6 +336,55 @@ def _print_results(outcome) -> None:
     _wrote(f"{outcome.results_path} and {outcome.samples_path.name}")
 
 
+@app.command(rich_help_panel=EVAL)
+def show(
+    results: Path = typer.Argument(..., help="Directory of `loopnav evaluate` outputs."),
+    entry: str = typer.Option(..., "--entry", "-e", help="Comma-separated entries, lined up left to right."),
+    out: Path = typer.Option(..., "--out", "-o", help="FILE.mp4, .webp, .gif or .png (contact strip); "
+                                                      "several trajectories: FILE_<id>.<ext>."),
+    id: Optional[str] = typer.Option(None, "--id", help="Comma-separated trajectory ids."),
+    best: Optional[int] = typer.Option(None, "--best", help="The N best trajectories of every cell."),
+    worst: Optional[int] = typer.Option(None, "--worst", help="The N worst trajectories of every cell."),
+    metric: Optional[str] = typer.Option(None, help="Rank --best/--worst by (default: the first frame metric)."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="The prepared set (default: the runs' own)."),
+    fps: float = typer.Option(15.0, min=1.0, help="Video frames per second."),
+    context: int = typer.Option(15, min=0, help="Context frames shown before the return leg."),
+) -> None:
+    """Draw rollouts: ground truth | each entry's prediction (| its retrieved memories), with per-frame scores."""
+    from leaderboard.results import ResultsError, load_runs
+    from leaderboard.show import show as run_show
+
+    try:
+        runs = load_runs(results, skip=lambda message: console.print(f"[yellow]skipped:[/] {message}"))
+        written = run_show(runs, _csv(entry), out, ids=_csv(id), best=best, worst=worst, metric=metric, data=data,
+                           fps=fps, context=context)
+    except (ResultsError, ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    for path in written:
+        console.print(f"[green]wrote[/] {path}", highlight=False)
+
+
+@app.command(rich_help_panel=EVAL)
+def report(
+    results: Path = typer.Argument(..., help="Directory of `loopnav evaluate` outputs."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for index.html, its plots and videos."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="Comma-separated metrics (default: all)."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="The prepared set (default: the runs' own)."),
+    videos: int = typer.Option(3, min=0, max=3, help="Rollouts per cell: 3 best, median, worst; 0 none."),
+) -> None:
+    """Write a self-contained results page: data, ranked leaderboard, curves, rollout videos, provenance."""
+    from leaderboard.report import write_report
+    from leaderboard.results import ResultsError, load_runs
+
+    try:
+        runs = load_runs(results, skip=lambda message: console.print(f"[yellow]skipped:[/] {message}"))
+        with progress_bar() as progress:
+            page = write_report(runs, out, results, _csv(metric), data=data, videos=videos, progress=progress)
+    except (ResultsError, ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    console.print(f"[green]wrote[/] {page} (open it in a browser; the folder is self-contained)", highlight=False)
+
+
 leaderboard_app = typer.Typer(help="Rank evaluation results (tables, plots) and push them to the Hub.",
                               pretty_exceptions_show_locals=False)
 app.add_typer(leaderboard_app, name="leaderboard", rich_help_panel=EVAL)
@@ -415,19 +464,21 @@ def leaderboard_push(
     create_pr: bool = typer.Option(False, "--create-pr", help="Open a pull request instead of committing to main."),
     allow_partial: bool = typer.Option(False, "--allow-partial",
                                        help="Also push runs that evaluated fewer trajectories than selected."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Also push this `loopnav report` folder, as report/."),
 ) -> None:
     """Upload results and per-trajectory rows to a Hub dataset repo in one commit, with a dataset card."""
-    from leaderboard.hub import PushError, build_commit, push, run_files, write_tree
+    from leaderboard.hub import PushError, build_commit, push, report_files, run_files, write_tree
     from leaderboard.results import ResultsError, load_runs
 
     try:
         runs = load_runs(results)
+        extra = report_files(report) if report is not None else []
         if dry_run is not None:
-            written = write_tree(build_commit(run_files(runs, allow_partial), repo_id), dry_run)
+            written = write_tree(build_commit([*run_files(runs, allow_partial), *extra], repo_id), dry_run)
             console.print(f"[green]dry run:[/] wrote {len(written)} files of the commit to {dry_run} "
                           "(nothing uploaded)")
             return
-        info = push(runs, repo_id, private=private, create_pr=create_pr, allow_partial=allow_partial)
+        info = push(runs, repo_id, private=private, create_pr=create_pr, allow_partial=allow_partial, extra=extra)
     except (ResultsError, PushError, FileNotFoundError) as err:
         fail(str(err))
     console.print(f"[green]pushed[/] {len(runs)} run(s) to {info.pr_url or info.commit_url}")

@@ -6,6 +6,7 @@ in every training checkpoint).
 
     <out>/<model_dirname(entry)>/results_<ts>.json   aggregates, FVD, config, seeds, data identity, environment
     <out>/<model_dirname(entry)>/samples_<ts>.jsonl  one ROW_KEYS row per trajectory, with per-frame metric series
+    <out>/<model_dirname(entry)>/<run_key>/predictions/<id>.npz   the predicted frames (and reported memories)
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from loopnav_bench.fileio import resolve_within
 from loopnav_bench.shards import load_manifest, manifest_hash
 
 RESULTS_PREFIX, SAMPLES_PREFIX = "results_", "samples_"
+PREDICTIONS = "predictions"
 # the keys of a results file the leaderboard relies on (dotted: nested)
 RESULTS_KEYS = ("model", "data.manifest_hash", "n_trajectories", "eval_size", "higher_is_better", "metrics", "results")
 ROW_KEYS = ("id", "split", "task", "range", "length", "context_len", "target_len", "metrics")
@@ -32,6 +35,12 @@ def timestamp() -> str:
 def results_files(folder: Path, stamp: str) -> tuple[Path, Path]:
     """The (results, samples) pair of one run."""
     return folder / f"{RESULTS_PREFIX}{stamp}.json", folder / f"{SAMPLES_PREFIX}{stamp}.jsonl"
+
+
+def prediction_file(run_dir: Path, trajectory_id: str) -> Path:
+    """Where a run saves one trajectory's prediction: <run_dir>/predictions/<id>.npz (the run folder sits beside the
+    results file and is named by its `run_key`)."""
+    return resolve_within(Path(run_dir) / PREDICTIONS, f"{trajectory_id}.npz", "trajectory id")
 
 
 def model_dirname(name: str) -> str:

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from loopnav_bench import __version__
-from loopnav_bench.contract import data_identity, model_dirname, results_files, timestamp
+from loopnav_bench.contract import PREDICTIONS, data_identity, model_dirname, prediction_file, results_files, timestamp
 from loopnav_bench.distributed import DEFAULT_DEVICE, DistContext, PeerFailed, RankMarkers
 from loopnav_bench.fileio import atomic_path, read_json, resolve_within, sha256_file, sha256_json, write_json_atomic
 from loopnav_bench.models import RolloutRequest, WorldModel, load_model
@@ -191,23 +191,29 @@ class RunDirs:
     score: Path
 
     def prediction(self, trajectory_id: str) -> Path:
-        return resolve_within(self.run / "predictions", f"{trajectory_id}.npz", "trajectory id")
+        return prediction_file(self.run, trajectory_id)
 
     def row(self, trajectory_id: str) -> Path:
         return resolve_within(self.score / "rows", f"{trajectory_id}.json", "trajectory id")
 
 
-def save_prediction(path: Path, frames: np.ndarray) -> None:
+def save_prediction(path: Path, frames: np.ndarray, memory: np.ndarray | None = None) -> None:
+    """The predicted frames, and the memories the model reported for them (RolloutRequest.report_memory)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, frames=frames)
+        np.savez_compressed(f, frames=frames, **({} if memory is None else {"memory": memory}))
+
+
+def read_prediction(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """A saved prediction: its frames, and the memories the model reported for them (None if it reported none)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return archive["frames"], archive["memory"] if "memory" in archive.files else None
+    except (OSError, KeyError, ValueError) as err:
+        raise EvaluationError(f"{path}: not a loopnav prediction file ({err})") from None
 
 
 def load_prediction(path: Path) -> np.ndarray:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return archive["frames"]
-    except (OSError, KeyError, ValueError) as err:
-        raise EvaluationError(f"{path}: not a loopnav prediction file ({err})") from None
+    return read_prediction(path)[0]
 
 
 def check_prediction(frames: Any, request: RolloutRequest, producer: str) -> np.ndarray:
@@ -353,7 +359,11 @@ def _predict(job: Job, batch: list[tuple[Item, Trajectory]]) -> list[np.ndarray]
             raise EvaluationError(f"{name}: rollout_batch returned {len(produced)} outputs for {len(todo)} requests")
         for i, frames in zip(todo, produced):
             predictions[i] = check_prediction(frames, requests[i], name)
-            save_prediction(paths[i], predictions[i])
+            try:
+                memory = requests[i].reported_memory()
+            except ValueError as err:
+                raise EvaluationError(f"{name}: {err}") from None
+            save_prediction(paths[i], predictions[i], memory)
     for i, path in enumerate(paths):
         if predictions[i] is None:
             predictions[i] = check_prediction(load_prediction(path), requests[i], f"saved prediction {path}")
@@ -573,7 +583,7 @@ def score(predictions: Path, data: Path | None = None, output_dir: Path | None =
     without the model. The data must be the same prepared set (checked by manifest hash)."""
     started = time.time()
     run = Path(predictions)
-    run = run.parent if run.name == "predictions" else run
+    run = run.parent if run.name == PREDICTIONS else run
     if not (run / "run.json").exists():
         raise EvaluationError(f"{run}: no run.json; pass a run folder written by `loopnav evaluate` "
                               f"(<output-dir>/<model>/run-<key>)")

@@ -4,6 +4,8 @@ A model meets the harness only here. `loopnav evaluate` builds a `RolloutRequest
 (frames, poses and actions of [0, offset)) and the target's poses and actions for [offset, T). The target frames are
 never in the request. The model returns the T - offset target frames, generated autoregressively, at whatever
 resolution it works at; the harness resizes predictions and ground truth to the evaluation size the same way.
+A model that retrieves past frames may report which, per predicted frame (`RolloutRequest.report_memory`): they are
+saved with the prediction and drawn by `loopnav show` and `loopnav report`.
 
 Registering a model: an entry point in the `loopnav.models` group
 (`[project.entry-points."loopnav.models"] mymodel = "mypkg.model:MyModel"`), as loopnav's own models are declared in
@@ -40,10 +42,35 @@ class RolloutRequest:
     target_actions: np.ndarray   # float32 [T - offset, A]
     meta: dict[str, Any] = field(default_factory=dict)  # source, task, range, fps, action_layout, ...
     seed: int = 0  # per-trajectory seed (request_seed): sample with it so results do not depend on batching or ranks
+    memory: dict[int, list[int]] = field(default_factory=dict, repr=False)  # what report_memory was told, by step
 
     @property
     def horizon(self) -> int:
         return len(self.target_poses)
+
+    def report_memory(self, step: int, indices: Any) -> None:
+        """Optional, for models that retrieve memories: for predicted frame `step` (0 = the first target frame), the
+        trajectory frame indices retrieved for it (-1: an empty slot; indices from `offset` on are frames the model
+        generated). `loopnav evaluate` saves them with the prediction and `loopnav show` draws them beside it."""
+        self.memory[int(step)] = [int(i) for i in indices]
+
+    def reported_memory(self) -> np.ndarray | None:
+        """int64 [horizon, slots] of what the model reported, None if it reported nothing; an incomplete or ragged
+        report is an error naming the trajectory."""
+        if not self.memory:
+            return None
+        steps = [self.memory.get(step) for step in range(self.horizon)]
+        if None in steps or len(self.memory) != self.horizon or len({len(step) for step in steps}) != 1:
+            raise ValueError(f"trajectory {self.id!r}: the model reported memories for steps {sorted(self.memory)[:5]}"
+                             f"… ({len(self.memory)} of {self.horizon}); expected the same number of slots for every "
+                             f"step 0..{self.horizon - 1}")
+        memory = np.array(steps, dtype=np.int64)
+        before = len(self.context_frames) + np.arange(self.horizon)[:, None]  # each step sees only earlier frames
+        if (memory < -1).any() or (memory >= before).any():
+            step = int(np.argwhere((memory < -1) | (memory >= before))[0, 0])
+            raise ValueError(f"trajectory {self.id!r}: memory reported for predicted frame {int(before[step, 0])} "
+                             f"names {steps[step]}, not -1 or an earlier frame")
+        return memory
 
     @classmethod
     def from_trajectory(cls, traj: Trajectory, seed: int = 0) -> "RolloutRequest":

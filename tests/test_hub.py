@@ -20,7 +20,7 @@ from huggingface_hub import CommitOperationAdd
 from test_leaderboard import results_tree, write_run
 from typer.testing import CliRunner
 
-from leaderboard.hub import PushError, push
+from leaderboard.hub import PushError, push, report_files
 from leaderboard.results import load_runs
 from loopnav.cli import app
 
@@ -192,3 +192,25 @@ def test_hf_hub_offline_gives_a_clear_error(tmp_path):
     assert proc.returncode == 2
     assert "HF_HUB_OFFLINE is set" in proc.stderr and "--dry-run" in proc.stderr
     assert FAKE_TOKEN not in proc.stdout + proc.stderr
+
+
+def test_push_can_include_a_report_folder(tmp_path, token):
+    results = results_tree(tmp_path / "results")
+    report = tmp_path / "report"
+    (report / "videos" / "g").mkdir(parents=True)
+    (report / "index.html").write_text("<!doctype html><title>r</title>")
+    (report / "videos" / "g" / "ABA_5_best.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    out = tmp_path / "dry"
+    result = CliRunner().invoke(app, ["leaderboard", "push", "--results", str(results), "--repo-id", REPO,
+                                      "--dry-run", str(out), "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    assert (out / "report" / "index.html").read_text() == "<!doctype html><title>r</title>"
+    assert (out / "report" / "videos" / "g" / "ABA_5_best.mp4").read_bytes().endswith(b"ftypmp42")
+    api = FakeHfApi(tmp_path / "hub")
+    push(load_runs(results), REPO, api=api, extra=report_files(report))
+    assert _files(out) == _files(api.repo_dir(REPO))  # the dry run is exactly the commit, report included
+    (report / "index.html").unlink()
+    result = CliRunner().invoke(app, ["leaderboard", "push", "--results", str(results), "--repo-id", REPO,
+                                      "--dry-run", str(tmp_path / "dry2"), "--report", str(report)])
+    assert result.exit_code == 2 and "no index.html" in " ".join(result.output.split())
+    assert not (tmp_path / "dry2").exists()

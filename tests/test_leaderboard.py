@@ -107,7 +107,8 @@ def test_formats_carry_the_same_numbers(results_dir):
     assert markdown.count("### split test") == 2
     assert "†" in markdown and "**" in markdown and "| ---: |" in markdown
     html = render_html(board)
-    assert html.count("<table>") == 2 and "<b>" in html and "†" in html
+    assert html.startswith("<!doctype html>") and html.count('<table class="sortable">') == 2
+    assert 'class="best"' in html and "†" in html
 
 
 def test_samples_that_do_not_match_results_are_an_error(results_dir):
@@ -157,7 +158,7 @@ def test_every_format_shows_fvd_per_cell(results_dir):
     assert record["cells"]["ABCA/15"]["best"] is True and record["cells"]["ABA/5"]["best"] is False
     markdown = render_markdown(board)
     assert "| model | all | ABA 5 | ABA 15 | ABCA 5 | ABCA 15 | mode |" in markdown and "**70.00**" in markdown
-    assert "<th>ABCA 15</th>" in render_html(board)
+    assert ">ABCA 15</th>" in render_html(board)
 
 
 def test_cli_leaderboard_formats_and_errors(results_dir, tmp_path):

@@ -123,6 +123,27 @@ def test_memory_off_empties_the_retrieved_slots_and_changes_the_rollout(memory_c
         load_model("worldpack", checkpoint=str(memory_checkpoint), memory="maybe")
 
 
+def test_rollout_reports_the_frames_it_retrieved(memory_checkpoint):
+    """Through RolloutRequest.report_memory, one row per predicted frame: its retrieved slots, as select_context
+    picks them (real context frames first); memory=off reports every slot empty."""
+    from loopnav_bench.schema import units_per_block
+    from worldpack.context import select_context
+
+    traj = make_trajectory(0, length=70, size=16)
+    model = load_model("worldpack", checkpoint=str(memory_checkpoint), sampler_steps=1)
+    request = RolloutRequest.from_trajectory(traj, seed=1)
+    model.rollout(request)
+    memory = request.reported_memory()
+    layout = model.config.layout
+    expected = [select_context(traj.poses, t, t - 1, layout, model.config.retrieval, units_per_block(traj.meta),
+                               split=traj.offset)[len(layout.recent):] for t in range(traj.offset, len(traj))]
+    assert memory.shape == (request.horizon, len(layout.retrieved)) and (memory >= 0).any()
+    np.testing.assert_array_equal(memory, np.array(expected))
+    off = RolloutRequest.from_trajectory(traj, seed=1)
+    load_model("worldpack", checkpoint=str(memory_checkpoint), sampler_steps=1, memory="off").rollout(off)
+    assert (off.reported_memory() == -1).all()
+
+
 def test_shipped_checkpoints_load_by_name():
     from worldpack.world_model import WorldPackModel
 

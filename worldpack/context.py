@@ -62,17 +62,20 @@ def relative_pose(origin: np.ndarray, other: np.ndarray, units_per_block: float 
 
 
 def select_context(poses: np.ndarray, current: int, last_seen: int, layout: ContextLayout,
-                   params: RetrievalParams, units_per_block: float, split: int) -> np.ndarray:
-    """Frame index for each slot of `layout` (-1 = empty): recent frames back from last_seen, then retrieved ones.
+                   params: RetrievalParams, units_per_block: float, split: int, memory: bool = True) -> np.ndarray:
+    """Frame index for each slot of `layout` (-1 = empty): recent frames back from last_seen, then retrieved ones;
+    with memory=False the retrieved slots are left empty (the `memory=off` diagnostic).
 
     The memory-pool rule, one for training, rollouts and probes: frames before the trajectory's split point `split`
     (its offset) rank above every frame after it (see `retrieve`). A rollout has real frames only before the offset;
     a return-leg target in training therefore draws its memories from the outbound leg too, never from the return
     leg it is on, and an outbound target (before the offset) from every frame before it, as nothing there is
     generated."""
+    if not 0 <= last_seen < current:
+        raise ValueError(f"last_seen {last_seen} must lie in [0, current={current})")
     recent = [last_seen - i if last_seen - i >= 0 else -1 for i in range(len(layout.recent))]
     found = retrieve(poses, current, len(layout.retrieved), params, units_per_block, exclude=set(recent),
-                     prefer_before=split)
+                     prefer_before=split) if memory else []
     retrieved = found + [-1] * (len(layout.retrieved) - len(found))
     return np.array(recent + retrieved, dtype=np.int64)
 
@@ -111,14 +114,9 @@ def build_example(latents: torch.Tensor, poses: np.ndarray, cum_actions: np.ndar
     """The conditioning for predicting frame `current` from frames [0, current) (latents [≥current, C, h, w];
     `cum_actions` from `cumulative_actions`; `split` the trajectory's offset, see `select_context`).
 
-    The target latent itself is added by the training batch builder; a rollout samples it instead. With
-    memory=False the retrieved slots are left empty.
+    The target latent itself is added by the training batch builder; a rollout samples it instead.
     """
-    if not 0 <= last_seen < current:
-        raise ValueError(f"last_seen {last_seen} must lie in [0, current={current})")
-    slots = select_context(poses, current, last_seen, layout, params, units_per_block, split)
-    if not memory:
-        slots[len(layout.recent):] = -1
+    slots = select_context(poses, current, last_seen, layout, params, units_per_block, split, memory)
     return example_from_slots(latents, poses, cum_actions, current, last_seen, slots, units_per_block)
 
 

@@ -1,7 +1,8 @@
 """WorldPack behind the harness's WorldModel API (registered as "worldpack"), on the kit's checkpoint adapter.
 
 A rollout encodes the context frames, then for each target step picks the context exactly as in training
-(context.build_example: recent frames plus memories retrieved with the known pose of the frame being predicted),
+(context.select_context: recent frames plus memories retrieved with the known pose of the frame being predicted,
+reported through RolloutRequest.report_memory so that `loopnav show` can draw them),
 samples the next latent with EDM and appends it, so later steps see their own predictions. Requests are advanced
 in lockstep, in network calls of a fixed batch shape; each draws its noise from its own generator
 (RolloutRequest.seed), so a trajectory's frames are bit-identical whichever others share its batch. Frames come
@@ -25,7 +26,7 @@ from loopnav_bench.models import SHIPPED_DIR, RolloutRequest
 from loopnav_bench.schema import units_per_block
 from modelkit.adapter import CheckpointedModel, lockstep_rollout, rollout_buffer
 from modelkit.autoencoder import load_autoencoder
-from worldpack.context import build_example, cumulative_actions
+from worldpack.context import cumulative_actions, example_from_slots, select_context
 from worldpack.model import WorldPack, WorldPackConfig
 
 
@@ -49,9 +50,11 @@ class WorldPackModel(CheckpointedModel):
         buffers = [s["latents"] for s in states]
 
         def conditioning(i: int, t: int) -> dict[str, torch.Tensor]:
-            s = states[i]  # the context exactly as in training: recent frames plus memories retrieved at pose t
-            return build_example(buffers[i], s["poses"], s["cum_actions"], t, t - 1, self.config.layout,
-                                 self.config.retrieval, s["units"], split=s["offset"], memory=self.memory)
+            s = states[i]  # the context exactly as in training (build_example): recent frames plus memories at pose t
+            slots = select_context(s["poses"], t, t - 1, self.config.layout, self.config.retrieval, s["units"],
+                                   split=s["offset"], memory=self.memory)
+            requests[i].report_memory(t - s["offset"], slots[len(self.config.layout.recent):])
+            return example_from_slots(buffers[i], s["poses"], s["cum_actions"], t, t - 1, slots, s["units"])
 
         predicted = lockstep_rollout(buffers, [s["offset"] for s in states], [r.seed for r in requests],
                                      conditioning, self.model.sample, self.device)
