@@ -438,6 +438,14 @@ def loopnav_to_oasis(actions: np.ndarray) -> np.ndarray:
     return out
 
 
+def zero_first_action(actions: np.ndarray) -> np.ndarray:
+    """Both upstreams give the first frame of a clip no action: Oasis's load_actions prepends a zero row, WorldMem's
+    _preprocess_batch zeroes row 0. The adapters do the same to the first context frame they keep."""
+    actions = actions.copy()
+    actions[:1] = 0
+    return actions
+
+
 # ---------------------------------------------------------------------------------------------------- the sampler
 
 
@@ -521,10 +529,13 @@ def generate(dit: OasisDiT, prompt: torch.Tensor, actions: torch.Tensor, total_f
 # ---------------------------------------------------------------------------------------------------- weights
 
 
-def load_weights(module: nn.Module, path: Path) -> None:
-    """Load an official-layout safetensors file (safetensors `save_model`). The rotary `freqs` tables it may hold
-    are fixed functions of the architecture (never trained), rebuilt here; keys otherwise must match exactly."""
-    tensors = {k: v for k, v in load_file(str(path)).items() if not k.endswith("rotary_emb.freqs")}
+def load_weights(module: nn.Module, path: Path, prefix: str = "", unused: tuple[str, ...] = ()) -> None:
+    """Load an official-layout safetensors file into `module`: the tensors under `prefix` (stripped), less the
+    rotary `freqs` tables (fixed functions of the architecture, never trained, rebuilt here) and any key containing
+    one of `unused`; what remains must match exactly."""
+    skipped = ("rotary_emb.freqs", *unused)
+    tensors = {k[len(prefix):]: v for k, v in load_file(str(path)).items()
+               if k.startswith(prefix) and not any(s in k for s in skipped)}
     try:
         module.load_state_dict(tensors)
     except RuntimeError as err:  # missing, unexpected or mis-shaped tensors
@@ -646,7 +657,7 @@ class OasisModel(WorldModel):
             context = self.encode(r.context_frames[-n_context:]).cpu()
             buffers.append(torch.cat([context, context.new_zeros((r.horizon, *context.shape[1:]))]))
             loopnav = np.concatenate([r.context_actions[-n_context:], r.target_actions])
-            actions.append(torch.from_numpy(loopnav_to_oasis(loopnav)))
+            actions.append(torch.from_numpy(zero_first_action(loopnav_to_oasis(loopnav))))
         max_frames = self.dit.max_frames
 
         def conditioning(i: int, t: int) -> dict[str, torch.Tensor]:
