@@ -5,36 +5,24 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from raw_fixtures import add_trajectory, write_csv
+from published_fixtures import linked_copy, loopnav_shards, requests_of, upstream_fixtures
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from loopnav.cli import app
-from loopnav_bench.models import RolloutRequest, load_model
-from loopnav_bench.shards import prepare
-from loopnav_bench.sources.loopnav import LoopNavSource
+from loopnav_bench.models import load_model
 from published import oasis
 from published.upstream_check import check_upstream
 
-ROOT = Path(__file__).resolve().parents[1]
-# ../shared beside the repository (a worktree of it sits one folder deeper)
-FIXTURES = next((p / "shared/fixtures/upstream" for p in (ROOT.parent, ROOT.parent.parent)
-                 if (p / "shared/fixtures/upstream").is_dir()), None)
 runner = CliRunner()
 
 
-def fixture_dir(model: str) -> Path:
-    if FIXTURES is None or not (FIXTURES / model).is_dir():
-        pytest.skip(f"the upstream golden fixtures (../shared/fixtures/upstream/{model}) are not on this machine")
-    return FIXTURES / model
-
-
 def test_check_upstream_passes_on_the_shared_fixtures():
-    results = check_upstream("oasis", fixture_dir("oasis"))
+    results = check_upstream("oasis", upstream_fixtures("oasis"))
     failed = [f"{r.name}: {r.error:.3g} > {r.tolerance:.3g}" for r in results if not r.passed]
     assert not failed, failed
     names = {r.name for r in results}
@@ -46,16 +34,12 @@ def test_check_upstream_passes_on_the_shared_fixtures():
 
 def test_check_upstream_notices_a_wrong_weight(tmp_path):
     """The check compares against the saved outputs, not against itself: one changed weight fails it."""
-    source = fixture_dir("oasis")
-    for file in source.iterdir():
-        (tmp_path / file.name).symlink_to(file)
-    dit, _ = oasis.load_fixture_models(source)
-    state = dit.state_dict()
+    folder = linked_copy(upstream_fixtures("oasis"), tmp_path / "oasis")
+    state = load_file(str(folder / "dit_weights.safetensors"))
     state["final_layer.linear.bias"] = state["final_layer.linear.bias"] + 1e-3
-    (tmp_path / "dit_weights.safetensors").unlink()
-    from safetensors.torch import save_file
-    save_file(state, str(tmp_path / "dit_weights.safetensors"))
-    failed = {r.name for r in oasis.check_upstream(tmp_path) if not r.passed}
+    (folder / "dit_weights.safetensors").unlink()
+    save_file(state, str(folder / "dit_weights.safetensors"))
+    failed = {r.name for r in oasis.check_upstream(folder) if not r.passed}
     assert "dit_forward:output" in failed and "vae:decode_raw" not in failed
 
 
@@ -109,26 +93,14 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def loopnav_shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("loopnav-raw")
-    rows = [add_trajectory(root, "ABA", "plains_village_1", 5, "05-10_16-21-01"),
-            add_trajectory(root, "ABA", "plains_village_2", 5, "05-10_16-22-01", seed=1)]
-    write_csv(root, "train", rows)
-    out = tmp_path_factory.mktemp("loopnav-shards") / "shards"
-    prepare(LoopNavSource(input=root, splits=["train"]), out)
-    return out
-
-
-def requests_of(shards: Path) -> list[RolloutRequest]:
-    from loopnav_bench.shards import read_trajectories
-    return [RolloutRequest.from_trajectory(t, seed=3) for t in read_trajectories(shards, split="train")]
+def shards(tmp_path_factory):
+    return loopnav_shards(tmp_path_factory.mktemp("loopnav-raw"), tmp_path_factory.mktemp("loopnav") / "shards")
 
 
 def test_the_checkpoint_folder_must_hold_both_official_files(tiny_checkpoint, tmp_path):
     (tmp_path / oasis.DIT_FILE).symlink_to(tiny_checkpoint / oasis.DIT_FILE)
     with pytest.raises(FileNotFoundError, match="no vit-l-20.safetensors"):
         load_model("oasis", checkpoint=str(tmp_path), size="tiny")
-    from safetensors.torch import load_file, save_file
     tensors = load_file(str(tiny_checkpoint / oasis.DIT_FILE))
     tensors.pop("external_cond.weight")
     (tmp_path / oasis.DIT_FILE).unlink()
@@ -138,11 +110,9 @@ def test_the_checkpoint_folder_must_hold_both_official_files(tiny_checkpoint, tm
         load_model("oasis", checkpoint=str(tmp_path), size="tiny")
 
 
-def test_rollouts_are_native_resolution_seeded_and_independent_of_the_batch(tiny_checkpoint, loopnav_shards):
+def test_rollouts_are_native_resolution_seeded_and_independent_of_the_batch(tiny_checkpoint, shards):
     model = load_model("oasis", checkpoint=str(tiny_checkpoint), size="tiny", context=3, ddim_steps=2)
-    requests = requests_of(loopnav_shards)
-    for r in requests:  # keep the test short: a few frames of each return leg
-        r.target_poses, r.target_actions = r.target_poses[:3], r.target_actions[:3]
+    requests = requests_of(shards, horizon=3)
     together = model.rollout_batch(requests)
     alone = [model.rollout(r) for r in requests]
     assert [f.shape for f in together] == [(3, 80, 160, 3)] * len(requests)
@@ -151,18 +121,18 @@ def test_rollouts_are_native_resolution_seeded_and_independent_of_the_batch(tiny
     assert not np.array_equal(model.rollout(requests[0]), together[0])
 
 
-def test_other_action_layouts_are_refused_naming_both(tiny_checkpoint, loopnav_shards):
+def test_other_action_layouts_are_refused_naming_both(tiny_checkpoint, shards):
     model = load_model("oasis", checkpoint=str(tiny_checkpoint), size="tiny")
-    request = requests_of(loopnav_shards)[0]
+    request = requests_of(shards, horizon=1)[0]
     request.meta["action_layout"] = "recon-v1"
     with pytest.raises(ValueError, match=r"oasis maps only loopnav-v1 .* not 'recon-v1'"):
         model.rollout(request)
 
 
-def test_loopnav_evaluate_runs_oasis_end_to_end(tiny_checkpoint, loopnav_shards, tmp_path):
+def test_loopnav_evaluate_runs_oasis_end_to_end(tiny_checkpoint, shards, tmp_path):
     out = tmp_path / "results"
     result = runner.invoke(app, ["evaluate", "--model", "oasis", "--checkpoint", str(tiny_checkpoint), "--data",
-                                 str(loopnav_shards), "--split", "train", "--limit", "2", "--metrics", "ssim,psnr",
+                                 str(shards), "--split", "train", "--limit", "2", "--metrics", "ssim,psnr",
                                  "--model-args", "size=tiny,ddim_steps=1,context=4", "--device", "cpu", "-o",
                                  str(out)])
     assert result.exit_code == 0, result.output
