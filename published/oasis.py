@@ -575,25 +575,77 @@ def save_official(dit: nn.Module, vae: nn.Module, folder: Path) -> None:
 # ---------------------------------------------------------------------------------------------------- the adapter
 
 
-def refuse_layout(model: str, request: RolloutRequest) -> None:
-    layout = request.meta.get("action_layout")
-    if layout != "loopnav-v1":
-        raise ValueError(f"trajectory {request.id!r}: {model} maps only loopnav-v1 (Minecraft) actions, not {layout!r}")
-
-
 def autocast(device: torch.device):
     """bf16 autocast on CUDA (upstream runs the DiT and the VAE encoder under fp16 autocast there); off on the CPU."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-class OasisModel(WorldModel):
+class MinecraftLatentModel(WorldModel):
+    """What the Oasis and WorldMem adapters share: loopnav-v1 trajectories only, frames encoded with the ViT VAE at
+    its native resolution (resized in with loopnav's resize_frames; out at that resolution, the harness resizes),
+    trajectories grouped so that a group's network calls have one shape (`group_key`) and rolled out by
+    modelkit's lockstep_rollout, which seeds every draw from the request."""
+
+    vae: OasisVAE
+    batch: int
+    torch_device: torch.device
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        return self.vae.size.input_height, self.vae.size.input_width
+
+    @torch.no_grad()
+    def encode(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 [N, H, W, 3] at any size -> latents [N, C, h, w] on the CPU, `batch` frames per VAE call."""
+        frames = resize_frames(frames, self.resolution)
+        out = []
+        for chunk in np.array_split(frames, max(1, math.ceil(len(frames) / self.batch))):
+            images = torch.from_numpy(chunk).to(self.torch_device).permute(0, 3, 1, 2).float() / 255.0
+            with autocast(self.torch_device):
+                out.append(encode_frames(self.vae, images).float().cpu())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        return torch.cat([decode_frames(self.vae, chunk.to(self.torch_device).float()).cpu()
+                          for chunk in latents.split(self.batch)]).numpy()
+
+    def rollout(self, request: RolloutRequest) -> np.ndarray:
+        return self.rollout_batch([request])[0]
+
+    def rollout_batch(self, requests: list[RolloutRequest]) -> list[np.ndarray]:
+        for request in requests:
+            layout = request.meta.get("action_layout")
+            if layout != "loopnav-v1":
+                raise ValueError(f"trajectory {request.id!r}: {self.name} maps only loopnav-v1 (Minecraft) actions "
+                                 f"and poses, not {layout!r}")
+            if len(request.context_frames) < 1:
+                raise ValueError(f"trajectory {request.id!r}: {self.name} needs at least one context frame")
+        groups: dict[int, list[int]] = {}
+        for i, request in enumerate(requests):
+            groups.setdefault(self.group_key(request), []).append(i)
+        results: dict[int, np.ndarray] = {}
+        for key, members in groups.items():
+            for i, predicted in zip(members, self.rollout_group([requests[i] for i in members], key)):
+                results[i] = predicted
+        return [results[i] for i in range(len(requests))]
+
+    def group_key(self, request: RolloutRequest) -> int:
+        """Requests with equal keys have network inputs of equal shapes at every step."""
+        raise NotImplementedError
+
+    def rollout_group(self, requests: list[RolloutRequest], key: int) -> list[np.ndarray]:
+        raise NotImplementedError
+
+
+class OasisModel(MinecraftLatentModel):
     """Oasis-500M on loopnav's protocol: the last `context` frames (upstream LoopNav evaluation: 32) are encoded,
     then the return leg is generated one frame at a time with upstream's sampler at its native resolution
     (360x640; tiny: 80x160). Model args: size (oasis-500m | tiny), context, ddim_steps (upstream default 10),
     batch (VAE frames per call)."""
 
     name = "oasis"
-    licence = "MIT (etched-ai/open-oasis; weights Etched/oasis-500m)"
+    licence = "MIT"  # etched-ai/open-oasis LICENSE, weights Etched/oasis-500m
 
     def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0, size: str = "oasis-500m",
                  context: int = 32, ddim_steps: int = 10, batch: int = 8):
@@ -614,47 +666,13 @@ class OasisModel(WorldModel):
         self.vae.to(self.torch_device).eval()
         self.alphas_cumprod = oasis_alphas_cumprod()
 
-    @property
-    def resolution(self) -> tuple[int, int]:
-        return self.vae.size.input_height, self.vae.size.input_width
+    def group_key(self, request: RolloutRequest) -> int:
+        return min(self.context, len(request.context_frames))  # the context frames kept
 
-    @torch.no_grad()
-    def encode(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 [N, H, W, 3] at any size -> latents [N, C, h, w] (resized to the native resolution first)."""
-        frames = resize_frames(frames, self.resolution)
-        out = []
-        for chunk in np.array_split(frames, max(1, math.ceil(len(frames) / self.batch))):
-            images = torch.from_numpy(chunk).to(self.torch_device).permute(0, 3, 1, 2).float() / 255.0
-            with autocast(self.torch_device):
-                out.append(encode_frames(self.vae, images).float())
-        return torch.cat(out)
-
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
-        return torch.cat([decode_frames(self.vae, chunk.to(self.torch_device).float()).cpu()
-                          for chunk in latents.split(self.batch)]).numpy()
-
-    def rollout(self, request: RolloutRequest) -> np.ndarray:
-        return self.rollout_batch([request])[0]
-
-    def rollout_batch(self, requests: list[RolloutRequest]) -> list[np.ndarray]:
-        for request in requests:
-            refuse_layout(self.name, request)
-        results: dict[int, np.ndarray] = {}
-        by_context: dict[int, list[int]] = {}  # equal context lengths give equal windows at every step
-        for i, request in enumerate(requests):
-            by_context.setdefault(min(self.context, len(request.context_frames)), []).append(i)
-        for n_context, members in by_context.items():
-            for i, predicted in zip(members, self._rollout_group([requests[i] for i in members], n_context)):
-                results[i] = predicted
-        return [results[i] for i in range(len(requests))]
-
-    def _rollout_group(self, requests: list[RolloutRequest], n_context: int) -> list[np.ndarray]:
-        if n_context < 1:
-            raise ValueError(f"trajectory {requests[0].id!r}: oasis needs at least one context frame")
+    def rollout_group(self, requests: list[RolloutRequest], n_context: int) -> list[np.ndarray]:
         buffers, actions = [], []
         for r in requests:
-            context = self.encode(r.context_frames[-n_context:]).cpu()
+            context = self.encode(r.context_frames[-n_context:])
             buffers.append(torch.cat([context, context.new_zeros((r.horizon, *context.shape[1:]))]))
             loopnav = np.concatenate([r.context_actions[-n_context:], r.target_actions])
             actions.append(torch.from_numpy(zero_first_action(loopnav_to_oasis(loopnav))))

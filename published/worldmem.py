@@ -32,14 +32,14 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from loopnav_bench.models import RolloutRequest, WorldModel
+from loopnav_bench.models import RolloutRequest
 from modelkit.adapter import lockstep_rollout
 from published.oasis import (
     ACTION_KEYS,
     NOISE_ABS_MAX,
     STABILIZATION_LEVEL,
     FinalLayer,
-    OasisModel,
+    MinecraftLatentModel,
     OasisVAE,
     PatchEmbed,
     SpatioTemporalBlock,
@@ -54,7 +54,6 @@ from published.oasis import (
     max_error,
     modulate,
     noise_levels,
-    refuse_layout,
     sigmoid_betas,
     split_heads,
     unpatchify,
@@ -86,7 +85,6 @@ class WorldMemSize:
     memory_frames: int = 8   # memory_condition_length (the DiT's reference_length)
     window: int = 3          # n_tokens: frames in the sliding window, the new one included
     focal_length: float = 0.35
-    image_hw: tuple[int, int] = (360, 640)
 
 
 @dataclass(frozen=True)
@@ -97,8 +95,7 @@ class Sizes:
 
 SIZES: dict[str, Sizes] = {
     "worldmem": Sizes(WorldMemSize()),  # configurations/huggingface.yaml with DiT-S/2 and vit-l-20-shallow-encoder
-    "tiny": Sizes(WorldMemSize(input_h=4, input_w=8, hidden_size=48, depth=2, num_heads=4, memory_frames=4,
-                               image_hw=(80, 160)),
+    "tiny": Sizes(WorldMemSize(input_h=4, input_w=8, hidden_size=48, depth=2, num_heads=4, memory_frames=4),
                   VAESize(input_height=80, input_width=160, enc_dim=32, enc_depth=1, enc_heads=2, dec_dim=32,
                           dec_depth=1, dec_heads=2)),
 }
@@ -485,7 +482,7 @@ def checkpoint_files(checkpoint: str | Path) -> tuple[Path, Path]:
 # ---------------------------------------------------------------------------------------------------- the adapter
 
 
-class WorldMemModel(WorldModel):
+class WorldMemModel(MinecraftLatentModel):
     """WorldMem on loopnav's protocol. The context frames (all, or the last `context`) are encoded; each return-leg
     frame is then generated from the previous window − 1 frames (real or generated) and R memory frames retrieved
     among ALL earlier frames by FOV overlap of the known poses, with upstream's 20-step DDIM at the native
@@ -493,7 +490,7 @@ class WorldMemModel(WorldModel):
     (upstream 20), batch (VAE frames per call)."""
 
     name = "worldmem"
-    licence = "non-commercial (xizaoqu/WorldMem; weights zeqixiao/worldmem_checkpoints)"
+    licence = "S-Lab License 1.0 (non-commercial)"  # xizaoqu/WorldMem LICENSE.md, weights zeqixiao/worldmem_checkpoints
 
     def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0, size: str = "worldmem",
                  context: int = 0, sampling_steps: int = 20, batch: int = 8):
@@ -514,41 +511,20 @@ class WorldMemModel(WorldModel):
         self.vae.to(self.torch_device).eval()
         self.schedule = Schedule.sigmoid().to(self.torch_device)
 
-    @property
-    def resolution(self) -> tuple[int, int]:
-        return self.dit.size.image_hw
+    def group_key(self, request: RolloutRequest) -> int:
+        return min(self.dit.size.window - 1, self.kept(request))  # the window's previous frames at the first step
 
-    encode = OasisModel.encode
-    decode = OasisModel.decode
-
-    def rollout(self, request: RolloutRequest) -> np.ndarray:
-        return self.rollout_batch([request])[0]
-
-    def rollout_batch(self, requests: list[RolloutRequest]) -> list[np.ndarray]:
-        for request in requests:
-            refuse_layout(self.name, request)
-        previous = self.dit.size.window - 1
-        results: dict[int, np.ndarray] = {}
-        by_window: dict[int, list[int]] = {}  # equal windows give equal shapes at every step
-        for i, request in enumerate(requests):
-            by_window.setdefault(min(previous, self._kept(request)), []).append(i)
-        for members in by_window.values():
-            for i, predicted in zip(members, self._rollout_group([requests[i] for i in members])):
-                results[i] = predicted
-        return [results[i] for i in range(len(requests))]
-
-    def _kept(self, request: RolloutRequest) -> int:
+    def kept(self, request: RolloutRequest) -> int:
+        """The context frames kept: all, or the last `context`."""
         n = len(request.context_frames)
-        if n < 1:
-            raise ValueError(f"trajectory {request.id!r}: worldmem needs at least one context frame")
         return min(n, self.context) if self.context else n
 
-    def _rollout_group(self, requests: list[RolloutRequest]) -> list[np.ndarray]:
+    def rollout_group(self, requests: list[RolloutRequest], key: int) -> list[np.ndarray]:
         size = self.dit.size
         buffers, tracks, offsets = [], [], []
         for r in requests:
-            kept = self._kept(r)
-            context = self.encode(r.context_frames[-kept:]).cpu()
+            kept = self.kept(r)
+            context = self.encode(r.context_frames[-kept:])
             buffers.append(torch.cat([context, context.new_zeros((r.horizon, *context.shape[1:]))]))
             poses = np.concatenate([r.context_poses[-kept:], r.target_poses])
             actions = np.concatenate([r.context_actions[-kept:], r.target_actions])
@@ -563,9 +539,10 @@ class WorldMemModel(WorldModel):
             track, window = tracks[i], range(max(0, t + 1 - size.window), t + 1)
             memory = retrieve_memory(t, size.memory_frames, track["poses"], track["frame_index"], 1,
                                      sphere_points(track["points"]))
-            rays, frame_offsets = group_conditions(window, track["c2w"], track["frame_index"], memory, size.image_hw,
+            rays, frame_offsets = group_conditions(window, track["c2w"], track["frame_index"], memory, self.resolution,
                                                    size.focal_length)
-            actions = torch.cat([track["actions"][window.start:t + 1], torch.zeros(size.memory_frames, 25)])
+            actions = track["actions"][window.start:t + 1]
+            actions = torch.cat([actions, actions.new_zeros(size.memory_frames, actions.shape[1])])  # memory: none
             return {"window": buffers[i][window.start:t], "memory": buffers[i][memory[:, 0]], "actions": actions,
                     "rays": rays[:, 0], "offsets": frame_offsets[:, 0]}
 
