@@ -387,10 +387,15 @@ def latents_to_tokens(latents: torch.Tensor) -> torch.Tensor:
     return latents.flatten(2).transpose(1, 2) / LATENT_SCALE
 
 
-def decode_frames(vae: OasisVAE, latents: torch.Tensor) -> torch.Tensor:
-    """Scaled latents [N, C, h, w] -> uint8 frames [N, H, W, 3]: (x+1)/2 clamped to [0, 1], then (x·255).byte()."""
+def decode_levels(vae: OasisVAE, latents: torch.Tensor) -> torch.Tensor:
+    """Scaled latents [N, C, h, w] -> float grey levels [N, H, W, 3]: (x+1)/2 clamped to [0, 1], times 255."""
     images = ((vae.decode(latents_to_tokens(latents)) + 1) / 2).clamp(0, 1)
-    return (images.permute(0, 2, 3, 1) * 255).byte()
+    return images.permute(0, 2, 3, 1) * 255
+
+
+def decode_frames(vae: OasisVAE, latents: torch.Tensor) -> torch.Tensor:
+    """Scaled latents -> uint8 frames [N, H, W, 3], cast as generate.py does ((x·255).byte() truncates)."""
+    return decode_levels(vae, latents).byte()
 
 
 # ---------------------------------------------------------------------------------------------------- actions
@@ -708,7 +713,16 @@ def max_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:
 
 FLOAT_TOL = 1e-5        # README: single forward passes and single sampling steps
 FINAL_LATENT_TOL = 1e-4  # README: final_latents after the chained sampler
-VIDEO_TOL = 1.0          # README: uint8 frames exact, or ±1 on a 1/255 boundary
+BOUNDARY = 1e-3          # of a grey level: where float32 noise may round a pixel either way
+
+
+def video_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    """README: uint8 frames exact, or ±1 where a value lands on a 1/255 boundary. ours: our pixels ×255 BEFORE the
+    byte cast; a pixel within BOUNDARY of a whole level may differ by 1, any other must match. Returns the worst
+    excess (0 = the rule holds)."""
+    diff = (ours.byte().int() - theirs.int()).abs()
+    on_boundary = (ours - ours.round()).abs() < BOUNDARY
+    return float(torch.where(on_boundary, (diff - 1).clamp(min=0), diff).max())
 
 
 def load_fixture_models(fixture_dir: Path, size: str = "tiny") -> tuple[OasisDiT, OasisVAE]:
@@ -772,6 +786,6 @@ def check_sampling(dit: OasisDiT, vae: OasisVAE, fixture_dir: Path, args: dict[s
             results.append(FixtureResult(f"sampling:step{k:02d}_{key}", max_error(ours, saved[f"step{k:02d}_{key}"]),
                                          FLOAT_TOL))
     results.append(FixtureResult("sampling:final_latents", max_error(final, saved["final_latents"]), FINAL_LATENT_TOL))
-    video = decode_frames(vae, final.flatten(0, 1))
-    results.append(FixtureResult("sampling:video_uint8", max_error(video, saved["video_uint8"]), VIDEO_TOL))
+    levels = decode_levels(vae, final.flatten(0, 1))
+    results.append(FixtureResult("sampling:video_uint8", video_error(levels, saved["video_uint8"]), 0.0))
     return results
