@@ -594,6 +594,12 @@ class MinecraftLatentModel(WorldModel):
     vae: OasisVAE
     batch: int
     torch_device: torch.device
+    licence: str
+    weight_files: tuple[Path, ...]  # what was loaded, recorded in the results
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "licence": self.licence, "resolution": list(self.resolution),
+                "weights": [str(p) for p in self.weight_files]}
 
     @property
     def resolution(self) -> tuple[int, int]:
@@ -663,7 +669,7 @@ class OasisModel(MinecraftLatentModel):
                 raise ValueError(f"--model-args {arg}={value}: must be at least 1")
         self.context, self.steps, self.batch = context, ddim_steps, batch
         self.dit, self.vae = build(size)
-        dit_file, vae_file = checkpoint_files(checkpoint)
+        dit_file, vae_file = self.weight_files = checkpoint_files(checkpoint)
         load_weights(self.dit, dit_file)
         load_weights(self.vae, vae_file)
         self.torch_device = torch.device(device)
@@ -697,9 +703,8 @@ class OasisModel(MinecraftLatentModel):
         return [self.decode(latents) for latents in predicted]
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "licence": self.licence, "resolution": list(self.resolution),
-                "context_frames": self.context, "ddim_steps": self.steps, "max_frames": self.dit.max_frames,
-                "weights": [str(p) for p in checkpoint_files(self.checkpoint)]}
+        return {**super().describe(), "context_frames": self.context, "ddim_steps": self.steps,
+                "max_frames": self.dit.max_frames}
 
 
 # ---------------------------------------------------------------------------------------------------- upstream check

@@ -503,7 +503,7 @@ class WorldMemModel(MinecraftLatentModel):
                 raise ValueError(f"--model-args {arg}={value}: must be at least {least}")
         self.context, self.steps, self.batch = context, sampling_steps, batch
         self.dit, self.vae = build(size)
-        diffusion_file, vae_file = checkpoint_files(checkpoint)
+        diffusion_file, vae_file = self.weight_files = checkpoint_files(checkpoint)
         load_diffusion(self.dit, diffusion_file)
         load_weights(self.vae, vae_file)
         self.torch_device = torch.device(device)
@@ -557,10 +557,9 @@ class WorldMemModel(MinecraftLatentModel):
         return [self.decode(latents) for latents in predicted]
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "licence": self.licence, "resolution": list(self.resolution),
-                "context_frames": self.context or "all", "memory_frames": self.dit.size.memory_frames,
-                "window": self.dit.size.window, "sampling_steps": self.steps,
-                "weights": [str(p) for p in checkpoint_files(self.checkpoint)]}
+        return {**super().describe(), "context_frames": self.context or "all",
+                "memory_frames": self.dit.size.memory_frames, "window": self.dit.size.window,
+                "sampling_steps": self.steps}
 
 
 # ---------------------------------------------------------------------------------------------------- upstream check
