@@ -139,3 +139,19 @@ def test_loopnav_evaluate_runs_oasis_end_to_end(tiny_checkpoint, shards, tmp_pat
     written = json.loads(next(out.rglob("results_*.json")).read_text())
     text = json.dumps(written)
     assert "oasis" in text and oasis.OasisModel.licence in text and "ssim" in text
+
+
+def test_the_full_size_has_upstreams_key_layout_and_shapes():
+    """oasis-500m builds (without memory, on the meta device) with the keys the tiny fixture weights have, block for
+    block, and upstream's DiT-S/2 and ViT-L/20 shapes."""
+    fixtures = upstream_fixtures("oasis")
+    with torch.device("meta"):
+        dit, vae = oasis.build("oasis-500m")
+    tiny_dit = {k for k in load_file(str(fixtures / "dit_weights.safetensors")) if "rotary_emb" not in k}
+    widen = {k.replace("blocks.0.", f"blocks.{n}.") for k in tiny_dit if k.startswith("blocks.0.") for n in range(16)}
+    assert set(dit.state_dict()) == {k for k in tiny_dit if not k.startswith("blocks.")} | widen
+    assert dit.state_dict()["blocks.15.t_attn.to_qkv.weight"].shape == (3072, 1024)
+    tiny_vae = set(load_file(str(fixtures / "vae_weights.safetensors")))
+    assert {k for k in vae.state_dict() if not k.startswith(("encoder.", "decoder."))} == \
+        {k for k in tiny_vae if not k.startswith(("encoder.", "decoder."))}
+    assert len(vae.encoder) == 6 and len(vae.decoder) == 12 and vae.grid == (18, 32)

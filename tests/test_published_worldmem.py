@@ -148,3 +148,16 @@ def test_loopnav_evaluate_runs_worldmem_end_to_end(tiny_checkpoint, shards, tmp_
     assert result.exit_code == 0, result.output
     text = json.dumps(json.loads(next(out.rglob("results_*.json")).read_text()))
     assert "worldmem" in text and worldmem.WorldMemModel.licence in text and "ssim" in text
+
+
+def test_the_full_size_has_upstreams_key_layout():
+    """worldmem builds (on the meta device) with the keys of the tiny fixture checkpoint, block for block, less the
+    rebuilt schedule buffers, rotary tables and the unused temporal_pose_cond_mlp."""
+    tiny = load_file(str(upstream_fixtures("worldmem") / "diffusion_model.safetensors"))
+    kept = {k.removeprefix("model.") for k in tiny if k.startswith("model.")
+            and "rotary_emb" not in k and "temporal_pose_cond_mlp" not in k}
+    with torch.device("meta"):
+        dit, _ = worldmem.build("worldmem")
+    widen = {k.replace("blocks.0.", f"blocks.{n}.") for k in kept if k.startswith("blocks.0.") for n in range(16)}
+    assert set(dit.state_dict()) == {k for k in kept if not k.startswith("blocks.")} | widen
+    assert dit.state_dict()["blocks.3.r_attn.to_qkv.weight"].shape == (3072, 1024)
