@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+from abc import abstractmethod
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -641,12 +642,13 @@ class MinecraftLatentModel(WorldModel):
                 results[i] = predicted
         return [results[i] for i in range(len(requests))]
 
+    @abstractmethod
     def group_key(self, request: RolloutRequest) -> int:
         """Requests with equal keys have network inputs of equal shapes at every step."""
-        raise NotImplementedError
 
+    @abstractmethod
     def rollout_group(self, requests: list[RolloutRequest], key: int) -> list[np.ndarray]:
-        raise NotImplementedError
+        """The predicted frames of requests sharing one group key."""
 
 
 class OasisModel(MinecraftLatentModel):
