@@ -658,6 +658,7 @@ class OasisModel(MinecraftLatentModel):
     batch (VAE frames per call)."""
 
     name = "oasis"
+    description = "Oasis-500M (Etched): DiT over a ViT VAE latent, official weights, Minecraft"
     licence = "MIT"  # etched-ai/open-oasis LICENSE, weights Etched/oasis-500m
 
     def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0, size: str = "oasis-500m",

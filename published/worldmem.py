@@ -490,6 +490,7 @@ class WorldMemModel(MinecraftLatentModel):
     (upstream 20), batch (VAE frames per call)."""
 
     name = "worldmem"
+    description = "WorldMem (Xiao et al.): Oasis with pose-retrieved memory frames, official weights, Minecraft"
     licence = "S-Lab License 1.0 (non-commercial)"  # xizaoqu/WorldMem LICENSE.md, weights zeqixiao/worldmem_checkpoints
 
     def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0, size: str = "worldmem",
