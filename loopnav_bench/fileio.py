@@ -68,8 +68,11 @@ def sha256_json(obj: Any) -> str:
 
 def resolve_within(root: str | Path, relative: str | Path, what: str = "path") -> Path:
     """`root / relative`, refusing anything (absolute paths, '..', symlinks) that would leave `root`."""
-    root = Path(root).resolve()
-    candidate = (root / relative).resolve()
+    try:
+        root = Path(root).resolve()
+        candidate = (root / relative).resolve()
+    except RuntimeError as err:  # Python < 3.13 raises this for a symlink loop
+        raise ValueError(f"{what} {str(relative)!r}: {err}") from None
     if not candidate.is_relative_to(root):
         raise ValueError(f"{what} {str(relative)!r} escapes the data root {root}")
     return candidate
