@@ -572,8 +572,10 @@ def weights_download(
 @weights_app.command("path")
 def weights_path(metrics: Optional[list[str]] = _WEIGHT_METRICS) -> None:
     """Print where each weight file belongs (one path per line), for placing files by hand."""
-    from loopnav_bench.metrics.weights import REGISTRY
+    from loopnav_bench.metrics.weights import REGISTRY, metric_names
 
+    if unknown := sorted(set(metrics or []) - set(metric_names())):
+        fail(f"unknown metric {unknown}; choose from {metric_names()}")
     for entry in REGISTRY:
         if not metrics or entry.metric in metrics:
             print(entry.path())

@@ -592,6 +592,22 @@ def evaluate(config: EvalConfig, model: WorldModel | None = None, progress: Prog
         return run_job(job, ctx, progress)
 
 
+_RUN_RECORD = {"run_settings": dict, "selection": dict, "data": str, "label": str, "model_describe": dict}
+_RUN_SETTINGS = {"model": str, "model_args": dict, "manifest_hash": str, "seed": int}
+
+
+def _check_run_record(path: Path, record: Any) -> None:
+    """What `score` reads of run.json, so that a damaged one is named instead of failing later."""
+    for where, obj, types in (("", record, _RUN_RECORD), ("run_settings.", (record or {}).get("run_settings"),
+                                                           _RUN_SETTINGS)):
+        for key, kind in types.items():
+            if not isinstance(obj, dict) or not isinstance(obj.get(key), kind):
+                raise EvaluationError(f"{path}: {where}{key} is missing or not a {kind.__name__} (damaged? run "
+                                      f"`loopnav evaluate` again)")
+    if not set(record["selection"]) <= {"split", "tasks", "ranges", "limit"}:
+        raise EvaluationError(f"{path}: selection holds unknown keys {sorted(record['selection'])}")
+
+
 def score(predictions: Path, data: Path | None = None, output_dir: Path | None = None,
           metrics: list[str] | None = None, eval_size: tuple[int, int] | None = None, fvd_mode: str = "default",
           fvd_covariance: str = "population", device: str = DEFAULT_DEVICE, metric_batch_size: int = 32,
@@ -606,6 +622,7 @@ def score(predictions: Path, data: Path | None = None, output_dir: Path | None =
         raise EvaluationError(f"{run}: no run.json; pass a run folder written by `loopnav evaluate` "
                               f"(<output-dir>/<model>/run-<key>)")
     record = read_json(run / "run.json")
+    _check_run_record(run / "run.json", record)
     settings, selection = record["run_settings"], record["selection"]
     data = Path(data or record["data"])
     if (found := manifest_hash(data)) != settings["manifest_hash"]:

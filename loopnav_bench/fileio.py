@@ -51,6 +51,8 @@ def read_json(path: str | Path) -> Any:
         raise FileNotFoundError(f"{path}: no such file") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not valid JSON (not UTF-8 text)") from None
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
