@@ -598,7 +598,9 @@ _RUN_SETTINGS = {"model": str, "model_args": dict, "manifest_hash": str, "seed":
 
 def _check_run_record(path: Path, record: Any) -> None:
     """What `score` reads of run.json, so that a damaged one is named instead of failing later."""
-    for where, obj, types in (("", record, _RUN_RECORD), ("run_settings.", (record or {}).get("run_settings"),
+    if not isinstance(record, dict):
+        raise EvaluationError(f"{path}: a JSON {type(record).__name__}, not a run record of `loopnav evaluate`")
+    for where, obj, types in (("", record, _RUN_RECORD), ("run_settings.", record.get("run_settings"),
                                                            _RUN_SETTINGS)):
         for key, kind in types.items():
             if not isinstance(obj, dict) or not isinstance(obj.get(key), kind):

@@ -96,6 +96,9 @@ def model_class(name: str) -> type[WorldModel]:
     return MODELS.load(name, subclass_of=WorldModel)
 
 
+HARNESS_ARGS = ("checkpoint", "device", "seed")  # every model's options, given by the command line's own flags
+
+
 def parse_model_args(text: str | None) -> dict[str, Any]:
     """`k=v,k2=v2` (lm-eval style) -> dict, with ints, floats and booleans parsed."""
     args: dict[str, Any] = {}
@@ -103,8 +106,11 @@ def parse_model_args(text: str | None) -> dict[str, Any]:
         key, eq, value = item.partition("=")
         if not eq or not key:
             raise ValueError(f"--model-args item {item!r} is not key=value")
-        args[key.strip()] = _parse_value(value.strip())
-        if isinstance(args[key.strip()], float) and not math.isfinite(args[key.strip()]):
+        key = key.strip()
+        if key in HARNESS_ARGS:
+            raise ValueError(f"--model-args {key}: set by the harness; pass --{key} instead")
+        args[key] = _parse_value(value.strip())
+        if isinstance(args[key], float) and not math.isfinite(args[key]):
             raise ValueError(f"--model-args {item!r}: not a finite number")
     return args
 
@@ -150,22 +156,17 @@ def load_model(name: str, checkpoint: str | None = None, device: str = "cpu", se
     return cls(checkpoint=checkpoint, device=device, seed=seed, **model_args)
 
 
-_HARNESS_ARGS = ("checkpoint", "device", "seed")  # every model's own options, given by the command line
-
-
 def check_model_args(cls: type[WorldModel], model_args: dict[str, Any]) -> None:
     """Refuse model args the model's __init__ does not take, or of another type than it annotates, before anything
     loads (ranges are the model's to check, also before it loads weights)."""
     parameters = inspect.signature(cls.__init__).parameters
     named = [p for p, spec in parameters.items() if spec.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
-             and p not in ("self", *_HARNESS_ARGS)]
+             and p not in ("self", *HARNESS_ARGS)]
     try:
         hints = typing.get_type_hints(cls.__init__)
     except (NameError, TypeError):  # a plug-in's annotations that do not resolve: no type check
         hints = {}
     for key, value in model_args.items():
-        if key in _HARNESS_ARGS:
-            raise ValueError(f"--model-args {key}: set by the harness; pass --{key} instead")
         if key not in named:
             if any(spec.kind is inspect.Parameter.VAR_KEYWORD for spec in parameters.values()):
                 continue  # the model takes further args (in self.model_args) and checks them itself

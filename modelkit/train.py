@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from loopnav_bench.console import ProgressFn
+from loopnav_bench.console import ProgressFn, console
 from loopnav_bench.distributed import DEFAULT_DEVICE, DistContext
 from loopnav_bench.train import TrainOptions
 from modelkit import checkpoint as ckpt
@@ -137,8 +137,8 @@ def fit(model: nn.Module, batches: BatchSource, loop: LoopConfig, output_dir: Pa
         ema.load_state_dict(ckpt.load_tensors(step_dir / ckpt.WEIGHTS, device))
         ckpt.load_optimizer_tensors(optimizer, state)
         step, losses = saved["step"], saved["losses"]
-    elif resume and progress:
-        progress(f"{description}: nothing to resume in {output_dir}, starting a new run", 0, loop.steps)
+    elif resume and dist.rank == 0:
+        console.print(f"{description}: no run in {output_dir} to resume; starting a new one")
     if dist.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
