@@ -156,6 +156,18 @@ def load_model(name: str, checkpoint: str | None = None, device: str = "cpu", se
     return cls(checkpoint=checkpoint, device=device, seed=seed, **model_args)
 
 
+def model_arg_names(cls: type[WorldModel]) -> list[str]:
+    """The model args `cls` declares, with those of the classes it hands its **model_args on to (WorldPack: memory,
+    then its adapter's sampler_steps and solver)."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            names += [p for p, spec in inspect.signature(klass.__init__).parameters.items()
+                      if spec.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+                      and p not in ("self", *HARNESS_ARGS, *names)]
+    return names
+
+
 def check_model_args(cls: type[WorldModel], model_args: dict[str, Any]) -> None:
     """Refuse model args the model's __init__ does not take, or of another type than it annotates, before anything
     loads (ranges are the model's to check, also before it loads weights)."""

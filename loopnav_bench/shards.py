@@ -42,6 +42,7 @@ from loopnav_bench.fileio import (
     write_bytes_atomic,
     write_json_atomic,
 )
+from loopnav_bench.processes import die_with_parent
 from loopnav_bench.schema import SCHEMA_VERSION, SPLITS, Trajectory, TrajectoryError, frames_from_jpeg
 from loopnav_bench.sources import SkipTrajectory, Source
 
@@ -328,6 +329,11 @@ def _init_worker(source: Source) -> None:
     _WORKER_SOURCE = source
 
 
+def _init_pool_worker(source: Source) -> None:
+    die_with_parent()  # a killed prepare leaves no worker (nor, through its source's reaper, engine) behind
+    _init_worker(source)
+
+
 def _load_one(spec: Any) -> tuple[Any, dict[str, bytes] | None, dict[str, Any] | None, str | None]:
     """Load and encode one spec in a worker. Workers send back encoded samples, not decoded frames: for JPEG
     sources that is ~10x fewer bytes through the pipe, and the parent only writes them."""
@@ -397,7 +403,7 @@ def prepare(source: Source, out: str | Path, *, workers: int = 1, overwrite: boo
     specs_todo = [spec for *_, specs in pending for spec in specs]
     pool = None
     if workers > 1 and specs_todo:
-        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(source,))
+        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_pool_worker, initargs=(source,))
         # One ordered stream over every pending spec keeps the workers busy across shard boundaries; runs of
         # consecutive specs (which sources order by map or file) let a worker reuse what it has loaded.
         chunk = max(1, min(8, len(specs_todo) // (4 * workers)))

@@ -444,3 +444,61 @@ def test_sample_meta_that_is_not_json_names_shard_and_sample(tiny_shards, tmp_pa
     (tiny_shards / MANIFEST).write_text(json.dumps(manifest))
     code, output = run("evaluate", "-m", "copy-last", "-d", tiny_shards, "--metrics", "ssim", "-o", tmp_path / "o")
     assert code == 2 and one_error_line(output) and shows(f"{path}: sample '{key}': meta.json is not valid", output)
+
+
+def test_an_unknown_model_arg_lists_every_arg_the_model_takes(tiny_shards, tmp_path):
+    code, output = run("evaluate", "-m", "worldpack", "-d", tiny_shards, "-o", tmp_path / "o", "--model-args",
+                       "memroy=off")
+    assert code == 2 and one_error_line(output)
+    assert shows("--model-args memroy: model 'worldpack' takes memory, sampler_steps, solver", output)
+
+
+# ------------------------------------------------------------------------------------------ 7. processes
+
+
+_ORPHANS = """
+import multiprocessing, shutil, subprocess, sys, time
+from loopnav_bench.processes import Reaper, die_with_parent
+
+if __name__ == "__main__":
+    sleep = shutil.which("sleep")
+    reaper = Reaper(sys.argv[1], sleep)
+    engine = subprocess.Popen([sleep, "600"])  # stands in for a program forked by a library, as ViZDoom's engine
+    reaper.watch(engine.pid)
+    pool = multiprocessing.get_context("spawn").Pool(1, initializer=die_with_parent)
+    worker = pool.apply(__import__("os").getpid)
+    print(engine.pid, worker, flush=True)
+    time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running (not gone, nor a zombie waiting for whoever adopted it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc and prctl")
+def test_a_killed_command_leaves_no_worker_engine_or_scratch_folder(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    scratch = tmp_path / "loopnav-scratch"
+    scratch.mkdir()
+    (scratch / "engine.ini").write_text("")
+    script = tmp_path / "orphans.py"
+    script.write_text(_ORPHANS)
+    parent = subprocess.Popen([sys.executable, str(script), str(scratch)], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+    engine, worker = map(int, parent.stdout.readline().split())
+    assert _alive(engine) and _alive(worker)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and (_alive(engine) or _alive(worker) or scratch.exists()):
+        time.sleep(0.2)
+    assert not _alive(engine) and not _alive(worker) and not scratch.exists()
