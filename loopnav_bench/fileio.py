@@ -107,9 +107,6 @@ class OwnedFolder:
                 raise ForeignFileError(f"{foreign}: in {self.root}, which {writer} did not write; choose an empty or "
                                        f"new folder (loopnav never replaces or deletes files it did not write)")
 
-    def owns(self, rel: str) -> bool:
-        return rel in self.owned
-
     def check(self, rels: Iterable[str]) -> None:
         """Refuse if any of `rels` exists and is not provably ours."""
         for rel in rels:
