@@ -58,4 +58,5 @@ def train_diamond(options: TrainOptions, progress: ProgressFn | None = None) -> 
                   "action_bits": action_mapping(layout).names(), "data": data_identity(options.data, "train")}
     torch.manual_seed(options.seed)  # initialisation; every training step reseeds itself
     return fit(Diamond(config), FrameBatches(trajectories, config), loop_config(options, preset), options.output_dir,
-               run_config, device=options.device, resume=options.resume, progress=progress, description="diamond")
+               run_config, device=options.device, resume=options.resume,
+               allow_changed_settings=options.allow_changed_settings, progress=progress, description="diamond")

@@ -84,5 +84,6 @@ def train_nwm(options: TrainOptions, progress: ProgressFn | None = None) -> Path
     run_config = {"model": "nwm", "config": config.to_dict(), "preset": options.preset, "autoencoder": data.codec_spec,
                   "action_layout": data.trajectories[0].meta["action_layout"], "data": data.identity}
     return fit(model, GoalBatches(data.encoded, config), loop_config(options, preset), options.output_dir, run_config,
-               device=options.device, resume=options.resume, extra_files=data.extra_files, progress=progress,
+               device=options.device, resume=options.resume,
+               allow_changed_settings=options.allow_changed_settings, extra_files=data.extra_files, progress=progress,
                description="nwm")

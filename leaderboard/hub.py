@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 from leaderboard.results import Run
 from loopnav_bench.contract import SAMPLES_PREFIX, model_dirname
-from loopnav_bench.fileio import resolve_within, write_bytes_atomic
+from loopnav_bench.fileio import OwnedFolder
 
 CARD_PATH = "README.md"
 LATEST = "latest"
@@ -139,14 +139,12 @@ def _refuse_token_leak(files: list[CommitFile]) -> None:
 
 
 def write_tree(files: list[CommitFile], directory: Path) -> list[Path]:
-    """The dry run: write the commit's files under `directory` exactly as they would be laid out in the repo."""
+    """The dry run: write the commit's files under `directory` exactly as they would be laid out in the repo, never
+    over a file loopnav did not write (all are checked before the first is written)."""
     _refuse_token_leak(files)
-    written = []
-    for f in files:
-        path = resolve_within(directory, f.path_in_repo, "path in repo")
-        write_bytes_atomic(path, f.content)
-        written.append(path)
-    return written
+    folder = OwnedFolder(directory, "loopnav leaderboard push --dry-run")
+    folder.claim([f.path_in_repo for f in files])
+    return [folder.write_bytes(f.path_in_repo, f.content) for f in files]
 
 
 def push(runs: list[Run], repo_id: str, *, api: Any = None, private: bool = False, create_pr: bool = False,

@@ -33,13 +33,14 @@ from leaderboard.table import (
     md_row,
     num_text,
 )
-from loopnav_bench.fileio import read_json, write_bytes_atomic
+from loopnav_bench.fileio import OwnedFolder, read_json
 
 ENTRIES = ("worldpack", "worldpack-full", "worldpack-base", "worldpack-pack-only", "worldpack-retrieval-only", "nwm",
            "diamond", "copy-last", "nearest-pose")
 TABLES = {"ABA": "Table 1 · ABA (spatial memory retrieval)", "ABCA": "Table 2 · ABCA (spatial reasoning)"}
 PAPER_RANGES = ("5", "15", "30", "50")
 METRICS = ("ssim", "psnr", "lpips", "dreamsim", SET_METRIC)
+PAPER = "paper.md"
 FIGURE4 = ("worldpack-full", "worldpack-pack-only", "worldpack-base", "worldpack")
 FIGURE4_CELLS = "ABCA", ("30", "50")
 FIGURE5 = ("worldpack-base", "worldpack-pack-only", "worldpack-retrieval-only", "worldpack-full", "worldpack")
@@ -252,7 +253,7 @@ def _present(names: list[str]) -> str:
     return ", ".join(f"`{n}`" for n in names)
 
 
-def group_section(group: Group, out_dir: Path, frames: int, spec: BootstrapSpec) -> tuple[list[str], list[Path]]:
+def group_section(group: Group, out: OwnedFolder, frames: int, spec: BootstrapSpec) -> tuple[list[str], list[Path]]:
     """The markdown of one group and the figures it wrote."""
     lines = [f"## {group.key.title}", ""]
     paper = build_paper_group(group, spec)
@@ -275,24 +276,23 @@ def group_section(group: Group, out_dir: Path, frames: int, spec: BootstrapSpec)
     lines.append("")
 
     written = []
-    folder = Path(out_dir) / group.key.slug
     (task, ranges), entries = FIGURE4_CELLS, FIGURE4
     shown = _subgroup(group, entries)
     lines += ["### Figure 4 · per-frame PSNR and SSIM at the end of the return leg", ""]
     for range_ in ranges:
         fig = cell_figure(shown, task, range_, ["psnr", "ssim"], spec, frames, COLORS) if shown.runs else None
-        path = save_png(fig, folder / f"figure4_{task}_range{range_}.png") if fig is not None else None
+        path = save_png(fig, out, f"{group.key.slug}/figure4_{task}_range{range_}.png") if fig is not None else None
         written += [path] if path else []
         drawn = _present([r.model for r in shown.runs]) or "none of " + _present(list(entries))
-        lines += _figure_lines(f"Figure 4, {task} range {range_}", path, out_dir,
+        lines += _figure_lines(f"Figure 4, {task} range {range_}", path, out.root,
                                f"last {frames} frames, {drawn}" if path else f"no per-frame PSNR or SSIM for {drawn}")
     (task, range_), entries = FIGURE5_CELL, FIGURE5
     fig = bar_figure(paper, entries, task, range_, spec)
-    path = save_png(fig, folder / f"figure5_{task}_range{range_}.png") if fig is not None else None
+    path = save_png(fig, out, f"{group.key.slug}/figure5_{task}_range{range_}.png") if fig is not None else None
     written += [path] if path else []
     drawn = [e for e in entries if e in paper.models]
     lines += ["### Figure 5 · ablations", ""]
-    lines += _figure_lines(f"Figure 5, {task} range {range_}", path, out_dir,
+    lines += _figure_lines(f"Figure 5, {task} range {range_}", path, out.root,
                            f"PSNR and SSIM of {_present(drawn)}" if path
                            else f"no PSNR or SSIM for {_present(drawn) or 'none of ' + _present(list(entries))}")
     lines += ["### Claims check", "", *claims(paper), ""]
@@ -304,16 +304,15 @@ def write_paper(groups: list[Group], out_dir: Path, bench: Path | None = None, f
     """Write `out_dir/paper.md` and its figures (one folder per group); returns paper.md first, then the PNGs."""
     if frames < 1:
         raise ValueError(f"frames must be at least 1, got {frames}")
-    out_dir = Path(out_dir)
+    out = OwnedFolder(out_dir, "loopnav leaderboard paper")
+    out.claim([PAPER])  # refused before any figure is drawn if a paper.md is there that loopnav did not write
     lines = ["# WorldPack paper: tables and figures", "",
              f"Cells: mean [{spec.text()}]. Best per column in bold; "
              f"{DAGGER}: unverified metric weights, never bold. FVD is set-level, without an interval.", ""]
     written = []
     for group in groups:
-        section, figures = group_section(group, out_dir, frames, spec)
+        section, figures = group_section(group, out, frames, spec)
         lines += section
         written += figures
     lines += ["## Table 4 · time and peak memory per predicted frame", "", *bench_table(bench), ""]
-    path = out_dir / "paper.md"
-    write_bytes_atomic(path, "\n".join(lines).encode())
-    return [path, *written]
+    return [out.write_bytes(PAPER, "\n".join(lines).encode()), *written]

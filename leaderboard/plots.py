@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from leaderboard.bootstrap import BootstrapSpec, mean_ci
 from leaderboard.results import Group, Run, range_order
 from leaderboard.table import DAGGER, SET_METRIC, metric_direction
-from loopnav_bench.fileio import atomic_path
+from loopnav_bench.fileio import OwnedFolder
 from loopnav_bench.metrics import cap_values
 
 
@@ -79,15 +79,17 @@ def cell_figure(group: Group, task: str, range_: str, metrics: list[str], spec: 
     return fig
 
 
-def save_png(fig: Figure, path: Path) -> Path:
-    """Write `fig` atomically, so a killed run never leaves half a PNG."""
-    with atomic_path(path) as tmp:
+def save_png(fig: Figure, folder: OwnedFolder, rel: str) -> Path:
+    """Write `fig` to `folder/rel` atomically (a killed run never leaves half a PNG), never over a file loopnav did
+    not write."""
+    with folder.replace(rel) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-    return path
+    return folder.root / rel
 
 
-def plot_group(group: Group, metrics: list[str], out_dir: Path, spec: BootstrapSpec = BootstrapSpec()) -> list[Path]:
-    """Write one PNG per task and range of `group` into `out_dir`; returns the paths written."""
+def plot_group(group: Group, metrics: list[str], folder: OwnedFolder, spec: BootstrapSpec = BootstrapSpec()
+               ) -> list[Path]:
+    """Write one PNG per task and range of `group` into `folder`; returns the paths written."""
     metrics = [m for m in metrics if m != SET_METRIC]
     cells = sorted({(c["task"], str(c["range"])) for run in group.runs for c in run.cells
                     if c["split"] == group.key.split}, key=lambda tr: (tr[0], range_order(tr[1])))
@@ -95,10 +97,11 @@ def plot_group(group: Group, metrics: list[str], out_dir: Path, spec: BootstrapS
     for task, range_ in cells:
         fig = cell_figure(group, task, range_, metrics, spec)
         if fig is not None:
-            written.append(save_png(fig, Path(out_dir) / group.key.slug / f"{task}_range{range_}.png"))
+            written.append(save_png(fig, folder, f"{group.key.slug}/{task}_range{range_}.png"))
     return written
 
 
 def plot_leaderboard(groups: list[Group], metrics: list[str], out_dir: Path) -> list[Path]:
     """Curves for every group, each in its own sub-folder of `out_dir` (groups are never drawn on one axis)."""
-    return [path for group in groups for path in plot_group(group, metrics, out_dir)]
+    folder = OwnedFolder(out_dir, "loopnav leaderboard --plot")
+    return [path for group in groups for path in plot_group(group, metrics, folder)]

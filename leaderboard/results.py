@@ -9,6 +9,7 @@ the newest run of each model (by the `<ts>` in its file name) is used; older one
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -137,29 +138,61 @@ def load_run(results_path: Path) -> Run:
         except KeyError:
             raise ResultsError(f"{results_path}: missing key {dotted!r} "
                                "(not a `loopnav evaluate` results file?)") from None
+    _check_types(results_path, results)
     for name, cell in results["results"].items():
         if not isinstance(cell, dict) or not {"split", "task", "range"} <= cell.keys():
             raise ResultsError(f"{results_path}: results[{name!r}] lacks split/task/range")
     _, samples_path = results_files(results_path.parent, results_path.stem[len(RESULTS_PREFIX):])
     if not samples_path.is_file():
         raise ResultsError(f"{results_path}: its per-trajectory rows {samples_path.name} are missing")
-    return Run(results_path, samples_path, results)
+    run = Run(results_path, samples_path, results)
+    run.rows  # read and checked now, so that a bad samples file skips its run instead of failing the whole board
+    return run
+
+
+_TYPES = {"model": str, "n_trajectories": dict, "higher_is_better": dict, "metrics": dict, "results": dict}
+
+
+def _check_types(path: Path, results: dict[str, Any]) -> None:
+    """The types of what the leaderboard reads, so that an edited file is named instead of failing later."""
+    for key, kind in _TYPES.items():
+        if not isinstance(results[key], kind):
+            raise ResultsError(f"{path}: {key!r} is a {type(results[key]).__name__}, not a {kind.__name__}")
+    if not all(isinstance(results["n_trajectories"].get(k), int) for k in ("original", "effective")):
+        raise ResultsError(f"{path}: 'n_trajectories' needs whole numbers 'original' and 'effective'")
+    size = results["eval_size"]
+    if size != "native" and not (isinstance(size, list) and len(size) == 2 and all(type(v) is int for v in size)):
+        raise ResultsError(f"{path}: 'eval_size' is {size!r}, not \"native\" nor [height, width]")
+    if not isinstance(results["data"]["manifest_hash"], str):
+        raise ResultsError(f"{path}: 'data.manifest_hash' is not a string")
 
 
 def read_samples(path: Path) -> list[dict[str, Any]]:
     """Read a samples JSONL file; every row must carry the keys the table and plots use."""
     rows = []
-    with open(path) as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ResultsError(f"{path}:{line_no}: not valid JSON ({err})") from None
-            if missing := [k for k in ROW_KEYS if k not in row]:
-                raise ResultsError(f"{path}:{line_no}: row lacks {', '.join(missing)}")
-            rows.append(row)
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError:
+        raise ResultsError(f"{path}: not a text file") from None
+    for line_no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ResultsError(f"{path}:{line_no}: not valid JSON ({err})") from None
+        if not isinstance(row, dict):
+            raise ResultsError(f"{path}:{line_no}: a JSON {type(row).__name__}, not a row")
+        if missing := [k for k in ROW_KEYS if k not in row]:
+            raise ResultsError(f"{path}:{line_no}: row lacks {', '.join(missing)}")
+        if not isinstance(row["metrics"], dict):
+            raise ResultsError(f"{path}:{line_no}: 'metrics' is not an object")
+        for name, series in row["metrics"].items():
+            if series is not None and not (isinstance(series, list) and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v) for v in series)):
+                # (an infinite PSNR is an identical frame, which the board caps as evaluate does)
+                raise ResultsError(f"{path}:{line_no}: metric {name!r} is not a list of numbers (or holds NaN)")
+        rows.append(row)
     return rows
 
 

@@ -11,12 +11,56 @@ import typer
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from loopnav_bench.console import FitWidth, console, progress_bar
 from loopnav_bench.distributed import DEFAULT_DEVICE
 
+# failures that come from what the user gave (files, options, data, weights, the network), never from a bug
+_EXPECTED = (OSError, ValueError, KeyError, FloatingPointError, RuntimeError)
+
+
+class ErrorBoundary(TyperGroup):
+    """The one place a failure becomes output, for every command: an expected one is one line naming the file, option
+    or trajectory and exit 2; anything else keeps its traceback and asks for a bug report (exit 1)."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, TyperException):  # typer's own: exits, usage errors
+            raise
+        except _EXPECTED as err:
+            if isinstance(err, (RuntimeError, KeyError)) and not _ours(err):
+                raise _bug() from err
+            fail(_one_line(err))
+        except Exception as err:
+            raise _bug() from err
+
+
+def _ours(err: BaseException) -> bool:
+    """RuntimeError and KeyError are expected only as loopnav's own kinds (push, metric weights, unknown names)."""
+    return type(err).__module__.split(".")[0] in ("loopnav", "loopnav_bench", "leaderboard", "modelkit")
+
+
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.filename is not None:  # the OS's own errors name the path in `filename`
+        return f"{err.filename}: {err.strerror or err}"
+    if isinstance(err, KeyError) and err.args:  # str() of a KeyError is its repr
+        return str(err.args[0])
+    return str(err) or type(err).__name__
+
+
+def _bug() -> typer.Exit:
+    console.print_exception(show_locals=False)
+    console.print("[bold red]internal error:[/] this is a bug in loopnav, not in what you gave it; please report it "
+                  "with the traceback above and the command you ran")
+    return typer.Exit(1)
+
+
 app = typer.Typer(
     name="loopnav",
+    cls=ErrorBoundary,
     help="Measure whether a video world model keeps a place consistent when it comes back to it.",
     pretty_exceptions_show_locals=False,  # tracebacks must never print tokens or large arrays
     no_args_is_help=True,
@@ -40,8 +84,32 @@ def _options(version: bool = typer.Option(False, "--version", callback=_print_ve
     """Measure whether a video world model keeps a place consistent when it comes back to it."""
 
 
-def _csv(text: Optional[str], cast=str) -> Optional[list]:
-    return None if text is None else [cast(part.strip()) for part in text.split(",") if part.strip()]
+def _csv(text: Optional[str], option: str, cast=str) -> Optional[list]:
+    """A comma-separated option as a list: each item cast (an int is at least 1), none twice; else one line naming
+    the option."""
+    if text is None:
+        return None
+    items = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            item = cast(part)
+        except ValueError:
+            raise ValueError(f"{option} {text!r}: {part!r} is not a {'whole number' if cast is int else cast.__name__}"
+                             ) from None
+        if cast is int and item < 1:
+            raise ValueError(f"{option} {text!r}: {item} must be at least 1")
+        if item in items:
+            raise ValueError(f"{option} {text!r}: {part!r} is given twice")
+        items.append(item)
+    return items
+
+
+def _positive_finite(value: Optional[float]) -> Optional[float]:
+    import math
+
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"{value} is not a finite number above 0")
+    return value
 
 
 def fail(message: str) -> None:
@@ -63,14 +131,14 @@ def prepare(
     split: Optional[str] = typer.Option(None, help="Comma-separated splits to prepare (default: all)."),
     tasks: Optional[str] = typer.Option(None, help="Comma-separated tasks, e.g. ABA,ABCA."),
     ranges: Optional[str] = typer.Option(None, help="Ranges, e.g. 5,15,30,50."),
-    limit: Optional[int] = typer.Option(None, help="At most N trajectories per split."),
-    context_frames: Optional[int] = typer.Option(None, help="RECON: frames of context before the split point."),
+    limit: Optional[int] = typer.Option(None, min=1, help="At most N trajectories per split."),
+    context_frames: Optional[int] = typer.Option(None, min=1, help="RECON: frames of context before the split point."),
     split_file: Optional[Path] = typer.Option(None, help="recon: split JSON or NoMaD data_splits."),
     preset: Optional[str] = typer.Option(None, help="vizdoom: a named set (demo, full)."),
-    per_cell: Optional[int] = typer.Option(None, help="vizdoom: trajectories per task, range and split."),
-    size: Optional[int] = typer.Option(None, help="vizdoom: frame size in pixels (64 or 128)."),
+    per_cell: Optional[int] = typer.Option(None, min=1, help="vizdoom: trajectories per task, range and split."),
+    size: Optional[int] = typer.Option(None, min=1, help="vizdoom: frame size in pixels (64 or 128)."),
     seed: Optional[int] = typer.Option(None, help="vizdoom: generation seed."),
-    workers: int = typer.Option(1, help="Worker processes."),
+    workers: int = typer.Option(1, min=1, help="Worker processes."),
     overwrite: bool = typer.Option(False, help="Replace a set prepared with other settings."),
 ) -> None:
     """Convert a data source into webdataset shards with poses, actions and a manifest."""
@@ -79,9 +147,9 @@ def prepare(
     from loopnav_bench.shards import prepare as run_prepare
     from loopnav_bench.sources import source_class
 
-    options = {"input": input, "hub_repo": hub_repo, "splits": _csv(split), "tasks": _csv(tasks),
-               "ranges": _csv(ranges, int), "limit": limit, "context_frames": context_frames, "split_file": split_file,
-               "preset": preset,
+    options = {"input": input, "hub_repo": hub_repo, "splits": _csv(split, "--split"),
+               "tasks": _csv(tasks, "--tasks"), "ranges": _csv(ranges, "--ranges", int), "limit": limit,
+               "context_frames": context_frames, "split_file": split_file, "preset": preset,
                "per_cell": per_cell, "size": size, "seed": seed}
     given = {k: v for k, v in options.items() if v is not None}
     try:
@@ -207,12 +275,12 @@ def evaluate(
     split: str = typer.Option("test", help="Comma-separated splits."),
     tasks: Optional[str] = typer.Option(None, help="Tasks, e.g. ABA,ABCA (default: all)."),
     ranges: Optional[str] = typer.Option(None, help="Ranges, e.g. 5,15 (default: all)."),
-    limit: Optional[int] = typer.Option(None, help="Only the first N trajectories."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N trajectories."),
     metrics: Optional[str] = _METRICS,
     eval_size: Optional[str] = _EVAL_SIZE,
     output_dir: Path = typer.Option(Path("results"), "--output-dir", "-o", help="Where results go."),
     device: str = _DEVICE,
-    batch_size: int = typer.Option(8, "--batch-size", help="Trajectories per model call."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Trajectories per model call."),
     seed: int = typer.Option(0, help="Run seed (each rollout's seed derives from it)."),
     fvd_mode: str = _FVD_MODE,
     fvd_covariance: str = _FVD_COVARIANCE,
@@ -228,8 +296,9 @@ def evaluate(
 
     try:
         config = EvalConfig(data=data, output_dir=output_dir, model=model, model_args=parse_model_args(model_args),
-                            checkpoint=str(checkpoint) if checkpoint else None, split=_csv(split), tasks=_csv(tasks),
-                            ranges=_csv(ranges, int), limit=limit, metrics=_csv(metrics),
+                            checkpoint=str(checkpoint) if checkpoint else None, split=_csv(split, "--split"),
+                            tasks=_csv(tasks, "--tasks"),
+                            ranges=_csv(ranges, "--ranges", int), limit=limit, metrics=_csv(metrics, "--metrics"),
                             eval_size=parse_eval_size(eval_size), device=device, batch_size=batch_size, seed=seed,
                             fvd_mode=fvd_mode, fvd_covariance=fvd_covariance, resume=resume, label=label)
         with progress_bar() as progress:
@@ -250,7 +319,7 @@ def score(
     eval_size: Optional[str] = _EVAL_SIZE,
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Default: the run's."),
     device: str = _DEVICE,
-    batch_size: int = typer.Option(32, "--batch-size", help="Frames per metric pass."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Frames per metric pass."),
     fvd_mode: str = _FVD_MODE,
     fvd_covariance: str = _FVD_COVARIANCE,
     resume: bool = typer.Option(False, "--resume/--no-resume", help="Keep rows already scored with the same settings."),
@@ -261,7 +330,7 @@ def score(
 
     try:
         with progress_bar() as progress:
-            outcome = run_score(predictions, data=data, output_dir=output_dir, metrics=_csv(metrics),
+            outcome = run_score(predictions, data=data, output_dir=output_dir, metrics=_csv(metrics, "--metrics"),
                                 eval_size=parse_eval_size(eval_size), fvd_mode=fvd_mode,
                                 fvd_covariance=fvd_covariance, device=device,
                                 metric_batch_size=batch_size, resume=resume, progress=progress)
@@ -356,7 +425,7 @@ def show(
 
     try:
         runs = load_runs(results, skip=lambda message: console.print(f"[yellow]skipped:[/] {message}"))
-        written = run_show(runs, _csv(entry), out, ids=_csv(id), best=best, worst=worst, metric=metric, data=data,
+        written = run_show(runs, _csv(entry, "--entry"), out, ids=_csv(id, "--id"), best=best, worst=worst, metric=metric, data=data,
                            fps=fps, context=context)
     except (ResultsError, ValueError, FileNotFoundError) as err:
         fail(str(err))
@@ -379,7 +448,7 @@ def report(
     try:
         runs = load_runs(results, skip=lambda message: console.print(f"[yellow]skipped:[/] {message}"))
         with progress_bar() as progress:
-            page = write_report(runs, out, results, _csv(metric), data=data, videos=videos, progress=progress)
+            page = write_report(runs, out, results, _csv(metric, "--metric"), data=data, videos=videos, progress=progress)
     except (ResultsError, ValueError, FileNotFoundError) as err:
         fail(str(err))
     console.print(f"[green]wrote[/] {page} (open it in a browser; the folder is self-contained)", highlight=False)
@@ -419,8 +488,8 @@ def leaderboard(
         fail(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
     try:
         groups = group_runs(load_runs(results, skip=_skipped))
-        board = build_leaderboard(groups, _csv(metric))
-        written = plot_leaderboard(groups, _csv(metric) or available_metrics(groups), plot) if plot else []
+        board = build_leaderboard(groups, _csv(metric, "--metric"))
+        written = plot_leaderboard(groups, _csv(metric, "--metric") or available_metrics(groups), plot) if plot else []
     except (ResultsError, FileNotFoundError) as err:
         fail(str(err))
     rendered = FORMATS[format](board)
@@ -587,8 +656,10 @@ def weights_download(
 @weights_app.command("path")
 def weights_path(metrics: Optional[list[str]] = _WEIGHT_METRICS) -> None:
     """Print where each weight file belongs (one path per line), for placing files by hand."""
-    from loopnav_bench.metrics.weights import REGISTRY
+    from loopnav_bench.metrics.weights import REGISTRY, metric_names
 
+    if unknown := sorted(set(metrics or []) - set(metric_names())):
+        fail(f"unknown metric {unknown}; choose from {metric_names()}")
     for entry in REGISTRY:
         if not metrics or entry.metric in metrics:
             print(entry.path())
@@ -601,14 +672,15 @@ def train(
     output_dir: Path = typer.Option(Path("runs/worldpack"), help="Checkpoints go here (step-N/ folders and `latest`)."),
     preset: str = typer.Option("tiny", help="Model size: tiny (CPU, minutes) or small (GPU)."),
     model_args: Optional[str] = typer.Option(None, "--model-args", "-a", help="k=v,... e.g. variant=base."),
-    steps: Optional[int] = typer.Option(None, help="Optimizer steps (default: the preset's)."),
+    steps: Optional[int] = typer.Option(None, min=1, help="Optimizer steps (default: the preset's)."),
     resume: bool = typer.Option(False, help="Continue from the latest checkpoint."),
-    batch_size: Optional[int] = typer.Option(None, help="Global batch size, split over torchrun processes."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the preset's)."),
+    allow_changed_settings: bool = typer.Option(False, help="With --resume: go on with changed settings (recorded)."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Global batch size, split over torchrun processes."),
+    lr: Optional[float] = typer.Option(None, callback=_positive_finite, help="Peak learning rate (default: preset's)."),
     seed: int = typer.Option(0, help="Seed of batches, noise and initialisation."),
     device: str = _DEVICE,
-    save_every: int = typer.Option(500, help="Save a checkpoint every N steps."),
-    threads: Optional[int] = typer.Option(None, help="Torch threads per process (default: the cores)."),
+    save_every: int = typer.Option(500, min=1, help="Save a checkpoint every N steps."),
+    threads: Optional[int] = typer.Option(None, min=1, help="Torch threads per process (default: the cores)."),
 ) -> None:
     """Train a world model (run under `torchrun --nproc-per-node N` for data-parallel training)."""
     from loopnav_bench.models import parse_model_args
@@ -620,6 +692,7 @@ def train(
 
     try:
         options = TrainOptions(data=data, output_dir=output_dir, preset=preset, steps=steps, resume=resume,
+                               allow_changed_settings=allow_changed_settings,
                                batch_size=batch_size, lr=lr, seed=seed, device=device, save_every=save_every,
                                threads=threads, model_args=parse_model_args(model_args))
         with progress_bar() as progress:

@@ -45,6 +45,8 @@ from loopnav_bench.shards import (
     decode_sample,
     iter_tar_samples,
     iter_verified_samples,
+    listed_samples,
+    listed_shards,
     load_manifest,
     manifest_hash,
 )
@@ -158,11 +160,16 @@ def select_trajectories(data: Path, splits: list[str], tasks: list[str] | None =
         raise EvaluationError(f"--limit {limit} must be at least 1")
     items: list[Item] = []
     for split in splits:
-        for shard in manifest["splits"][split]["shards"]:
-            path = resolve_within(data, shard["path"], "shard path")
-            for sample in iter_tar_samples(path, fields={"meta.json"}):  # frames are not read here
-                meta = json.loads(sample["meta.json"])
-                if (tasks is None or meta["task"] in tasks) and (ranges is None or int(meta["range"]) in ranges):
+        for path, shard in listed_shards(data, split):
+            # frames are not read here; every key the manifest lists must be there, so no count is silently short
+            for sample in listed_samples(path, iter_tar_samples(path, fields={"meta.json"}), shard["keys"]):
+                try:
+                    meta = json.loads(sample["meta.json"])
+                    task, range_ = meta["task"], int(meta["range"])
+                except (ValueError, KeyError, TypeError) as err:
+                    raise EvaluationError(f"{path}: sample {sample['__key__']!r}: meta.json is not valid "
+                                          f"({type(err).__name__}: {err})") from None
+                if (tasks is None or task in tasks) and (ranges is None or range_ in ranges):
                     items.append(Item(len(items), sample["__key__"], path, shard["sha256"], meta))
     if not items:
         raise EvaluationError(f"{data}: no trajectory of split {splits} matches tasks {tasks} and ranges {ranges}")
@@ -390,6 +397,8 @@ def run_job(job: Job, ctx: DistContext, progress: Progress | None = None) -> Out
     """Run a job on this process's share of the trajectories; rank 0 merges and returns the Outcome (others None).
 
     Raises EvaluationError when any rank failed, on every rank, after all of them have stopped."""
+    made = [d for d in (job.dirs.score, job.dirs.run, job.dirs.run.parent, Path(job.config.output_dir))
+            if not d.exists()]  # deepest first: what a failed attempt may take back
     if ctx.is_main:
         write_json_atomic(job.dirs.run / "run.json", {
             "run_settings": job.run_settings, "data": str(Path(job.config.data).resolve()),
@@ -410,16 +419,35 @@ def run_job(job: Job, ctx: DistContext, progress: Progress | None = None) -> Out
         markers.failed(err)
         failure = err
     n_failed = ctx.count_failed(failure is not None)
+    if failure is None and n_failed:
+        failure = EvaluationError(f"{n_failed} of {ctx.world_size} ranks failed: {'; '.join(markers.failures())}")
     if failure is not None:
+        ctx.barrier()  # every rank has read the markers
+        if ctx.is_main:
+            _discard_failed_attempt(markers, made)
         raise failure
-    if n_failed:
-        raise EvaluationError(f"{n_failed} of {ctx.world_size} ranks failed: {'; '.join(markers.failures())}")
     if not ctx.is_main:
         return None
     shutil.rmtree(markers.folder, ignore_errors=True)
     with contextlib.suppress(OSError):  # the ranks folder itself, unless another attempt is running
         markers.folder.parent.rmdir()
     return replace(_merge(job, ctx.world_size), resumed=resumed)
+
+
+def _discard_failed_attempt(markers: RankMarkers, made: list[Path]) -> None:
+    """A failed attempt leaves nothing that claims otherwise: its rank markers go (the error was reported), and so do
+    the folders it made (deepest first) while they hold no finished row or prediction, which a rerun resumes from."""
+    shutil.rmtree(markers.folder, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        markers.folder.parent.rmdir()
+    for folder in made:
+        if any(folder.glob("rows/*.json")) or any(folder.glob("predictions/*.npz")):
+            return
+        for record in ("score.json", "run.json"):
+            (folder / record).unlink(missing_ok=True)
+        for sub in ("ranks", "rows", "predictions", ""):
+            with contextlib.suppress(OSError):  # not empty: something else is there, so it stays
+                (folder / sub).rmdir()
 
 
 def _merge(job: Job, world_size: int) -> Outcome:
@@ -574,6 +602,24 @@ def evaluate(config: EvalConfig, model: WorldModel | None = None, progress: Prog
         return run_job(job, ctx, progress)
 
 
+_RUN_RECORD = {"run_settings": dict, "selection": dict, "data": str, "label": str, "model_describe": dict}
+_RUN_SETTINGS = {"model": str, "model_args": dict, "manifest_hash": str, "seed": int}
+
+
+def _check_run_record(path: Path, record: Any) -> None:
+    """What `score` reads of run.json, so that a damaged one is named instead of failing later."""
+    if not isinstance(record, dict):
+        raise EvaluationError(f"{path}: a JSON {type(record).__name__}, not a run record of `loopnav evaluate`")
+    for where, obj, types in (("", record, _RUN_RECORD), ("run_settings.", record.get("run_settings"),
+                                                           _RUN_SETTINGS)):
+        for key, kind in types.items():
+            if not isinstance(obj, dict) or not isinstance(obj.get(key), kind):
+                raise EvaluationError(f"{path}: {where}{key} is missing or not a {kind.__name__} (damaged? run "
+                                      f"`loopnav evaluate` again)")
+    if not set(record["selection"]) <= {"split", "tasks", "ranges", "limit"}:
+        raise EvaluationError(f"{path}: selection holds unknown keys {sorted(record['selection'])}")
+
+
 def score(predictions: Path, data: Path | None = None, output_dir: Path | None = None,
           metrics: list[str] | None = None, eval_size: tuple[int, int] | None = None, fvd_mode: str = "default",
           fvd_covariance: str = "population", device: str = DEFAULT_DEVICE, metric_batch_size: int = 32,
@@ -588,6 +634,7 @@ def score(predictions: Path, data: Path | None = None, output_dir: Path | None =
         raise EvaluationError(f"{run}: no run.json; pass a run folder written by `loopnav evaluate` "
                               f"(<output-dir>/<model>/run-<key>)")
     record = read_json(run / "run.json")
+    _check_run_record(run / "run.json", record)
     settings, selection = record["run_settings"], record["selection"]
     data = Path(data or record["data"])
     if (found := manifest_hash(data)) != settings["manifest_hash"]:

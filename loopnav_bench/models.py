@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import inspect
+import math
 import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -123,6 +124,9 @@ def model_class(name: str) -> type[WorldModel]:
     return MODELS.load(name, subclass_of=WorldModel)
 
 
+HARNESS_ARGS = ("checkpoint", "device", "seed")  # every model's options, given by the command line's own flags
+
+
 def parse_model_args(text: str | None) -> dict[str, Any]:
     """`k=v,k2=v2` (lm-eval style) -> dict, with ints, floats and booleans parsed."""
     args: dict[str, Any] = {}
@@ -130,7 +134,12 @@ def parse_model_args(text: str | None) -> dict[str, Any]:
         key, eq, value = item.partition("=")
         if not eq or not key:
             raise ValueError(f"--model-args item {item!r} is not key=value")
-        args[key.strip()] = _parse_value(value.strip())
+        key = key.strip()
+        if key in HARNESS_ARGS:
+            raise ValueError(f"--model-args {key}: set by the harness; pass --{key} instead")
+        args[key] = _parse_value(value.strip())
+        if isinstance(args[key], float) and not math.isfinite(args[key]):
+            raise ValueError(f"--model-args {item!r}: not a finite number")
     return args
 
 
@@ -175,12 +184,24 @@ def load_model(name: str, checkpoint: str | None = None, device: str = "cpu", se
     return cls(checkpoint=checkpoint, device=device, seed=seed, **model_args)
 
 
+def model_arg_names(cls: type[WorldModel]) -> list[str]:
+    """The model args `cls` declares, with those of the classes it hands its **model_args on to (WorldPack: memory,
+    then its adapter's sampler_steps and solver)."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            names += [p for p, spec in inspect.signature(klass.__init__).parameters.items()
+                      if spec.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+                      and p not in ("self", *HARNESS_ARGS, *names)]
+    return names
+
+
 def check_model_args(cls: type[WorldModel], model_args: dict[str, Any]) -> None:
     """Refuse model args the model's __init__ does not take, or of another type than it annotates, before anything
     loads (ranges are the model's to check, also before it loads weights)."""
     parameters = inspect.signature(cls.__init__).parameters
     named = [p for p, spec in parameters.items() if spec.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
-             and p not in ("self", "checkpoint", "device", "seed")]
+             and p not in ("self", *HARNESS_ARGS)]
     try:
         hints = typing.get_type_hints(cls.__init__)
     except (NameError, TypeError):  # a plug-in's annotations that do not resolve: no type check

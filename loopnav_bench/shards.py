@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from loopnav_bench.fileio import (
+    OwnedFolder,
     atomic_path,
     read_json,
     resolve_within,
@@ -41,6 +42,7 @@ from loopnav_bench.fileio import (
     write_bytes_atomic,
     write_json_atomic,
 )
+from loopnav_bench.processes import die_with_parent
 from loopnav_bench.schema import SCHEMA_VERSION, SPLITS, Trajectory, TrajectoryError, frames_from_jpeg
 from loopnav_bench.sources import SkipTrajectory, Source
 
@@ -206,15 +208,39 @@ def _check_manifest_shape(path: Path, manifest: dict[str, Any]) -> None:
                 need(shard, key, kind, f"splits.{split}.shards[{i}].")
 
 
-def manifest_shards(root: str | Path, split: str | None = None) -> list[tuple[Path, str]]:
-    """(path, sha256) of every shard of a prepared set, in manifest order, optionally for one split."""
+def listed_shards(root: str | Path, split: str | None = None) -> list[tuple[Path, dict[str, Any]]]:
+    """(path inside `root`, manifest entry) of every shard of a prepared set, in manifest order, optionally for one
+    split. A shard path that leaves the root is an error naming it."""
     root = Path(root)
     manifest = load_manifest(root)
     if split is not None and split not in manifest["splits"]:
         raise ShardError(f"{root / MANIFEST}: no split {split!r}; it has {sorted(manifest['splits'])}")
     splits = [split] if split else list(manifest["splits"])
-    return [(resolve_within(root, shard["path"], "shard path"), shard["sha256"])
+    return [(resolve_within(root, shard["path"], "shard path"), shard)
             for s in splits for shard in manifest["splits"][s]["shards"]]
+
+
+def manifest_shards(root: str | Path, split: str | None = None) -> list[tuple[Path, str]]:
+    """(path, sha256) of every shard of a prepared set, in manifest order, optionally for one split."""
+    return [(path, shard["sha256"]) for path, shard in listed_shards(root, split)]
+
+
+def listed_samples(path: Path, samples: Iterable[dict[str, Any]], keys: list[str]) -> Iterator[dict[str, Any]]:
+    """A shard's samples, checked against the keys its manifest entry lists, so that no count is ever silently
+    wrong: a sample it does not list is an error when it comes, a listed one the shard lacks (lost, or without the
+    fields being read) at the end; each error names the shard and the key."""
+    listed, seen = set(keys), []
+    for sample in samples:
+        if sample["__key__"] not in listed:
+            raise ShardError(f"{path}: holds sample {sample['__key__']!r}, which {MANIFEST} does not list")
+        seen.append(sample["__key__"])
+        yield sample
+    if seen != list(keys):
+        found = set(seen)
+        if missing := [key for key in keys if key not in found]:
+            raise ShardError(f"{path}: sample {missing[0]!r}, listed in {MANIFEST}, is missing or incomplete "
+                             f"({len(missing)} of {len(keys)} listed samples lack)")
+        raise ShardError(f"{path}: holds its samples repeated or in another order than {MANIFEST} lists")
 
 
 def shard_paths(root: str | Path, split: str | None = None) -> list[Path]:
@@ -232,7 +258,8 @@ def read_trajectories(path: str | Path, split: str | None = None) -> Iterator[Tr
     if path.is_file():
         samples = [(path, iter_tar_samples(path))]
     elif path.is_dir():
-        samples = [(tar, iter_verified_samples(tar, sha256)) for tar, sha256 in manifest_shards(path, split)]
+        samples = [(tar, listed_samples(tar, iter_verified_samples(tar, shard["sha256"]), shard["keys"]))
+                   for tar, shard in listed_shards(path, split)]
     else:
         raise FileNotFoundError(f"{path}: no such shard file or directory")
     for tar, shard_samples in samples:
@@ -302,6 +329,11 @@ def _init_worker(source: Source) -> None:
     _WORKER_SOURCE = source
 
 
+def _init_pool_worker(source: Source) -> None:
+    die_with_parent()  # a killed prepare leaves no worker (nor, through its source's reaper, engine) behind
+    _init_worker(source)
+
+
 def _load_one(spec: Any) -> tuple[Any, dict[str, bytes] | None, dict[str, Any] | None, str | None]:
     """Load and encode one spec in a worker. Workers send back encoded samples, not decoded frames: for JPEG
     sources that is ~10x fewer bytes through the pipe, and the parent only writes them."""
@@ -344,9 +376,8 @@ def prepare(source: Source, out: str | Path, *, workers: int = 1, overwrite: boo
             jobs.append((split, rel, specs[i:i + source.shard_size]))
     owned = {rel for record in previous.values() for rel in _listed_files(record)}
     planned = [CARD, *(rel for _, rel, _ in jobs)]
-    if foreign := [out / rel for rel in planned if rel not in owned and (out / rel).exists()]:
-        raise ShardError(f"{foreign[0]}: exists but was not written by loopnav prepare; move it away or choose "
-                         f"another --out")
+    # the manifest and state are prepare's proof of what it wrote; without them --out must be empty
+    OwnedFolder(out, "loopnav prepare", [MANIFEST, STATE, *owned] if previous else ()).check(planned)
     _remove_stale_temporaries(out, [MANIFEST, STATE, *owned, *planned])
     if overwrite:  # only what loopnav's own manifest and state list: other files in --out are never touched
         for rel in owned:
@@ -372,7 +403,7 @@ def prepare(source: Source, out: str | Path, *, workers: int = 1, overwrite: boo
     specs_todo = [spec for *_, specs in pending for spec in specs]
     pool = None
     if workers > 1 and specs_todo:
-        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(source,))
+        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_pool_worker, initargs=(source,))
         # One ordered stream over every pending spec keeps the workers busy across shard boundaries; runs of
         # consecutive specs (which sources order by map or file) let a worker reuse what it has loaded.
         chunk = max(1, min(8, len(specs_todo) // (4 * workers)))
@@ -429,10 +460,7 @@ def prepare(source: Source, out: str | Path, *, workers: int = 1, overwrite: boo
 
 
 def _previous_records(out: Path) -> dict[Path, dict[str, Any]]:
-    """loopnav's own manifest and prepare state in `out`, by path. Refuses an --out that is a file, or that holds
-    other files but neither record: prepare must never overwrite or delete what it did not write."""
-    if out.exists() and not out.is_dir():
-        raise ShardError(f"--out {out}: is a file; pass a directory")
+    """loopnav's own manifest and prepare state in `out`, by path."""
     records = {}
     for path in (out / MANIFEST, out / STATE):
         if path.exists():
@@ -440,9 +468,6 @@ def _previous_records(out: Path) -> dict[Path, dict[str, Any]]:
             if not isinstance(record, dict) or not isinstance(record.get("settings_hash"), str):
                 raise ShardError(f"{path}: not written by loopnav prepare; choose another --out")
             records[path] = record
-    if not records and out.exists() and any(out.iterdir()):
-        raise ShardError(f"--out {out}: not empty and holds no loopnav {MANIFEST}; choose an empty or new directory "
-                         f"(prepare never overwrites or deletes files it did not write)")
     return records
 
 
@@ -460,7 +485,8 @@ def _dataset_card(manifest: dict[str, Any], records: list[dict[str, Any]]) -> st
     import yaml
 
     card: dict[str, Any] = {"configs": [{"config_name": "default", "data_files": [
-        {"split": split, "path": f"{split}/*.tar"} for split in manifest["splits"]]}]}
+        {"split": split, "path": [shard["path"] for shard in info["shards"]]}  # listed: a stray .tar is never loaded
+        for split, info in manifest["splits"].items()]}]}
     found = [r.get("features") for r in records if r["keys"]]  # None: mixed, or a state from before cards
     if found and all(f == found[0] for f in found) and None not in found:
         card["dataset_info"] = {"features": [*(_card_feature(name, kind) for name, kind in sorted(found[0].items())),
@@ -549,19 +575,23 @@ def manifest_hash(root: str | Path) -> str:
 
 
 def validate(root: str | Path, progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-    """Check a prepared set against its manifest: every shard's presence and sha256, its keys and counts, and every
-    sample against the schema. Raises ShardError naming the first bad file; returns a summary."""
+    """Check a prepared set against its manifest: every shard's path (inside the root), presence and sha256, its
+    keys, every sample against the schema, and every count the manifest states, recomputed from the samples; a
+    shard file the manifest does not list is an error too. Raises ShardError naming the first bad file; returns a
+    summary whose counts are the recomputed ones."""
     root = Path(root)
     manifest = load_manifest(root)
-    shards = [(split, shard) for split, v in manifest["splits"].items() for shard in v["shards"]]
+    shards = [(split, path, shard) for split in manifest["splits"] for path, shard in listed_shards(root, split)]
+    stored = {resolve_within(root, path.relative_to(root), "shard") for path in root.rglob("*.tar")}
+    if unlisted := sorted(stored - {path for _, path, _ in shards}):
+        raise ShardError(f"{unlisted[0]}: a shard {root / MANIFEST} does not list (readers of the folder would "
+                         f"load it); move it out of {root}")
     seen_ids: set[str] = set()
-    n = 0
-    for i, (split, shard) in enumerate(shards):
-        path = root / shard["path"]
+    counts: dict[str, dict[str, Counter]] = {split: defaultdict(Counter) for split in manifest["splits"]}
+    for i, (split, path, shard) in enumerate(shards):
         if not path.exists():
             raise ShardError(f"{path}: listed in {root / MANIFEST} but missing")
-        keys = []
-        for sample in iter_verified_samples(path, shard["sha256"]):
+        for sample in listed_samples(path, iter_verified_samples(path, shard["sha256"]), shard["keys"]):
             traj = decode_sample(sample, where=str(path))
             if traj.meta["split"] != split:
                 raise ShardError(f"{path}: trajectory {traj.id!r} is marked split {traj.meta['split']!r}, "
@@ -569,14 +599,16 @@ def validate(root: str | Path, progress: Callable[[str, int, int], None] | None 
             if traj.id in seen_ids:
                 raise ShardError(f"{path}: trajectory id {traj.id!r} appears twice in the set")
             seen_ids.add(traj.id)
-            keys.append(sample["__key__"])
-        if keys != shard["keys"]:
-            raise ShardError(f"{path}: holds keys {keys[:3]}… ({len(keys)}), "
-                             f"the manifest lists {shard['keys'][:3]}… ({len(shard['keys'])})")
-        n += len(keys)
+            counts[split][traj.meta["task"]][str(traj.meta["range"])] += 1
         if progress:
             progress("validating", i + 1, len(shards))
-    if n != manifest["n"]:
+    found = {split: {"n": sum(sum(c.values()) for c in by_task.values()),
+                     "counts": _counts([{"counts": by_task}])} for split, by_task in counts.items()}
+    for split, info in manifest["splits"].items():
+        for key in ("n", "counts"):
+            if info[key] != found[split][key]:
+                raise ShardError(f"{root / MANIFEST}: splits.{split}.{key} says {info[key]}, the shards hold "
+                                 f"{found[split][key]}")
+    if (n := len(seen_ids)) != manifest["n"]:
         raise ShardError(f"{root / MANIFEST}: says {manifest['n']} trajectories, the shards hold {n}")
-    return {"root": str(root), "n": n, "shards": len(shards),
-            "splits": {s: v["n"] for s, v in manifest["splits"].items()}}
+    return {"root": str(root), "n": n, "shards": len(shards), "splits": {s: v["n"] for s, v in found.items()}}

@@ -27,6 +27,7 @@ class TrainOptions:
     preset: str = "tiny"
     steps: int | None = None
     resume: bool = False
+    allow_changed_settings: bool = False  # resume with other settings; each checkpoint records the change
     batch_size: int | None = None
     lr: float | None = None
     seed: int = 0

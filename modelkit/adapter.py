@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from loopnav_bench.models import RolloutRequest, WorldModel, shipped_checkpoints
+from loopnav_bench.models import RolloutRequest, WorldModel, model_arg_names, shipped_checkpoints
 from modelkit import checkpoint as ckpt
 from modelkit.diffusion import SOLVERS
 
@@ -44,7 +44,8 @@ class CheckpointedModel(WorldModel):
         # sampler settings change the frames, so they stay in model_args, which key evaluate's resume
         super().__init__(checkpoint, device, seed, sampler_steps=sampler_steps, solver=solver, **model_args)
         if model_args:
-            raise ValueError(f"{self.name} takes the model args sampler_steps and solver, not {sorted(model_args)}")
+            raise ValueError(f"--model-args {', '.join(sorted(model_args))}: model {self.name!r} takes "
+                             f"{', '.join(model_arg_names(type(self)))}")
         if sampler_steps is not None and (type(sampler_steps) is not int or sampler_steps < 1):
             raise ValueError(f"--model-args sampler_steps={sampler_steps!r}: a whole number of at least 1")
         if solver not in (None, *SOLVERS):

@@ -60,6 +60,7 @@ class AutoencoderConfig:
 
 
 AUTOENCODER_FILE = "autoencoder.safetensors"  # our autoencoder's weights inside a latent model's checkpoint
+AUTOENCODER_STAGE = "autoencoder"  # the folder of a latent model's run that its own autoencoder is trained into
 
 
 class ResBlock(nn.Module):

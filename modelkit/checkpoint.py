@@ -9,11 +9,15 @@ A training run's output directory holds one folder per saved step and a `latest`
                      <extra>.safetensors    trainer-specific parts (e.g. the autoencoder inside a WorldPack checkpoint)
 
 A step folder is written under a temporary name and renamed into place, then `latest` is replaced atomically, so an
-interrupted save never leaves a half-written checkpoint behind; older step folders are removed after that.
+interrupted save never leaves a half-written checkpoint behind; older step folders are removed after that, but only
+those the folder's ownership record lists (`OwnedFolder`): a user's `step-notes/` is never touched. config.json
+records the sha256 of every safetensors file beside it ("files"), checked before a file is loaded, and loading refuses
+a non-finite tensor by name.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,12 +27,23 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from loopnav_bench.fileio import atomic_path, read_json, write_bytes_atomic, write_json_atomic
+from loopnav_bench.fileio import (
+    OWNED,
+    OwnedFolder,
+    atomic_path,
+    read_json,
+    resolve_within,
+    sha256_file,
+    write_json_atomic,
+)
 
 LATEST = "latest"
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 TRAIN_STATE = "train.safetensors"
+FILES = "files"  # config.json's {file name: sha256} of the step folder's safetensors files
+STEP_NAME = re.compile(r"step-\d{7}")
+WRITER = "loopnav train"
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -37,13 +52,24 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors, after its sha256 is checked against config.json beside it (when that records
+    one) and before any non-finite value can reach a model: either is an error naming the file (and tensor)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
+    config = path.parent / CONFIG
+    expected = read_json(config).get(FILES, {}).get(path.name) if config.exists() else None
+    if expected and (found := sha256_file(path)) != expected:
+        raise ValueError(f"{path}: sha256 {found[:12]}… differs from the {expected[:12]}… {config} records "
+                         f"(damaged or changed since it was saved)")
     try:
-        return load_file(str(path), device=str(device))
+        tensors = load_file(str(path), device=str(device))
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{path}: tensor {name!r} holds non-finite values (NaN or inf)")
+    return tensors
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -66,25 +92,48 @@ def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, 
     optimizer.load_state_dict(state_dict)
 
 
+def run_folder(output_dir: Path) -> OwnedFolder:
+    """A training run's output folder, which refuses to touch what train did not write. A run saved before ownership
+    records were kept proves `latest` and the step folder it names."""
+    proven = []
+    if (output_dir / LATEST).is_file() and not (output_dir / OWNED).exists():
+        proven = [LATEST, _latest_name(output_dir)]
+    return OwnedFolder(output_dir, WRITER, proven)
+
+
 def write_step(output_dir: Path, step: int, config: dict[str, Any], files: dict[str, dict[str, torch.Tensor]]) -> Path:
-    """Write one step folder (config.json + `name.safetensors` per entry of `files`), point `latest` at it, and
-    remove older step folders."""
-    output_dir.mkdir(parents=True, exist_ok=True)
+    """Write one step folder (config.json + `name.safetensors` per entry of `files`, their sha256 in config.json),
+    point `latest` at it, and remove the older step folders this run wrote."""
+    folder = run_folder(output_dir)
     name = f"step-{step:07d}"
+    folder.claim([name, LATEST])
+    output_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=output_dir))
     staging.chmod(0o755)  # mkdtemp makes it private; a checkpoint is meant to be shared
-    for file_name, tensors in files.items():
-        save_tensors(staging / file_name, tensors)
-    write_json_atomic(staging / CONFIG, config)
-    final = output_dir / name
-    if final.exists():
-        shutil.rmtree(final)
-    staging.rename(final)
-    write_bytes_atomic(output_dir / LATEST, name.encode())
-    for old in output_dir.glob("step-*"):
-        if old != final and old.is_dir():
-            shutil.rmtree(old)
+    try:
+        for file_name, tensors in files.items():
+            save_tensors(staging / file_name, tensors)
+        write_json_atomic(staging / CONFIG, {**config, FILES: {f: sha256_file(staging / f) for f in files}})
+        final = output_dir / name
+        if final.exists():
+            shutil.rmtree(final)
+        staging.rename(final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    folder.write_bytes(LATEST, name.encode())
+    for old in sorted(folder.owned):
+        if old != name and STEP_NAME.fullmatch(old):
+            folder.remove(old)
     return final
+
+
+def _latest_name(output_dir: Path) -> str:
+    """The step folder `latest` names, which must be one of this folder's own (never a path out of it)."""
+    name = (output_dir / LATEST).read_text().strip()
+    if not STEP_NAME.fullmatch(name):
+        raise ValueError(f"{output_dir / LATEST}: names {name!r}, not a step folder of {output_dir} "
+                         f"(step-NNNNNNN)")
+    return name
 
 
 def resolve(path: str | Path) -> Path:
@@ -93,7 +142,7 @@ def resolve(path: str | Path) -> Path:
     if (path / CONFIG).exists():
         return path
     if (path / LATEST).exists():
-        step_dir = path / (path / LATEST).read_text().strip()
+        step_dir = resolve_within(path, _latest_name(path), f"{path / LATEST}: step folder")
         if (step_dir / CONFIG).exists():
             return step_dir
         raise FileNotFoundError(f"{path / LATEST}: names {step_dir.name}, which has no {CONFIG}")
@@ -110,9 +159,11 @@ def export(step_dir: str | Path, dest: str | Path, dtype: torch.dtype = torch.fl
     ship, as worldpack/checkpoints/fine-memory."""
     step_dir, dest = resolve(step_dir), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
+    hashes = {}
     for path in step_dir.glob("*.safetensors"):
         if path.name != TRAIN_STATE:
             tensors = load_tensors(path)
             save_tensors(dest / path.name, {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()})
-    write_json_atomic(dest / CONFIG, read_config(step_dir))
+            hashes[path.name] = sha256_file(dest / path.name)
+    write_json_atomic(dest / CONFIG, {**read_config(step_dir), FILES: hashes})
     return dest

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from loopnav_bench.console import ProgressFn
+from loopnav_bench.console import ProgressFn, console
 from loopnav_bench.distributed import DEFAULT_DEVICE, DistContext
 from loopnav_bench.train import TrainOptions
 from modelkit import checkpoint as ckpt
@@ -51,6 +51,35 @@ def loop_config(options: TrainOptions, preset: Preset) -> LoopConfig:
                       save_every=options.save_every)
 
 
+_FREE_TO_CHANGE = ("steps", "save_every", "log_every")  # how long and how often: the steps themselves are the same
+
+
+def changed_settings(saved: dict[str, Any], run_config: dict[str, Any], loop: LoopConfig) -> dict[str, tuple]:
+    """Every setting of a saved checkpoint that this run would change, as {dotted name: (saved, now)}: the model's
+    config and recipe, the data (by manifest hash) and the loop's settings but its length and saving interval."""
+    def comparable(config: dict[str, Any], train: dict[str, Any]) -> dict[str, Any]:
+        kept = {k: v for k, v in config.items() if k in _RUN_SETTINGS}
+        kept["data"] = (config.get("data") or {}).get("manifest_hash")
+        kept["train"] = {k: v for k, v in train.items() if k not in _FREE_TO_CHANGE}
+        return _flatten(json.loads(json.dumps(kept)))  # tuples as lists, as the saved JSON has them
+
+    before, now = comparable(saved, saved.get("train", {})), comparable(run_config, asdict(loop))
+    return {k: (before.get(k), now.get(k)) for k in sorted(before.keys() | now.keys()) if before.get(k) != now.get(k)}
+
+
+_RUN_SETTINGS = ("model", "config", "recipe", "preset", "autoencoder", "action_layout", "action_bits")
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 class _LossModule(nn.Module):
     """DDP synchronises gradients through forward(); route it to the model's loss."""
 
@@ -69,7 +98,7 @@ def _seed_step(seed: int, rank: int, step: int) -> np.random.Generator:
 
 
 def fit(model: nn.Module, batches: BatchSource, loop: LoopConfig, output_dir: Path, run_config: dict[str, Any],
-        *, device: str = DEFAULT_DEVICE, resume: bool = False,
+        *, device: str = DEFAULT_DEVICE, resume: bool = False, allow_changed_settings: bool = False,
         extra_files: dict[str, dict[str, torch.Tensor]] | None = None,
         progress: ProgressFn | None = None, description: str = "train") -> Path:
     """Train `model` for loop.steps optimizer steps; return the last checkpoint folder.
@@ -77,6 +106,8 @@ def fit(model: nn.Module, batches: BatchSource, loop: LoopConfig, output_dir: Pa
     `run_config` (JSON-able: model name and config, data identity, ...) is written into every checkpoint along with
     the loop settings, the step and the loss history. With resume=True an existing run in output_dir continues
     from its latest checkpoint; without it an existing run is an error, so nothing is overwritten by accident.
+    A resumed run must keep the settings it was trained with (`changed_settings`); with allow_changed_settings a
+    change is recorded in every later checkpoint as "setting_changes" (the step it took effect and old -> new).
     """
     dist = DistContext.for_device(device)
     device = torch.device(dist.device(device))
@@ -85,21 +116,29 @@ def fit(model: nn.Module, batches: BatchSource, loop: LoopConfig, output_dir: Pa
     batches.to(device)  # once: every batch is then gathered on the device
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=loop.lr, weight_decay=loop.weight_decay)
-    step, losses = 0, []
+    step, losses, changes = 0, [], []
+    ckpt.run_folder(output_dir)  # refuses, before any step, a folder holding files train did not write
     if (output_dir / ckpt.LATEST).exists():
         if not resume:
             raise FileExistsError(f"{output_dir}: already holds a training run; pass --resume to continue it "
                                   "or choose another --output-dir")
         step_dir = ckpt.resolve(output_dir)
         saved = ckpt.read_config(step_dir)
-        if saved["config"] != json.loads(json.dumps(run_config["config"])):
-            raise ValueError(f"{step_dir / ckpt.CONFIG}: the saved model config differs from this run's; "
-                             "resume with the same --preset and --model-args")
+        changes = saved.get("setting_changes", [])
+        if differ := changed_settings(saved, run_config, loop):
+            listed = "; ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in differ.items())
+            if not allow_changed_settings:
+                raise ValueError(f"{step_dir / ckpt.CONFIG}: this run was trained with other settings ({listed}); "
+                                 "resume with the same --data, --preset, --model-args, --seed, --lr and --batch-size, "
+                                 "or pass --allow-changed-settings to record the change")
+            changes = [*changes, {"from_step": saved["step"], "changed": {k: list(v) for k, v in differ.items()}}]
         state = ckpt.load_tensors(step_dir / ckpt.TRAIN_STATE, device)
         model.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("raw.")})
         ema.load_state_dict(ckpt.load_tensors(step_dir / ckpt.WEIGHTS, device))
         ckpt.load_optimizer_tensors(optimizer, state)
         step, losses = saved["step"], saved["losses"]
+    elif resume and dist.rank == 0:
+        console.print(f"{description}: no run in {output_dir} to resume; starting a new one")
     if dist.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -112,7 +151,8 @@ def fit(model: nn.Module, batches: BatchSource, loop: LoopConfig, output_dir: Pa
     use_bf16 = device.type == "cuda"
 
     def save() -> None:
-        config = {**run_config, "train": asdict(loop), "world_size": dist.world_size, "step": step, "losses": losses}
+        config = {**run_config, "train": asdict(loop), "world_size": dist.world_size, "step": step, "losses": losses,
+                  **({"setting_changes": changes} if changes else {})}
         train_state = {**{f"raw.{k}": v for k, v in model.state_dict().items()}, **ckpt.optimizer_tensors(optimizer)}
         files = {ckpt.WEIGHTS: ema.state_dict(), ckpt.TRAIN_STATE: train_state, **(extra_files or {})}
         ckpt.write_step(output_dir, step, config, files)

@@ -18,7 +18,14 @@ from loopnav_bench.fileio import loopnav_cache_dir, sha256_json
 from loopnav_bench.schema import Trajectory
 from loopnav_bench.train import TrainOptions
 from modelkit import checkpoint as ckpt
-from modelkit.autoencoder import AUTOENCODER_FILE, PRESETS, Autoencoder, load_autoencoder, preset_config
+from modelkit.autoencoder import (
+    AUTOENCODER_FILE,
+    AUTOENCODER_STAGE,
+    PRESETS,
+    Autoencoder,
+    load_autoencoder,
+    preset_config,
+)
 from modelkit.presets import get_preset
 from modelkit.train import fit, loop_config
 from modelkit.train_data import EncodedTrajectory, ImageBatches, encode_trajectories, load_split, with_latents
@@ -36,7 +43,8 @@ def train_autoencoder(options: TrainOptions, progress: ProgressFn | None = None,
     run_config = {"model": "autoencoder", "config": config.to_dict(), "preset": options.preset,
                   "data": data_identity(options.data, "train")}
     return fit(model, ImageBatches(trajectories, config.image_size), loop_config(options, preset), options.output_dir,
-               run_config, device=options.device, resume=options.resume, progress=progress, description="autoencoder")
+               run_config, device=options.device, resume=options.resume,
+               allow_changed_settings=options.allow_changed_settings, progress=progress, description="autoencoder")
 
 
 @dataclass
@@ -66,7 +74,8 @@ def latent_data(options: TrainOptions, autoencoder_preset: str, args: LatentArgs
     trajectories = load_split(options.data, progress=progress)
     ae_path = Path(args.autoencoder) if args.autoencoder else None
     if ae_path is None:
-        stage = replace(options, output_dir=options.output_dir / "autoencoder", preset=autoencoder_preset,
+        ckpt.run_folder(options.output_dir).claim([AUTOENCODER_STAGE])  # the run's folder owns its first stage
+        stage = replace(options, output_dir=options.output_dir / AUTOENCODER_STAGE, preset=autoencoder_preset,
                         steps=args.autoencoder_steps, batch_size=None, lr=None, model_args={})
         ae_path = train_autoencoder(stage, progress, trajectories)
     codec, codec_spec = load_autoencoder(ae_path, DistContext.for_device(options.device).device(options.device))

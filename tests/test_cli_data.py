@@ -173,7 +173,7 @@ def test_prepare_names_skipped_inputs_and_fails_when_nothing_is_left(prepared, r
 
     (tmp_path / "a-file").write_text("mine")
     result, output = run("prepare", "--source", "loopnav", "--input", raw[0], "--out", tmp_path / "a-file")
-    assert result.exit_code == 2 and shows("is a file; pass a directory", output)
+    assert result.exit_code == 2 and shows("is a file, not a folder", output)
     assert (tmp_path / "a-file").read_text() == "mine"
 
 

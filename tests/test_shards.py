@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import SyntheticSource, make_trajectory
 
-from loopnav_bench.fileio import sha256_file
+from loopnav_bench.fileio import ForeignFileError, sha256_file
 from loopnav_bench.schema import frames_from_jpeg
 from loopnav_bench.shards import (
     ShardError,
@@ -201,12 +201,12 @@ def test_prepare_never_deletes_or_overwrites_files_it_did_not_write(tiny_shards,
     (user / "backups").mkdir(parents=True)
     (user / "backups" / "photos.tar").write_bytes(b"my photos")
     for overwrite in (False, True):
-        with pytest.raises(ShardError, match="not empty and holds no loopnav manifest.json"):
+        with pytest.raises(ForeignFileError, match="backups: in .*user, which loopnav prepare did not write"):
             prepare(SyntheticSource(), user, overwrite=overwrite)
     assert (user / "backups" / "photos.tar").read_bytes() == b"my photos" and len(list(user.rglob("*"))) == 2
 
     (user / "notes.txt").write_text("")
-    with pytest.raises(ShardError, match="is a file; pass a directory"):
+    with pytest.raises(ForeignFileError, match="notes.txt: is a file, not a folder"):
         prepare(SyntheticSource(), user / "notes.txt")
     (tmp_path / "bogus").mkdir()
     (tmp_path / "bogus" / "manifest.json").write_text('{"name": "my own manifest"}')
@@ -226,7 +226,7 @@ def test_prepare_never_deletes_or_overwrites_files_it_did_not_write(tiny_shards,
     squatter = tiny_shards / "test" / "synthetic-000001.tar"
     squatter.write_bytes(b"mine")
     before = {p: p.read_bytes() for p in tiny_shards.rglob("*") if p.is_file()}
-    with pytest.raises(ShardError, match="synthetic-000001.tar: exists but was not written by loopnav prepare"):
+    with pytest.raises(ForeignFileError, match="synthetic-000001.tar: exists but was not written by loopnav prepare"):
         prepare(SyntheticSource(per_split=4), tiny_shards, overwrite=True)
     assert {p: p.read_bytes() for p in tiny_shards.rglob("*") if p.is_file()} == before
 

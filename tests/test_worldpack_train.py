@@ -69,7 +69,7 @@ def test_existing_run_needs_resume_and_unknown_trainers_are_named(shards, autoen
     _train(shards, autoencoder, tmp_path / "run", steps=1)
     with pytest.raises(FileExistsError, match="--resume"):
         _train(shards, autoencoder, tmp_path / "run", steps=2)
-    with pytest.raises(ValueError, match="same --preset and --model-args"):
+    with pytest.raises(ValueError, match=r"config.variant .full. -> .base.*same --data, --preset, --model-args"):
         _train(shards, autoencoder, tmp_path / "run", steps=2, resume=True, variant="base")
     with pytest.raises(ValueError, match="no model arg 'varaint'. Did you mean variant"):
         _train(shards, autoencoder, tmp_path / "other", steps=1, varaint="base")

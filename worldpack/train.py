@@ -131,5 +131,6 @@ def train_worldpack(options: TrainOptions, progress: ProgressFn | None = None) -
     run_config = {"model": "worldpack", "config": config.to_dict(), "recipe": asdict(recipe), "preset": options.preset,
                   "autoencoder": data.codec_spec, "action_layout": first.meta["action_layout"], "data": data.identity}
     return fit(model, batches, loop_config(options, preset), options.output_dir, run_config, device=options.device,
-               resume=options.resume, extra_files=data.extra_files, progress=progress,
+               resume=options.resume,
+               allow_changed_settings=options.allow_changed_settings, extra_files=data.extra_files, progress=progress,
                description=f"worldpack ({args.variant})")
