@@ -424,9 +424,9 @@ def show(
     from leaderboard.show import show as run_show
 
     try:
-        runs = load_runs(results, skip=lambda message: console.print(f"[yellow]skipped:[/] {message}"))
-        written = run_show(runs, _csv(entry, "--entry"), out, ids=_csv(id, "--id"), best=best, worst=worst, metric=metric, data=data,
-                           fps=fps, context=context)
+        runs = load_runs(results, skip=_skipped)
+        written = run_show(runs, _csv(entry, "--entry"), out, ids=_csv(id, "--id"), best=best, worst=worst,
+                           metric=metric, data=data, fps=fps, context=context)
     except (ResultsError, ValueError, FileNotFoundError) as err:
         fail(str(err))
     for path in written:
@@ -446,9 +446,10 @@ def report(
     from leaderboard.results import ResultsError, load_runs
 
     try:
-        runs = load_runs(results, skip=lambda message: console.print(f"[yellow]skipped:[/] {message}"))
+        runs = load_runs(results, skip=_skipped)
         with progress_bar() as progress:
-            page = write_report(runs, out, results, _csv(metric, "--metric"), data=data, videos=videos, progress=progress)
+            page = write_report(runs, out, results, _csv(metric, "--metric"), data=data, videos=videos,
+                                progress=progress)
     except (ResultsError, ValueError, FileNotFoundError) as err:
         fail(str(err))
     console.print(f"[green]wrote[/] {page} (open it in a browser; the folder is self-contained)", highlight=False)
