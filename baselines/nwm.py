@@ -41,7 +41,7 @@ from loopnav_bench.models import SHIPPED_DIR, RolloutRequest
 from loopnav_bench.schema import units_per_block, wrap_angle
 from modelkit.adapter import CheckpointedModel, lockstep_rollout, rollout_buffer
 from modelkit.autoencoder import load_autoencoder
-from modelkit.cdit import CDiT, CDiTConfig, TimestepEmbedder
+from modelkit.cdit import ActionEmbedder, CDiT, CDiTConfig, TimestepEmbedder
 from modelkit.diffusion import EDM, EDMConfig
 from modelkit.presets import Preset
 
@@ -94,18 +94,6 @@ def goal_action(current: np.ndarray, goal: np.ndarray, units_per_block: float | 
     normalised = 2 * (local - ACTION_MIN) / (ACTION_MAX - ACTION_MIN) - 1
     dyaw = wrap_angle(np.asarray(goal[..., 3], np.float64) - current[..., 3])
     return np.concatenate([normalised, np.asarray(dyaw)[..., None]], axis=-1).astype(np.float32)
-
-
-class ActionEmbedder(nn.Module):
-    """(dx, dy, dyaw) -> hidden: one sinusoidal embedder per component, concatenated (NWM)."""
-
-    def __init__(self, hidden: int):
-        super().__init__()
-        third = hidden // 3
-        self.embedders = nn.ModuleList(TimestepEmbedder(width) for width in (third, third, hidden - 2 * third))
-
-    def forward(self, action: torch.Tensor) -> torch.Tensor:
-        return torch.cat([embed(action[:, i]) for i, embed in enumerate(self.embedders)], dim=-1)
 
 
 class NWM(nn.Module):

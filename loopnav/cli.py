@@ -246,10 +246,17 @@ def score(
         _print_results(outcome)
 
 
-@app.command(rich_help_panel=EVAL)
-def models() -> None:
+models_app = typer.Typer(help="List the registered world models; check published ones against upstream's outputs.",
+                         pretty_exceptions_show_locals=False)
+app.add_typer(models_app, name="models", rich_help_panel=EVAL)
+
+
+@models_app.callback(invoke_without_command=True)
+def models(ctx: typer.Context) -> None:
     """List the registered world models (entry-point group loopnav.models), which of them `loopnav train` can train,
     the checkpoints each ships (`--checkpoint NAME`), and the package that registers each."""
+    if ctx.invoked_subcommand is not None:
+        return
     from loopnav_bench.registry import MODELS, TRAINERS
 
     trainable = set(TRAINERS.names())
@@ -260,6 +267,41 @@ def models() -> None:
         table.add_row(name, entry.value, "yes" if name in trainable else "", ", ".join(_shipped(entry)),
                       entry.dist.name if entry.dist else "?")
     console.print(table)
+
+
+@models_app.command("check-upstream")
+def models_check_upstream(
+    model: str = typer.Argument(..., help="A published model: oasis, worldmem or nwm."),
+    fixture_dir: Path = typer.Argument(..., help="A fixture folder in the layout of fixtures/upstream/<model>/."),
+) -> None:
+    """Replay a folder of upstream golden outputs through loopnav's own code and print the max error of each
+    against its tolerance. Exit 0 when all are within it, 1 when any is not."""
+    from published.upstream_check import CHECKERS, check_upstream
+
+    if model not in CHECKERS:
+        fail(f"no upstream check for model {model!r}; known: {', '.join(sorted(CHECKERS))}")
+    if not (fixture_dir / "fixture.json").is_file():
+        fail(f"{fixture_dir}: not a fixture folder (no fixture.json)")
+    try:
+        results = check_upstream(model, fixture_dir)
+    except ModuleNotFoundError as err:
+        if err.name != CHECKERS[model]:
+            raise
+        fail(f"model {model!r}: its upstream check ({CHECKERS[model]}) is not part of this loopnav yet")
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        fail(f"{fixture_dir}: {err}")
+    table = Table(title=f"{model} against upstream ({fixture_dir})")
+    for column in ("fixture", "max error", "tolerance", "", "result"):
+        table.add_column(column, overflow="fold")
+    for result in results:
+        table.add_row(result.name, f"{result.error:.3g}", f"{result.tolerance:.3g}",
+                      "relative" if result.relative else "absolute",
+                      "[green]pass[/]" if result.passed else "[red]FAIL[/]")
+    console.print(table)
+    failed = [r.name for r in results if not r.passed]
+    console.print(f"[red]{len(failed)} of {len(results)} outside their tolerance[/]" if failed
+                  else f"[green]all {len(results)} within their tolerance[/]")
+    raise typer.Exit(1 if failed else 0)
 
 
 def _shipped(entry) -> list[str]:
