@@ -37,8 +37,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from loopnav_bench.models import SHIPPED_DIR, RolloutRequest
+from loopnav_bench.models import SHIPPED_DIR, RolloutRequest, load_model
 from loopnav_bench.schema import units_per_block, wrap_angle
+from modelkit import checkpoint as ckpt
 from modelkit.adapter import CheckpointedModel, lockstep_rollout, rollout_buffer
 from modelkit.autoencoder import load_autoencoder
 from modelkit.cdit import ActionEmbedder, CDiT, CDiTConfig, TimestepEmbedder
@@ -48,6 +49,7 @@ from modelkit.presets import Preset
 ACTION_MIN = np.array([-2.5, -4.0])  # NWM's action_stats for (dx, dy) in waypoint spacings
 ACTION_MAX = np.array([5.0, 4.0])
 TIME_SCALE = 128.0                   # rel_t = goal offset / 128, as NWM
+OFFICIAL = "nwm-official"            # the registered model that loads NWM's released weights
 
 
 @dataclass(frozen=True)
@@ -151,11 +153,19 @@ def context_window(current: int | np.ndarray, context: int) -> np.ndarray:
 
 class NWMModel(CheckpointedModel):
     """NWM behind the WorldModel API (registered as "nwm"). Without --checkpoint the shipped `cpu` checkpoint
-    (baselines/checkpoints/nwm) is used. Model args: `sampler_steps=N`, `solver=euler|heun`."""
+    (baselines/checkpoints/nwm) is used. Model args: `sampler_steps=N`, `solver=euler|heun`.
+
+    A --checkpoint that exists but is not in loopnav's layout is NWM's official release: the model registered as
+    "nwm-official" (published/nwm.py) is built instead, so `--model nwm` serves both (docs/models/nwm-official.md)."""
 
     name = "nwm"
     shipped_dir = Path(__file__).parent / SHIPPED_DIR
     config_class, network_class, default_checkpoint = NWMConfig, NWM, "nwm"
+
+    def __new__(cls, checkpoint: str | None = None, *args: Any, **kwargs: Any):
+        if checkpoint is not None and Path(checkpoint).exists() and not ckpt.is_checkpoint(checkpoint):
+            return load_model(OFFICIAL, checkpoint, *args, **kwargs)  # not an NWMModel: __init__ is not rerun
+        return super().__new__(cls)
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -177,5 +187,6 @@ class NWMModel(CheckpointedModel):
         return [self.codec.decode(p.to(self.device)) for p in predicted]
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "context_frames": self.config.context, "image_size": self.codec.image_size,
+        return {**super().describe(), "weights": "loopnav (CPU-trained re-implementation)",
+                "context_frames": self.config.context, "image_size": self.codec.image_size,
                 "autoencoder": self.saved["autoencoder"]}

@@ -149,7 +149,8 @@ def select_trajectories(data: Path, splits: list[str], tasks: list[str] | None =
     if missing:
         raise EvaluationError(f"{data / MANIFEST}: no split {missing}; it has {sorted(manifest['splits'])}")
     available_tasks = {t for s in splits for t in manifest["splits"][s]["counts"]}
-    available_ranges = {int(r) for s in splits for by in manifest["splits"][s]["counts"].values() for r in by}
+    available_ranges = {int(r) for s in splits for by in manifest["splits"][s]["counts"].values() for r in by
+                        if r != "None"}  # RECON has no loop range
     if tasks and (unknown := sorted(set(tasks) - available_tasks)):
         raise EvaluationError(f"{data}: no task {unknown} in split {splits}; it has {sorted(available_tasks)}")
     if ranges and (unknown := sorted(set(ranges) - available_ranges)):
@@ -162,7 +163,8 @@ def select_trajectories(data: Path, splits: list[str], tasks: list[str] | None =
             path = resolve_within(data, shard["path"], "shard path")
             for sample in iter_tar_samples(path, fields={"meta.json"}):  # frames are not read here
                 meta = json.loads(sample["meta.json"])
-                if (tasks is None or meta["task"] in tasks) and (ranges is None or int(meta["range"]) in ranges):
+                in_range = ranges is None or meta["range"] is not None and int(meta["range"]) in ranges
+                if (tasks is None or meta["task"] in tasks) and in_range:
                     items.append(Item(len(items), sample["__key__"], path, shard["sha256"], meta))
     if not items:
         raise EvaluationError(f"{data}: no trajectory of split {splits} matches tasks {tasks} and ranges {ranges}")

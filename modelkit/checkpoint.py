@@ -87,6 +87,11 @@ def write_step(output_dir: Path, step: int, config: dict[str, Any], files: dict[
     return final
 
 
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether `path` is in loopnav's checkpoint layout (a step folder or a training run), not another format."""
+    return (Path(path) / CONFIG).exists() or (Path(path) / LATEST).exists()
+
+
 def resolve(path: str | Path) -> Path:
     """A step folder, given it or a run directory with a `latest` file."""
     path = Path(path)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from loopnav_bench.models import RolloutRequest, WorldModel
 from modelkit.cdit import ActionEmbedder, CDiT, TimestepEmbedder
 
 UPSTREAM = "facebookresearch/nwm@3f6cd8e70d6f2d1e2b9684acff510710135f0f41"
@@ -144,6 +145,32 @@ def from_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             raise ValueError(f"blocks.{block}.cttn has bias_{''.join(kv)} without its pair")
         out[f"cdit.blocks.{block}.cross_attn.bias_kv"] = torch.stack([kv["k"], kv["v"]])
     return out
+
+
+def to_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of from_official: OfficialCDiT's state dict in upstream's key layout (a checkpoint's 'ema')."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if match := re.fullmatch(r"cdit\.blocks\.(\d+)\.(self|cross)_attn\.q\.(weight|bias)", key):
+            block, kind, param = match.groups()
+            kv = state[f"cdit.blocks.{block}.{kind}_attn.kv.{param}"]
+            packed = f"blocks.{block}.attn.qkv.{param}" if kind == "self" else f"blocks.{block}.cttn.in_proj_{param}"
+            out[packed] = torch.cat([value, kv])
+        elif match := re.fullmatch(r"cdit\.blocks\.(\d+)\.cross_attn\.bias_kv", key):
+            out[f"blocks.{match.group(1)}.cttn.bias_k"], out[f"blocks.{match.group(1)}.cttn.bias_v"] = value
+        elif not re.search(r"_attn\.kv\.", key):
+            out[next((_unrename(pattern, repl, key) for pattern, repl in _RENAMES
+                      if _unrename(pattern, repl, key) is not None), key)] = value
+    return out
+
+
+def _unrename(pattern: str, repl: str, key: str) -> str | None:
+    """Undo one of _RENAMES on `key`, or None when it does not apply."""
+    back = re.escape(repl).replace(r"\\1", r"(\d+)")
+    if not (match := re.match(back, key)):
+        return None
+    source = pattern.replace(r"(\d+)", match.group(1) if match.groups() else "").replace("\\", "")
+    return source + key[match.end():]
 
 
 def size_from_state(state: dict[str, torch.Tensor], num_heads: int | None = None) -> CDiTSize:
@@ -484,3 +511,166 @@ def _check_actions(fixture_dir: Path, meta: dict[str, Any], tol64: float, tol32:
         add(f"train{index}_rel_t", rel_t, tol32)
         add(f"train{index}_goal_pos_before_minmax", raw, tol64)
     return results
+
+
+# ---- NWM behind the WorldModel API ----------------------------------------------------------------------------------
+
+CHECKPOINT_HINT = ("an official NWM checkpoint: the safetensors conversion of cdit_*.pth.tar "
+                   "(`loopnav weights convert nwm FILE`), or a folder holding one")
+VAE_FOLDER = "sd-vae-ft-ema"  # an official checkpoint folder may carry the VAE in this subfolder (diffusers layout)
+
+
+def find_official_checkpoint(path: Path) -> Path:
+    """The CDiT safetensors file `path` names: the file itself, or the one *.safetensors at the top of a folder."""
+    if path.suffix == ".tar" or path.name.endswith((".pth", ".pt", ".ckpt")):
+        raise ValueError(f"--checkpoint {path}: a pickled checkpoint, which evaluation never unpickles; convert it "
+                         f"once with `loopnav weights convert nwm {path}`")
+    if path.is_file():
+        return path
+    found = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    if len(found) != 1:
+        raise ValueError(f"--checkpoint {path}: expected {CHECKPOINT_HINT}; found "
+                         f"{len(found) or 'no'} .safetensors files at its top level")
+    return found[0]
+
+
+class SDVAE:
+    """The SD VAE (stabilityai/sd-vae-ft-ema) through diffusers, from a local folder in its Hub layout
+    (config.json + diffusion_pytorch_model.safetensors; never the .bin pickle)."""
+
+    def __init__(self, folder: Path, device: str):
+        try:
+            from diffusers.models import AutoencoderKL
+        except ImportError:
+            raise ValueError("NWM's official weights decode through diffusers' AutoencoderKL: "
+                             "pip install 'loopnav[published]'") from None
+        if not (folder / "config.json").is_file():
+            raise ValueError(f"{folder}: no SD VAE here (config.json + diffusion_pytorch_model.safetensors); "
+                             "get it with `loopnav weights download nwm` or give --model-args vae=FOLDER")
+        self.folder = folder
+        self.vae = AutoencoderKL.from_pretrained(str(folder), use_safetensors=True).to(device).eval()
+
+    def posterior(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std of the latent distribution of pixels [N, 3, H, W] in [-1, 1]."""
+        dist = self.vae.encode(pixels).latent_dist
+        return dist.mean, dist.std
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latents).sample
+
+
+def to_model_pixels(frames: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 [N, H, W, 3] -> [N, 3, size, size] in [-1, 1]: centre crop to 4:3 (width over height), resize, scale;
+    misc.transform's CenterCropAR + Resize + Normalize(0.5, 0.5), with torch's antialiased bilinear resize standing
+    in for PIL's."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
+    h, w = x.shape[2:]
+    if w > h:
+        crop_h, crop_w = h, min(w, int(h * 4 / 3))
+    else:
+        crop_h, crop_w = min(h, int(w / (4 / 3))), w
+    top, left = (h - crop_h) // 2, (w - crop_w) // 2
+    x = x[:, :, top:top + crop_h, left:left + crop_w]
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.clamp(0, 1) * 2 - 1
+
+
+def to_uint8(pixels: torch.Tensor) -> np.ndarray:
+    """[N, 3, H, W] in [-1, 1] -> uint8 [N, H, W, 3], truncating as upstream's save_image ((x + 1) / 2 · 255, byte)."""
+    return ((pixels.float().cpu() + 1) / 2 * 255).byte().permute(0, 2, 3, 1).numpy()
+
+
+class OfficialNWMModel(WorldModel):
+    """NWM's released CDiT behind the WorldModel API (`--model nwm --checkpoint <official>`, or `nwm-official`).
+
+    Each target frame is one model_forward_wrapper call at 4 fps, as generate_rollout at --rollout_fps 4: the last
+    4 frames (real, then predicted) re-encoded as context, y the next eval delta, rel_t = 1/128, 250 respaced DDPM
+    steps. Model args: sampler_steps (the respacing, default 250), vae (an SD VAE folder), num_heads (for widths
+    outside CDiT_models). bf16 autocast on CUDA, as upstream; float32 on CPU."""
+
+    name = "nwm"
+
+    def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0,
+                 sampler_steps: int | None = None, vae: str | None = None, num_heads: int | None = None):
+        super().__init__(checkpoint, device, seed, sampler_steps=sampler_steps, vae=vae, num_heads=num_heads)
+        if sampler_steps is not None and (type(sampler_steps) is not int or not 1 <= sampler_steps <= 1000):
+            raise ValueError(f"--model-args sampler_steps={sampler_steps!r}: a whole number of respaced DDPM steps "
+                             "in 1..1000 (upstream: 250)")
+        from published.weights import default_nwm_checkpoint, sd_vae_folder
+
+        given = Path(checkpoint) if checkpoint else default_nwm_checkpoint()
+        self.weights_path = find_official_checkpoint(given)
+        self.checkpoint = str(self.weights_path)  # what was loaded: evaluate hashes it
+        self.network = load_official(self.weights_path, num_heads).to(device)
+        self.diffusion = RespacedDDPM(str(sampler_steps or int(RESPACING)))
+        beside = self.weights_path.parent / VAE_FOLDER
+        self.codec = SDVAE(Path(vae) if vae else beside if beside.is_dir() else sd_vae_folder(), device)
+        self.image_size = self.network.size.input_size * VAE_DOWNSAMPLE
+        self.bf16 = str(device).startswith("cuda")
+
+    def _check(self, request: RolloutRequest) -> None:
+        layout, fps = request.meta.get("action_layout"), request.meta.get("fps")
+        if layout != "recon-v1":
+            raise ValueError(f"trajectory {request.id}: NWM's official weights take RECON poses (recon-v1, metres "
+                             f"at {INPUT_FPS} fps), not {layout!r}")
+        if fps != INPUT_FPS:
+            raise ValueError(f"trajectory {request.id}: NWM's official weights run at {INPUT_FPS} fps, "
+                             f"the trajectory at {fps}")
+
+    def rollout(self, request: RolloutRequest) -> np.ndarray:
+        return self.rollout_batch([request])[0]
+
+    @torch.no_grad()
+    def rollout_batch(self, requests: list[RolloutRequest]) -> list[np.ndarray]:
+        """Trajectories advance together, one frame per step, each drawing its noise from its own generator;
+        calls are padded to LANES rows so that a trajectory's frames do not depend on its batch."""
+        from modelkit.adapter import LANES
+
+        for request in requests:
+            self._check(request)
+        out: list[np.ndarray] = []
+        for start in range(0, len(requests), LANES):
+            out += self._rollout_lanes(requests[start:start + LANES], LANES)
+        return out
+
+    def _rollout_lanes(self, requests: list[RolloutRequest], lanes: int) -> list[np.ndarray]:
+        K, S = self.network.size.context_size, self.network.size.input_size
+        spacing = WAYPOINT_SPACING["recon"]
+        generators = [torch.Generator().manual_seed(r.seed) for r in requests]
+        frames, deltas = [], []
+        for r in requests:
+            context = to_model_pixels(r.context_frames, self.image_size)
+            # fewer than K context frames: the first one repeats, as a trajectory's start would
+            frames.append(list(torch.cat([context[:1].expand(max(0, K - len(context)), -1, -1, -1), context])[-K:]))
+            poses = np.concatenate([r.context_poses, r.target_poses])
+            deltas.append(eval_deltas(poses[:, :2], poses[:, 3], len(r.context_poses) - 1, r.horizon, spacing))
+        predicted: list[list[torch.Tensor]] = [[] for _ in requests]
+        for step in range(max(r.horizon for r in requests)):
+            active = [i for i, r in enumerate(requests) if step < r.horizon]
+            rows = active + active[:1] * (lanes - len(active))  # padding rows repeat the first; dropped below
+
+            def draw(shape: tuple[int, ...]) -> torch.Tensor:  # one draw per active trajectory, from its generator
+                noise = torch.stack([torch.randn(shape, generator=generators[i]) for i in active])
+                return torch.cat([noise, noise[:1].expand(lanes - len(active), *shape)]).to(self.device)
+
+            obs = torch.stack([torch.stack(frames[i][-K:]) for i in rows]).to(self.device)
+            delta = torch.stack([torch.from_numpy(deltas[i][step:step + 1]) for i in rows]).to(self.device)
+            latent_noise = draw((K, 4, S, S))
+
+            def encode(pixels: torch.Tensor) -> torch.Tensor:  # latent_dist.sample(), with our noise
+                mean, std = self.codec.posterior(pixels)
+                return mean + std * latent_noise.flatten(0, 1).to(mean.dtype)
+
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
+                frame = predict(self.network, self.diffusion, encode, self.codec.decode, obs, delta, 1,
+                                draw((4, S, S)), lambda k: draw((4, S, S)), K)
+            for row, i in enumerate(active):
+                predicted[i].append(frame[row].float().cpu())
+                frames[i].append(predicted[i][-1])
+        return [to_uint8(torch.stack(p)) for p in predicted]
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "weights": "official", "upstream": UPSTREAM, "licence": "CC-BY-NC-4.0",
+                "architecture": asdict(self.network.size), "sampler": f"DDPM respaced to {self.diffusion.num_steps}",
+                "vae": str(self.codec.folder), "context_frames": self.network.size.context_size,
+                "image_size": self.image_size, "autocast": "bf16" if self.bf16 else "float32"}

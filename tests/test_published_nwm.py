@@ -130,3 +130,111 @@ def test_yaw_differences_wrap_at_the_seam():
     assert np.isclose(nwm.angle_difference(3.0, -3.0), 2 * np.pi - 6.0)
     assert np.isclose(nwm.angle_difference(-3.0, 3.0), 6.0 - 2 * np.pi)
     assert nwm.angle_difference(0.0, np.pi) == -np.pi  # [-π, π): +π maps to -π
+
+
+# ---- the official weights behind `--model nwm` ----------------------------------------------------------------------
+
+def official_folder(folder: Path, seed: int = 0) -> Path:
+    """A tiny random NWM release in the official layout: the CDiT's 'ema' tensors as safetensors (upstream key names)
+    and a diffusers AutoencoderKL with the SD VAE's 8x downsampling, saved as the Hub repo is laid out."""
+    diffusers = pytest.importorskip("diffusers", reason="the SD VAE path needs diffusers (pip install "
+                                                        "'loopnav[published]')")
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    network = nwm.build("tiny")
+    for parameter in network.parameters():  # upstream zero-initialises adaLN and the output: nothing would move
+        torch.nn.init.normal_(parameter, std=0.1)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(nwm.to_official(network.state_dict()), str(folder / "cdit_tiny_ema.safetensors"))
+    vae = diffusers.AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8,) * 4,
+                                  down_block_types=("DownEncoderBlock2D",) * 4,
+                                  up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, norm_num_groups=4,
+                                  sample_size=64)
+    vae.save_pretrained(str(folder / nwm.VAE_FOLDER), safe_serialization=True)
+    return folder
+
+
+def recon_request(seed: int = 0, context: int = 6, horizon: int = 3, layout: str = "recon-v1"):
+    from loopnav_bench.models import RolloutRequest
+
+    T = context + horizon
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 256, size=(T, 48, 64, 3), dtype=np.uint8)
+    yaw = 0.1 * np.arange(T)
+    xy = np.cumsum(np.stack([np.cos(yaw), np.sin(yaw)], axis=1) * 0.25, axis=0)
+    poses = np.concatenate([xy, np.zeros((T, 1)), yaw[:, None], np.zeros((T, 1))], axis=1)
+    actions = np.zeros((T, 2), np.float32)
+    return RolloutRequest(f"traj{seed}", frames[:context], poses[:context], actions[:context], poses[context:],
+                          actions[context:], {"action_layout": layout, "fps": 4}, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def official(tmp_path_factory):
+    return official_folder(tmp_path_factory.mktemp("nwm-official") / "release")
+
+
+def test_model_nwm_loads_the_official_release_and_rolls_out(official):
+    from loopnav_bench.models import load_model
+
+    model = load_model("nwm", checkpoint=str(official), sampler_steps=3, num_heads=4)
+    assert isinstance(model, nwm.OfficialNWMModel)
+    described = model.describe()
+    assert described["weights"] == "official" and described["licence"] == "CC-BY-NC-4.0"
+    assert described["checkpoint"].endswith("cdit_tiny_ema.safetensors") and described["image_size"] == 64
+    request = recon_request(0)
+    frames = model.rollout(request)
+    assert frames.shape == (3, 64, 64, 3) and frames.dtype == np.uint8 and frames.std() > 0
+    assert np.array_equal(frames, model.rollout(request))  # seeded from the request
+    batched = model.rollout_batch([recon_request(1, horizon=2), request])
+    assert np.array_equal(batched[1], frames) and batched[0].shape == (2, 64, 64, 3)  # batch-independent
+    other_seed = recon_request(0)
+    other_seed.seed = 5
+    assert not np.array_equal(model.rollout(other_seed), frames)
+
+
+def test_the_cpu_trained_nwm_is_still_the_default():
+    from baselines.nwm import NWMModel
+    from loopnav_bench.models import load_model
+
+    model = load_model("nwm", sampler_steps=1)
+    assert type(model) is NWMModel and model.describe()["weights"].startswith("loopnav")
+
+
+def test_official_nwm_refuses_what_it_cannot_serve(official, tmp_path):
+    from loopnav_bench.models import load_model
+
+    model = load_model("nwm", checkpoint=str(official), sampler_steps=2, num_heads=4)
+    with pytest.raises(ValueError, match="recon-v1.*not 'vizdoom-v1'"):
+        model.rollout(recon_request(0, layout="vizdoom-v1"))
+    pickled = tmp_path / "0100000.pth.tar"
+    pickled.write_bytes(b"not read")
+    with pytest.raises(ValueError, match="never unpickles.*loopnav weights convert nwm"):
+        load_model("nwm", checkpoint=str(pickled))
+    with pytest.raises(ValueError, match="--model-args solver: model 'nwm' takes sampler_steps, vae, num_heads"):
+        load_model("nwm", checkpoint=str(official), solver="heun")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="found no .safetensors"):
+        load_model("nwm", checkpoint=str(tmp_path / "empty"))
+
+
+def test_evaluate_end_to_end_on_recon_with_the_official_layout(official, tmp_path):
+    import json
+
+    from raw_fixtures import make_recon_root
+
+    from loopnav_bench.shards import load_manifest, prepare
+    from loopnav_bench.sources.recon import ReconSource
+
+    make_recon_root(tmp_path / "raw", tmp_path / "marker")
+    prepare(ReconSource(tmp_path / "raw", context_frames=21), tmp_path / "shards")
+    splits = sorted(load_manifest(tmp_path / "shards")["splits"])
+    out = tmp_path / "results"
+    result = runner.invoke(app, ["evaluate", "--model", "nwm", "--checkpoint", str(official), "--data",
+                                 str(tmp_path / "shards"), "--split", ",".join(splits), "-o", str(out),
+                                 "--metrics", "ssim,psnr", "--eval-size", "16", "--limit", "2",
+                                 "--model-args", "sampler_steps=2,num_heads=4"])
+    assert result.exit_code == 0, result.output
+    results = json.loads(next(out.rglob("results_*.json")).read_text())
+    assert results["model_describe"]["weights"] == "official"
+    assert results["model_describe"]["licence"] == "CC-BY-NC-4.0"
