@@ -258,14 +258,15 @@ def models(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from loopnav_bench.registry import MODELS, TRAINERS
+    from published.weights import LICENCES
 
     trainable = set(TRAINERS.names())
     table = Table(title="world models")
-    for column in ("name", "entry", "trains", "shipped checkpoints", "package"):
+    for column in ("name", "entry", "trains", "shipped checkpoints", "licence of official weights", "package"):
         table.add_column(column, overflow="fold")
     for name, entry in sorted(MODELS.entries().items()):
         table.add_row(name, entry.value, "yes" if name in trainable else "", ", ".join(_shipped(entry)),
-                      entry.dist.name if entry.dist else "?")
+                      LICENCES.get(name.removesuffix("-official"), ""), entry.dist.name if entry.dist else "?")
     console.print(table)
 
 
@@ -442,17 +443,27 @@ def leaderboard_push(
 
 
 weights_app = typer.Typer(
-    help="Locate, verify (sha256) and download the pretrained weights of LPIPS, DreamSim and FVD.",
+    help="Locate, verify (sha256), download and convert the pretrained weights of the metrics (LPIPS, DreamSim, FVD) "
+         "and of the published models (Oasis-500M, WorldMem, NWM).",
     pretty_exceptions_show_locals=False, no_args_is_help=True)
 app.add_typer(weights_app, name="weights", rich_help_panel=EVAL)
-_WEIGHT_METRICS = typer.Argument(None, help="Metrics to include: lpips, dreamsim, fvd (default: all).")
+_WEIGHT_METRICS = typer.Argument(None, help="What to include: lpips, dreamsim, fvd, oasis, worldmem, nwm "
+                                            "(default: all).")
 _WEIGHTS_EXIT = {"verified": 0, "incomplete": 1, "unverifiable": 3}
+
+
+def _registry():
+    """The weights registry with the published models' files in it (published/weights.py registers them)."""
+    import published.weights  # noqa: F401
+    from loopnav_bench.metrics import weights
+
+    return weights
 
 
 @weights_app.command("list")
 def weights_list() -> None:
     """Every weight file loopnav knows: where it goes, its upstream URL and how it is verified."""
-    from loopnav_bench.metrics.weights import REGISTRY
+    REGISTRY = _registry().REGISTRY
 
     columns = ("file", "variants", "path", "check", "expected", "MiB", "url")
     rows = [(entry.id, ",".join(entry.variants), str(entry.path()), entry.check,
@@ -491,6 +502,7 @@ def weights_check(
     mismatched; 3: all present but some have no upstream hash to check against."""
     from loopnav_bench.metrics.weights import ALLOW_UNVERIFIED_ENV, metric_names, overall, weights_status
 
+    _registry()
     if unknown := sorted(set(metrics or []) - set(metric_names())):
         fail(f"unknown metric {unknown}; choose from {metric_names()}")
     rows = list(weights_status(metrics, all_variants).values())
@@ -502,7 +514,7 @@ def weights_check(
     colours = {"verified": "green", "unverifiable": "yellow", "mismatch": "red", "missing": "red"}
 
     def table(with_paths: bool) -> Table:
-        grid = Table(title="metric weights")
+        grid = Table(title="weight files")
         grid.add_column("file", no_wrap=with_paths, overflow="fold")
         for column in ("status", "check", *(["path"] if with_paths else []), "sha256"):
             grid.add_column(column, no_wrap=True)
@@ -524,27 +536,61 @@ def weights_check(
 
 @weights_app.command("download")
 def weights_download(
-    metric: str = typer.Argument(..., help="lpips, dreamsim or fvd."),
+    metric: str = typer.Argument(..., help="lpips, dreamsim, fvd, or a published model: oasis, worldmem, nwm."),
     variant: Optional[str] = typer.Option(None, help="Metric variant, e.g. dreamsim: ensemble (default), dino_vitb16, "
                                                      "clip_vitb32, open_clip_vitb32."),
     force: bool = typer.Option(False, help="Download again even if the files are present."),
+    file: Optional[str] = typer.Option(None, "--file", help="nwm: the checkpoint's name in the gated facebook/nwm "
+                                                            "repo (upstream publishes no fixed name)."),
 ) -> None:
-    """Fetch a metric's weight files from their upstream URLs (needs internet), then verify them."""
-    from loopnav_bench.metrics.weights import WeightsDownloadError, download
-
+    """Fetch weight files from their upstream URLs or Hugging Face repos (needs internet; HF_TOKEN for gated ones),
+    then verify them. Pickled checkpoints are then converted once with `loopnav weights convert`."""
+    weights = _registry()
     try:
         with progress_bar() as progress:
-            rows = download(metric, variant, progress=progress, force=force)
-    except (WeightsDownloadError, ValueError) as err:
+            rows = weights.download(metric, variant, progress=progress, force=force, hub_file=file)
+    except (weights.WeightsDownloadError, ValueError) as err:
         fail(str(err))
     for row in rows.values():
         console.print(f"{row['status']:>12}  {row['path']}")
+    if any(row["status"] == "missing" for row in rows.values()):
+        console.print(f"then convert the pickled checkpoints once: `loopnav weights convert {metric}`")
+
+
+@weights_app.command("convert")
+def weights_convert(
+    model: str = typer.Argument(..., help="worldmem or nwm: the models whose checkpoints are pickled."),
+    source: Optional[Path] = typer.Argument(None, help="A pickled checkpoint obtained elsewhere (default: the "
+                                                       "downloaded one); only with a model of one checkpoint."),
+) -> None:
+    """Unpickle a downloaded checkpoint ONCE and write its tensors as safetensors, which is all evaluation reads.
+    Unpickling can run code hidden in the file: torch's restricted loader (weights_only) is used, and a file that
+    needs more is refused; still, only convert files from the source you meant."""
+    from published.weights import CONVERT_KEYS
+
+    weights = _registry()
+    targets = [e for e in weights.REGISTRY if e.metric == model and e.converted_from]
+    if not targets:
+        fail(f"{model!r} has no pickled checkpoint to convert; models with one: "
+             f"{', '.join(sorted({e.metric for e in weights.REGISTRY if e.converted_from}))}")
+    if source is not None and len(targets) > 1:
+        fail(f"{model} has {len(targets)} checkpoints ({', '.join(e.converted_from for e in targets)}): convert the "
+             "downloaded ones (no SOURCE), or place a file where `loopnav weights path` says")
+    for entry in targets:
+        pickled = source or next(e for e in weights.REGISTRY if e.id == entry.converted_from).path()
+        console.print(f"[yellow]warning:[/] unpickling {pickled} (torch.load, weights_only=True); only convert a "
+                      "checkpoint from the source you meant")
+        try:
+            written = weights.convert(entry.id, source, CONVERT_KEYS[entry.converted_from])
+        except (FileNotFoundError, ValueError) as err:
+            fail(str(err))
+        console.print(f"[green]wrote[/] {written}")
 
 
 @weights_app.command("path")
 def weights_path(metrics: Optional[list[str]] = _WEIGHT_METRICS) -> None:
     """Print where each weight file belongs (one path per line), for placing files by hand."""
-    from loopnav_bench.metrics.weights import REGISTRY
+    REGISTRY = _registry().REGISTRY
 
     for entry in REGISTRY:
         if not metrics or entry.metric in metrics:

@@ -17,7 +17,7 @@ from loopnav_bench.metrics.weights import WeightFile, register
 LICENCES = {  # shown by `loopnav models` and recorded in results (describe())
     "oasis": "MIT (Etched/oasis-500m, open-oasis)",
     "worldmem": "S-Lab License 1.0: non-commercial use only (xizaoqu/WorldMem)",
-    "nwm": "CC-BY-NC-4.0 (facebook/nwm); loopnav's CPU-trained checkpoint: the repository's licence",
+    "nwm": "CC-BY-NC-4.0 (official weights, facebook/nwm); the shipped CPU-trained one: loopnav's own",
 }
 CONVERT_KEYS = {"nwm/cdit": "ema", "worldmem/diffusion": "state_dict", "worldmem/vae": "state_dict"}
 
@@ -28,9 +28,9 @@ def _hub(id: str, owner: str, repo: str, file: str | None, place: str, licence: 
                       licence=licence, note=note)
 
 
-def _converted(id: str, owner: str, place: str, licence: str) -> WeightFile:
+def _converted(id: str, owner: str, place: str, licence: str, source_url: str) -> WeightFile:
     return WeightFile(f"{id}-safetensors", owner, ("official",), "loopnav", (f"published/{place}",),
-                      "loopnav weights convert", licence=licence, converted_from=id,
+                      source_url, licence=licence, converted_from=id,
                       note=f"the tensors under {CONVERT_KEYS[id]!r} of {id}, written by `loopnav weights convert`")
 
 
@@ -41,13 +41,15 @@ FILES: tuple[WeightFile, ...] = (
          LICENCES["oasis"], "ViT-L/20 VAE"),
     _hub("worldmem/diffusion", "worldmem", "zeqixiao/worldmem_checkpoints", "diffusion_only.ckpt",
          "worldmem/diffusion_only.ckpt", LICENCES["worldmem"], "pickled Lightning checkpoint; convert it once"),
-    _converted("worldmem/diffusion", "worldmem", "worldmem/diffusion_only.safetensors", LICENCES["worldmem"]),
+    _converted("worldmem/diffusion", "worldmem", "worldmem/diffusion_only.safetensors", LICENCES["worldmem"],
+               "https://huggingface.co/zeqixiao/worldmem_checkpoints/resolve/main/diffusion_only.ckpt"),
     _hub("worldmem/vae", "worldmem", "zeqixiao/worldmem_checkpoints", "vae_only.ckpt", "worldmem/vae_only.ckpt",
          LICENCES["worldmem"], "pickled Lightning checkpoint; convert it once"),
-    _converted("worldmem/vae", "worldmem", "worldmem/vae_only.safetensors", LICENCES["worldmem"]),
+    _converted("worldmem/vae", "worldmem", "worldmem/vae_only.safetensors", LICENCES["worldmem"],
+               "https://huggingface.co/zeqixiao/worldmem_checkpoints/resolve/main/vae_only.ckpt"),
     _hub("nwm/cdit", "nwm", "facebook/nwm", None, "nwm/cdit.pth.tar", LICENCES["nwm"],
          "gated (access approved by hand); pass --file with the CDiT-XL checkpoint's name in the repo"),
-    _converted("nwm/cdit", "nwm", "nwm/cdit.safetensors", LICENCES["nwm"]),
+    _converted("nwm/cdit", "nwm", "nwm/cdit.safetensors", LICENCES["nwm"], "https://huggingface.co/facebook/nwm"),
     _hub("nwm/sd-vae-config", "nwm", "stabilityai/sd-vae-ft-ema", "config.json", "nwm/sd-vae-ft-ema/config.json",
          "MIT (stabilityai/sd-vae-ft-ema)", "the SD VAE NWM encodes and decodes with"),
     _hub("nwm/sd-vae", "nwm", "stabilityai/sd-vae-ft-ema", "diffusion_pytorch_model.safetensors",
