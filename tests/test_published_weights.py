@@ -148,13 +148,22 @@ def test_worldmem_download_then_convert_once_to_safetensors(hub, tmp_path):
     assert rows["worldmem/diffusion-safetensors"]["record"]["source_sha256"] == hashlib.sha256(payload).hexdigest()
 
 
+class Foreign:  # any class the restricted unpickler does not know: unpickling it could run its code
+    pass
+
+
 def test_convert_refuses_what_is_not_plain_tensors(tmp_path):
     import argparse
 
     foreign = tmp_path / "foreign.pth.tar"
-    torch.save({"ema": {"w": torch.zeros(1)}, "args": argparse.Namespace(lr=1)}, foreign)  # as train.py saves
+    torch.save({"ema": {"w": torch.zeros(1)}, "extra": Foreign()}, foreign)
     result = runner.invoke(app, ["weights", "convert", "nwm", str(foreign)], env={"COLUMNS": "300"})
     assert result.exit_code == 2 and "not loadable as plain tensors" in result.output
+    as_trained = tmp_path / "0100000.pth.tar"  # NWM's train.py layout: its argparse args beside the weights
+    torch.save({"ema": {"w": torch.zeros(1)}, "model": {"w": torch.ones(1)}, "args": argparse.Namespace(lr=1),
+                "epoch": 3}, as_trained)
+    result = runner.invoke(app, ["weights", "convert", "nwm", str(as_trained)], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
     plain = tmp_path / "plain.pth.tar"
     torch.save({"model": {"w": torch.zeros(1)}}, plain)
     result = runner.invoke(app, ["weights", "convert", "nwm", str(plain)], env={"COLUMNS": "300"})

@@ -435,8 +435,11 @@ def _fetch_hub(entry: WeightFile, hub_file: str, progress: Optional[ProgressFn])
 def convert(entry_id: str, source: Optional[Path] = None, key: Optional[str] = None) -> Path:
     """Unpickle a downloaded checkpoint ONCE and write the tensors under `key` (e.g. "ema") as the safetensors
     entry `entry_id` (whose converted_from names the pickled entry). torch.load runs with weights_only=True, its
-    restricted unpickler; a checkpoint that needs more (argparse objects, ...) is refused. Records the sha256 of
-    the source and the result."""
+    restricted unpickler, which here also accepts argparse.Namespace (plain attributes: training scripts such as
+    NWM's train.py save their args); a checkpoint that needs anything else is refused. Records the sha256 of the
+    source and the result."""
+    import argparse
+
     import torch
     from safetensors.torch import save_file
 
@@ -448,7 +451,8 @@ def convert(entry_id: str, source: Optional[Path] = None, key: Optional[str] = N
     if not source.is_file():
         raise FileNotFoundError(f"{source}: no such checkpoint; get it with `{download_command(pickled.metric)}`")
     try:
-        state = torch.load(source, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            state = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as err:  # the restricted unpickler's refusals come as several error types
         raise ValueError(f"{source}: not loadable as plain tensors ({str(err).splitlines()[0]})") from None
     if key is not None:
