@@ -201,6 +201,20 @@ def build(size: str | CDiTSize) -> OfficialCDiT:
     return OfficialCDiT(size)
 
 
+SD_VAE_LAYOUTS = {  # AutoencoderKL widths: stabilityai/sd-vae-ft-ema's, and a tiny one with its 8x downsampling
+    "tiny": {"block_out_channels": (8, 8, 8, 8), "layers_per_block": 1, "norm_num_groups": 4},
+    "cdit-xl": {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "norm_num_groups": 32},
+}
+
+
+def build_vae(size: str):
+    """A diffusers AutoencoderKL in the SD VAE's layout with random weights (benchmarks, tests)."""
+    from diffusers.models import AutoencoderKL
+
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, down_block_types=("DownEncoderBlock2D",) * 4,
+                         up_block_types=("UpDecoderBlock2D",) * 4, **SD_VAE_LAYOUTS[size])
+
+
 # ---- the respaced DDPM -----------------------------------------------------------------------------------------------
 
 def space_timesteps(num_timesteps: int, respacing: str) -> list[int]:
@@ -674,3 +688,33 @@ class OfficialNWMModel(WorldModel):
                 "architecture": asdict(self.network.size), "sampler": f"DDPM respaced to {self.diffusion.num_steps}",
                 "vae": str(self.codec.folder), "context_frames": self.network.size.context_size,
                 "image_size": self.image_size, "autocast": "bf16" if self.bf16 else "float32"}
+
+
+def frame_workload(size: str, batch: int, device: str,
+                   steps: int | None = None) -> tuple[Callable[[], torch.Tensor], dict[str, Any]]:
+    """One generated frame at `batch` with random weights and inputs, as the adapter makes it: encode the context
+    frames with the SD VAE (when diffusers is installed), `steps` respaced DDPM steps (upstream: 250), decode.
+    Returns the call and what it ran (benchmarks/bench_published.py)."""
+    network = build(size).to(device).eval()
+    K, S = network.size.context_size, network.size.input_size
+    try:
+        vae = build_vae(size).to(device).eval()
+    except ImportError:
+        vae = None
+    diffusion = RespacedDDPM(str(steps or int(RESPACING)))
+    obs = torch.rand(batch, K, 3, S * VAE_DOWNSAMPLE, S * VAE_DOWNSAMPLE, device=device) * 2 - 1
+    delta, z = torch.randn(batch, 1, 3, device=device), torch.randn(batch, 4, S, S, device=device)
+    if vae is not None:
+        encode, decode = (lambda x: vae.encode(x).latent_dist.mean), (lambda z: vae.decode(z).sample)
+    else:  # the CDiT's work alone
+        encode, decode = (lambda x: x.new_zeros(len(x), 4, S, S)), (lambda z: z)
+
+    @torch.no_grad()
+    def run() -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(device).startswith("cuda")):
+            return predict(network, diffusion, encode, decode, obs, delta, 1, z, lambda k: torch.randn_like(z), K)
+
+    parameters = sum(p.numel() for p in network.parameters())
+    return run, {"architecture": asdict(network.size), "parameters": parameters, "sampler_steps": diffusion.num_steps,
+                 "vae": "SD VAE layout (diffusers AutoencoderKL), random" if vae else "skipped: no diffusers",
+                 "vae_parameters": sum(p.numel() for p in vae.parameters()) if vae else 0}

@@ -137,8 +137,7 @@ def test_yaw_differences_wrap_at_the_seam():
 def official_folder(folder: Path, seed: int = 0) -> Path:
     """A tiny random NWM release in the official layout: the CDiT's 'ema' tensors as safetensors (upstream key names)
     and a diffusers AutoencoderKL with the SD VAE's 8x downsampling, saved as the Hub repo is laid out."""
-    diffusers = pytest.importorskip("diffusers", reason="the SD VAE path needs diffusers (pip install "
-                                                        "'loopnav[published]')")
+    pytest.importorskip("diffusers", reason="the SD VAE path needs diffusers (pip install 'loopnav[published]')")
     from safetensors.torch import save_file
 
     torch.manual_seed(seed)
@@ -147,11 +146,7 @@ def official_folder(folder: Path, seed: int = 0) -> Path:
         torch.nn.init.normal_(parameter, std=0.1)
     folder.mkdir(parents=True, exist_ok=True)
     save_file(nwm.to_official(network.state_dict()), str(folder / "cdit_tiny_ema.safetensors"))
-    vae = diffusers.AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8,) * 4,
-                                  down_block_types=("DownEncoderBlock2D",) * 4,
-                                  up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1, norm_num_groups=4,
-                                  sample_size=64)
-    vae.save_pretrained(str(folder / nwm.VAE_FOLDER), safe_serialization=True)
+    nwm.build_vae("tiny").save_pretrained(str(folder / nwm.VAE_FOLDER), safe_serialization=True)
     return folder
 
 
@@ -238,3 +233,20 @@ def test_evaluate_end_to_end_on_recon_with_the_official_layout(official, tmp_pat
     results = json.loads(next(out.rglob("results_*.json")).read_text())
     assert results["model_describe"]["weights"] == "official"
     assert results["model_describe"]["licence"] == "CC-BY-NC-4.0"
+
+
+def test_the_benchmark_dry_runs_on_cpu(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/bench_published.py"), "--device", "cpu",
+                           "--models", "nwm,no-such-model-module", "--batches", "2", "--steps", "2", "--repeats", "1",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "skipped no-such-model-module: published.no-such-model-module is not part of this loopnav" in done.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["model"], r["size"], r["batch"], r["sampler_steps"]) for r in rows] == [("nwm", "tiny", 2, 2)]
+    assert all(r["seconds_per_frame"] > 0 and r["parameters"] > 0 for r in rows)
