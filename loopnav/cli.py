@@ -258,16 +258,19 @@ def models(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from loopnav_bench.registry import MODELS, TRAINERS
-    from published.weights import LICENCES
+    from published.licences import LICENCES
 
     trainable = set(TRAINERS.names())
     table = Table(title="world models")
-    for column in ("name", "entry", "trains", "shipped checkpoints", "licence of official weights", "package"):
+    for column in ("name", "entry", "trains", "shipped checkpoints", "package"):
         table.add_column(column, overflow="fold")
-    for name, entry in sorted(MODELS.entries().items()):
+    entries = sorted(MODELS.entries().items())
+    for name, entry in entries:
         table.add_row(name, entry.value, "yes" if name in trainable else "", ", ".join(_shipped(entry)),
-                      LICENCES.get(name.removesuffix("-official"), ""), entry.dist.name if entry.dist else "?")
+                      entry.dist.name if entry.dist else "?")
     console.print(table)
+    for name in sorted({n.removesuffix("-official") for n, _ in entries} & set(LICENCES)):
+        console.print(f"{name}: official weights under {LICENCES[name]}")
 
 
 @models_app.command("check-upstream")

@@ -13,12 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from loopnav_bench.metrics.weights import WeightFile, register
+from published.licences import LICENCES
 
-LICENCES = {  # shown by `loopnav models` and recorded in results (describe())
-    "oasis": "MIT (Etched/oasis-500m, open-oasis)",
-    "worldmem": "S-Lab License 1.0: non-commercial use only (xizaoqu/WorldMem)",
-    "nwm": "CC-BY-NC-4.0 (official weights, facebook/nwm); the shipped CPU-trained one: loopnav's own",
-}
 CONVERT_KEYS = {"nwm/cdit": "ema", "worldmem/diffusion": "state_dict", "worldmem/vae": "state_dict"}
 
 
