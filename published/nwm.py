@@ -405,8 +405,8 @@ def load_official(path: Path, num_heads: int | None = None) -> OfficialCDiT:
     from modelkit.checkpoint import load_tensors
 
     state = load_tensors(path)
-    model = OfficialCDiT(size_from_state(state, num_heads))
     try:
+        model = OfficialCDiT(size_from_state(state, num_heads))
         model.load_state_dict(from_official(state))
     except (RuntimeError, ValueError) as err:
         raise ValueError(f"{path}: not NWM's CDiT weights ({str(err).splitlines()[0]})") from None
@@ -572,6 +572,13 @@ class SDVAE:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.vae.decode(latents).sample
 
+    def sha256(self) -> dict[str, str]:
+        """sha256 of each file of the VAE folder diffusers reads (results record what produced them)."""
+        from loopnav_bench.fileio import sha256_file
+
+        return {p.name: sha256_file(p) for p in sorted(self.folder.iterdir())
+                if p.name in ("config.json", "diffusion_pytorch_model.safetensors")}
+
 
 def to_model_pixels(frames: np.ndarray, size: int) -> torch.Tensor:
     """uint8 [N, H, W, 3] -> [N, 3, size, size] in [-1, 1]: centre crop to 4:3 (width over height), resize, scale;
@@ -686,7 +693,8 @@ class OfficialNWMModel(WorldModel):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "weights": "official", "upstream": UPSTREAM, "licence": "CC-BY-NC-4.0",
                 "architecture": asdict(self.network.size), "sampler": f"DDPM respaced to {self.diffusion.num_steps}",
-                "vae": str(self.codec.folder), "context_frames": self.network.size.context_size,
+                "vae": str(self.codec.folder), "vae_sha256": self.codec.sha256(),
+                "context_frames": self.network.size.context_size,
                 "image_size": self.image_size, "autocast": "bf16" if self.bf16 else "float32"}
 
 

@@ -177,6 +177,7 @@ def test_model_nwm_loads_the_official_release_and_rolls_out(official):
     described = model.describe()
     assert described["weights"] == "official" and described["licence"] == "CC-BY-NC-4.0"
     assert described["checkpoint"].endswith("cdit_tiny_ema.safetensors") and described["image_size"] == 64
+    assert set(described["vae_sha256"]) == {"config.json", "diffusion_pytorch_model.safetensors"}
     request = recon_request(0)
     frames = model.rollout(request)
     assert frames.shape == (3, 64, 64, 3) and frames.dtype == np.uint8 and frames.std() > 0
@@ -208,6 +209,14 @@ def test_official_nwm_refuses_what_it_cannot_serve(official, tmp_path):
         load_model("nwm", checkpoint=str(pickled))
     with pytest.raises(ValueError, match="--model-args solver: model 'nwm' takes sampler_steps, vae, num_heads"):
         load_model("nwm", checkpoint=str(official), solver="heun")
+    (tmp_path / "loopnav.safetensors").write_bytes((official / "cdit_tiny_ema.safetensors").read_bytes()[:8] + b"x")
+    with pytest.raises(ValueError, match="loopnav.safetensors: not a readable safetensors file"):
+        load_model("nwm", checkpoint=str(tmp_path / "loopnav.safetensors"))
+    from safetensors.torch import save_file
+
+    save_file({"patch_embed.weight": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="other.safetensors: not NWM's CDiT weights"):
+        load_model("nwm", checkpoint=str(tmp_path / "other.safetensors"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="found no .safetensors"):
         load_model("nwm", checkpoint=str(tmp_path / "empty"))
