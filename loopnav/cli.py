@@ -295,10 +295,11 @@ def models_check_upstream(
     except (FileNotFoundError, KeyError, ValueError) as err:
         fail(f"{fixture_dir}: {err}")
     table = Table(title=f"{model} against upstream ({fixture_dir})")
-    for column in ("fixture", "max error", "tolerance", "", "result"):
+    for column in ("file", "tensor", "max error", "tolerance", "kind", "result"):
         table.add_column(column, overflow="fold")
     for result in results:
-        table.add_row(result.name, f"{result.error:.3g}", f"{result.tolerance:.3g}",
+        file, _, tensor = result.name.partition(":")
+        table.add_row(file.removesuffix(".safetensors"), tensor, f"{result.error:.3g}", f"{result.tolerance:.3g}",
                       "relative" if result.relative else "absolute",
                       "[green]pass[/]" if result.passed else "[red]FAIL[/]")
     console.print(table)

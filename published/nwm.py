@@ -29,6 +29,7 @@ from torch import nn
 
 from loopnav_bench.models import RolloutRequest, WorldModel
 from modelkit.cdit import ActionEmbedder, CDiT, TimestepEmbedder
+from published.upstream_check import FixtureResult
 
 UPSTREAM = "facebookresearch/nwm@3f6cd8e70d6f2d1e2b9684acff510710135f0f41"
 LATENT_SCALE = 0.18215            # SD VAE latent scaling (isolated_nwm_infer.py)
@@ -427,11 +428,9 @@ def _error(got: torch.Tensor | np.ndarray, want: torch.Tensor, relative: str = "
     return float(diff.max())
 
 
-def check_upstream(fixture_dir: Path) -> list:
+def check_upstream(fixture_dir: Path) -> list[FixtureResult]:
     """Replay NWM's fixture folder (layout of ../shared/fixtures/upstream/nwm) through this module."""
     from safetensors.torch import load_file
-
-    from published.upstream_check import FixtureResult
 
     fixture_dir = Path(fixture_dir)
     meta = json.loads((fixture_dir / "fixture.json").read_text())
@@ -489,10 +488,8 @@ def check_upstream(fixture_dir: Path) -> list:
     return results
 
 
-def _check_actions(fixture_dir: Path, meta: dict[str, Any], tol64: float, tol32: float) -> list:
+def _check_actions(fixture_dir: Path, meta: dict[str, Any], tol64: float, tol32: float) -> list[FixtureResult]:
     from safetensors.torch import load_file
-
-    from published.upstream_check import FixtureResult
 
     a = load_file(str(fixture_dir / "actions.safetensors"))
     spec = meta["files"]["actions.safetensors"]
@@ -513,7 +510,7 @@ def _check_actions(fixture_dir: Path, meta: dict[str, Any], tol64: float, tol32:
         y, steps = time_actions(delta)
         add(f"eval{i}_time_y", y[None], tol32)
         add(f"eval{i}_time_num_timesteps", torch.tensor(steps), 0)
-        for fps in (1, 4):
+        for fps in sorted({int(m.group(1)) for k in a if (m := re.fullmatch(rf"eval{i}_rollout(\d+)fps_y", k))}):
             y, stride = rollout_actions(delta, fps)
             add(f"eval{i}_rollout{fps}fps_y", y[None], tol32)
             add(f"eval{i}_rollout{fps}fps_num_timesteps", torch.full((len(y),), stride), 0)
