@@ -502,13 +502,17 @@ def weights_check(
                                                                     "dino_vitb16, clip_vitb32, open_clip_vitb32)."),
     as_json: bool = typer.Option(False, "--json", help="Print the status rows as JSON."),
 ) -> None:
-    """Hash the weight files the metrics need. Exit 0: all present and verified; 1: something missing or
-    mismatched; 3: all present but some have no upstream hash to check against."""
+    """Hash the weight files the metrics need, or those of the published models named (oasis, worldmem, nwm).
+    Exit 0: all present and verified; 1: something missing or mismatched; 3: all present but some have no upstream
+    hash to check against."""
     from loopnav_bench.metrics.weights import ALLOW_UNVERIFIED_ENV, metric_names, overall, weights_status
+    from published.weights import FILES
 
     _registry()
     if unknown := sorted(set(metrics or []) - set(metric_names())):
-        fail(f"unknown metric {unknown}; choose from {metric_names()}")
+        fail(f"unknown metric or model {unknown}; choose from {metric_names()}")
+    published = {f.metric for f in FILES}
+    metrics = metrics or [name for name in metric_names() if name not in published]  # models only when named
     rows = list(weights_status(metrics, all_variants).values())
     verdict = overall(rows)
     if as_json:

@@ -180,3 +180,11 @@ def test_convert_refuses_what_is_not_plain_tensors(tmp_path):
 def test_models_lists_the_licences():
     result = runner.invoke(app, ["models"], env={"COLUMNS": "300"})
     assert result.exit_code == 0 and "CC-BY-NC-4.0" in result.output
+
+
+def test_check_covers_the_models_only_when_named():
+    everything = json.loads(runner.invoke(app, ["weights", "check", "--json"]).stdout)["files"]
+    assert everything and not any(row["id"].startswith(("nwm/", "oasis/", "worldmem/")) for row in everything)
+    named = runner.invoke(app, ["weights", "check", "nwm", "worldmem", "--json"])
+    assert named.exit_code == 1  # nothing downloaded here
+    assert {row["id"].split("/")[0] for row in json.loads(named.stdout)["files"]} == {"nwm", "worldmem"}
