@@ -152,6 +152,16 @@ class DiffusersAutoencoder:
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         return tensor_to_frames(self.vae.decode(latents / self.scaling_factor).sample)
 
+    def posterior(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std of the unscaled latent distribution of pixels [N, 3, H, W] in [-1, 1] (for a caller that
+        samples it with its own noise, as NWM's inference does)."""
+        dist = self.vae.encode(pixels).latent_dist
+        return dist.mean, dist.std
+
+    def decode_pixels(self, latents: torch.Tensor) -> torch.Tensor:
+        """Unscaled latents -> pixels [N, 3, H, W], about [-1, 1], unclipped and unquantised."""
+        return self.vae.decode(latents).sample
+
 
 PRESETS: dict[str, Preset] = {
     "cpu": Preset(model={"image_size": 32, "channels": (16, 32), "latent_channels": 8}, steps=2500, batch_size=32,

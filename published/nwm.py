@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from loopnav_bench.models import RolloutRequest, WorldModel
+from modelkit.autoencoder import DiffusersAutoencoder
 from modelkit.cdit import ActionEmbedder, CDiT, TimestepEmbedder
 from published.upstream_check import FixtureResult
 
@@ -545,36 +546,23 @@ def find_official_checkpoint(path: Path) -> Path:
     return found[0]
 
 
-class SDVAE:
-    """The SD VAE (stabilityai/sd-vae-ft-ema) through diffusers, from a local folder in its Hub layout
-    (config.json + diffusion_pytorch_model.safetensors; never the .bin pickle)."""
+def load_sd_vae(folder: Path, image_size: int, device: str) -> DiffusersAutoencoder:
+    """The SD VAE (stabilityai/sd-vae-ft-ema) from a local folder in its Hub layout, through diffusers."""
+    try:
+        return DiffusersAutoencoder(str(folder), image_size=image_size, device=device)
+    except ImportError:
+        raise ValueError("NWM's official weights encode and decode through diffusers' AutoencoderKL: "
+                         "pip install 'loopnav[published]'") from None
+    except FileNotFoundError:
+        raise ValueError(f"{folder}: no SD VAE here (config.json + diffusion_pytorch_model.safetensors); get it with "
+                         "`loopnav weights download nwm` or give --model-args vae=FOLDER") from None
 
-    def __init__(self, folder: Path, device: str):
-        try:
-            from diffusers.models import AutoencoderKL
-        except ImportError:
-            raise ValueError("NWM's official weights decode through diffusers' AutoencoderKL: "
-                             "pip install 'loopnav[published]'") from None
-        if not (folder / "config.json").is_file():
-            raise ValueError(f"{folder}: no SD VAE here (config.json + diffusion_pytorch_model.safetensors); "
-                             "get it with `loopnav weights download nwm` or give --model-args vae=FOLDER")
-        self.folder = folder
-        self.vae = AutoencoderKL.from_pretrained(str(folder), use_safetensors=True).to(device).eval()
 
-    def posterior(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and std of the latent distribution of pixels [N, 3, H, W] in [-1, 1]."""
-        dist = self.vae.encode(pixels).latent_dist
-        return dist.mean, dist.std
+def folder_sha256(folder: Path) -> dict[str, str]:
+    """sha256 of each file of a diffusers folder (results record what produced them)."""
+    from loopnav_bench.fileio import sha256_file
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.vae.decode(latents).sample
-
-    def sha256(self) -> dict[str, str]:
-        """sha256 of each file of the VAE folder diffusers reads (results record what produced them)."""
-        from loopnav_bench.fileio import sha256_file
-
-        return {p.name: sha256_file(p) for p in sorted(self.folder.iterdir())
-                if p.name in ("config.json", "diffusion_pytorch_model.safetensors")}
+    return {p.name: sha256_file(p) for p in sorted(Path(folder).iterdir()) if p.is_file()}
 
 
 def to_model_pixels(frames: np.ndarray, size: int) -> torch.Tensor:
@@ -622,8 +610,9 @@ class OfficialNWMModel(WorldModel):
         self.network = load_official(self.weights_path, num_heads).to(device)
         self.diffusion = RespacedDDPM(str(sampler_steps or int(RESPACING)))
         beside = self.weights_path.parent / VAE_FOLDER
-        self.codec = SDVAE(Path(vae) if vae else beside if beside.is_dir() else sd_vae_folder(), device)
+        self.vae_folder = Path(vae) if vae else beside if beside.is_dir() else sd_vae_folder()
         self.image_size = self.network.size.input_size * VAE_DOWNSAMPLE
+        self.codec = load_sd_vae(self.vae_folder, self.image_size, device)
         self.bf16 = str(device).startswith("cuda")
 
     def _check(self, request: RolloutRequest) -> None:
@@ -680,7 +669,7 @@ class OfficialNWMModel(WorldModel):
                 return mean + std * latent_noise.flatten(0, 1).to(mean.dtype)
 
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
-                frame = predict(self.network, self.diffusion, encode, self.codec.decode, obs, delta, 1,
+                frame = predict(self.network, self.diffusion, encode, self.codec.decode_pixels, obs, delta, 1,
                                 draw((4, S, S)), lambda k: draw((4, S, S)), K)
             for row, i in enumerate(active):
                 predicted[i].append(frame[row].float().cpu())
@@ -690,7 +679,7 @@ class OfficialNWMModel(WorldModel):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "weights": "official", "upstream": UPSTREAM, "licence": "CC-BY-NC-4.0",
                 "architecture": asdict(self.network.size), "sampler": f"DDPM respaced to {self.diffusion.num_steps}",
-                "vae": str(self.codec.folder), "vae_sha256": self.codec.sha256(),
+                "vae": str(self.vae_folder), "vae_sha256": folder_sha256(self.vae_folder),
                 "context_frames": self.network.size.context_size,
                 "image_size": self.image_size, "autocast": "bf16" if self.bf16 else "float32"}
 
