@@ -140,7 +140,10 @@ class DiffusersAutoencoder:
                               "(pip install diffusers)") from err
         if not (Path(self.path) / "config.json").exists():
             raise FileNotFoundError(f"{self.path}: not a local diffusers AutoencoderKL directory (no config.json)")
-        self.vae = AutoencoderKL.from_pretrained(self.path, local_files_only=True).to(self.device).eval()
+        if not (Path(self.path) / "diffusion_pytorch_model.safetensors").exists():  # never the .bin pickle
+            raise FileNotFoundError(f"{self.path}: no diffusion_pytorch_model.safetensors (a .bin pickle is not read)")
+        self.vae = AutoencoderKL.from_pretrained(self.path, local_files_only=True, use_safetensors=True)
+        self.vae = self.vae.to(self.device).eval()
         self.scaling_factor = float(self.vae.config.scaling_factor)
 
     @torch.no_grad()
