@@ -37,17 +37,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from loopnav_bench.models import SHIPPED_DIR, RolloutRequest
+from loopnav_bench.models import SHIPPED_DIR, RolloutRequest, load_model
 from loopnav_bench.schema import units_per_block, wrap_angle
+from modelkit import checkpoint as ckpt
 from modelkit.adapter import CheckpointedModel, lockstep_rollout, rollout_buffer
 from modelkit.autoencoder import load_autoencoder
-from modelkit.cdit import CDiT, CDiTConfig, TimestepEmbedder
+from modelkit.cdit import ActionEmbedder, CDiT, CDiTConfig, TimestepEmbedder
 from modelkit.diffusion import EDM, EDMConfig
 from modelkit.presets import Preset
 
 ACTION_MIN = np.array([-2.5, -4.0])  # NWM's action_stats for (dx, dy) in waypoint spacings
 ACTION_MAX = np.array([5.0, 4.0])
 TIME_SCALE = 128.0                   # rel_t = goal offset / 128, as NWM
+OFFICIAL = "nwm-official"            # the registered model that loads NWM's released weights
 
 
 @dataclass(frozen=True)
@@ -94,18 +96,6 @@ def goal_action(current: np.ndarray, goal: np.ndarray, units_per_block: float | 
     normalised = 2 * (local - ACTION_MIN) / (ACTION_MAX - ACTION_MIN) - 1
     dyaw = wrap_angle(np.asarray(goal[..., 3], np.float64) - current[..., 3])
     return np.concatenate([normalised, np.asarray(dyaw)[..., None]], axis=-1).astype(np.float32)
-
-
-class ActionEmbedder(nn.Module):
-    """(dx, dy, dyaw) -> hidden: one sinusoidal embedder per component, concatenated (NWM)."""
-
-    def __init__(self, hidden: int):
-        super().__init__()
-        third = hidden // 3
-        self.embedders = nn.ModuleList(TimestepEmbedder(width) for width in (third, third, hidden - 2 * third))
-
-    def forward(self, action: torch.Tensor) -> torch.Tensor:
-        return torch.cat([embed(action[:, i]) for i, embed in enumerate(self.embedders)], dim=-1)
 
 
 class NWM(nn.Module):
@@ -163,12 +153,20 @@ def context_window(current: int | np.ndarray, context: int) -> np.ndarray:
 
 class NWMModel(CheckpointedModel):
     """NWM behind the WorldModel API (registered as "nwm"). Without --checkpoint the shipped `cpu` checkpoint
-    (baselines/checkpoints/nwm) is used. Model args: `sampler_steps=N`, `solver=euler|heun`."""
+    (baselines/checkpoints/nwm) is used. Model args: `sampler_steps=N`, `solver=euler|heun`.
+
+    A --checkpoint that exists but is not in loopnav's layout is NWM's official release: the model registered as
+    "nwm-official" (published/nwm.py) is built instead, so `--model nwm` serves both (docs/models/nwm-official.md)."""
 
     name = "nwm"
     description = "NWM (Bar et al.): CDiT over the last 4 frames"
     shipped_dir = Path(__file__).parent / SHIPPED_DIR
     config_class, network_class, default_checkpoint = NWMConfig, NWM, "nwm"
+
+    def __new__(cls, checkpoint: str | None = None, *args: Any, **kwargs: Any):
+        if checkpoint is not None and Path(checkpoint).exists() and not ckpt.is_checkpoint(checkpoint):
+            return load_model(OFFICIAL, checkpoint, *args, **kwargs)  # not an NWMModel: __init__ is not rerun
+        return super().__new__(cls)
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -190,5 +188,6 @@ class NWMModel(CheckpointedModel):
         return [self.codec.decode(p.to(self.device)) for p in predicted]
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "context_frames": self.config.context, "image_size": self.codec.image_size,
+        return {**super().describe(), "weights": "loopnav (CPU-trained re-implementation)",
+                "context_frames": self.config.context, "image_size": self.codec.image_size,
                 "autoencoder": self.saved["autoencoder"]}

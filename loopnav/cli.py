@@ -340,17 +340,26 @@ def score(
         _print_results(outcome)
 
 
-@app.command(rich_help_panel=EVAL)
-def models() -> None:
+models_app = typer.Typer(help="List the registered world models; check published ones against upstream's outputs.",
+                         pretty_exceptions_show_locals=False)
+app.add_typer(models_app, name="models", rich_help_panel=EVAL)
+
+
+@models_app.callback(invoke_without_command=True)
+def models(ctx: typer.Context) -> None:
     """List the registered models and their shipped checkpoints.
 
     What each model is, whether `loopnav train` trains it, its checkpoints
     (`--checkpoint NAME`; * the default) and the package of a plug-in."""
+    if ctx.invoked_subcommand is not None:
+        return
     from loopnav_bench.registry import MODELS, TRAINERS
+    from published.licences import LICENCES
 
     trainable = set(TRAINERS.names())
     rows = []
-    for name, entry in sorted(MODELS.entries().items()):
+    entries = sorted(MODELS.entries().items())
+    for name, entry in entries:
         description, default, shipped = _model_facts(entry)
         checkpoints = ", ".join(f"{c}*" if c == default else c for c in shipped)
         package = entry.dist.name if entry.dist else "?"
@@ -362,6 +371,44 @@ def models() -> None:
     for row in rows:
         table.add_row(*map(Text, row[:5 if plugins else 4]))
     console.print(table)
+    for name in sorted({n.removesuffix("-official") for n, _ in entries} & set(LICENCES)):
+        console.print(f"{name}: official weights under {LICENCES[name]}")
+
+
+@models_app.command("check-upstream")
+def models_check_upstream(
+    model: str = typer.Argument(..., help="A published model: oasis, worldmem or nwm."),
+    fixture_dir: Path = typer.Argument(..., help="A fixture folder in the layout of fixtures/upstream/<model>/."),
+) -> None:
+    """Replay a folder of upstream golden outputs through loopnav's own code and print the max error of each
+    against its tolerance. Exit 0 when all are within it, 1 when any is not."""
+    from published.upstream_check import CHECKERS, check_upstream
+
+    if model not in CHECKERS:
+        fail(f"no upstream check for model {model!r}; known: {', '.join(sorted(CHECKERS))}")
+    if not (fixture_dir / "fixture.json").is_file():
+        fail(f"{fixture_dir}: not a fixture folder (no fixture.json)")
+    try:
+        results = check_upstream(model, fixture_dir)
+    except ModuleNotFoundError as err:
+        if err.name != CHECKERS[model]:
+            raise
+        fail(f"model {model!r}: its upstream check ({CHECKERS[model]}) is not part of this loopnav yet")
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        fail(f"{fixture_dir}: {err}")
+    table = Table(title=f"{model} against upstream ({fixture_dir})")
+    for column in ("file", "tensor", "max error", "tolerance", "kind", "result"):
+        table.add_column(column, overflow="fold")
+    for result in results:
+        file, _, tensor = result.name.partition(":")
+        table.add_row(file.removesuffix(".safetensors"), tensor, f"{result.error:.3g}", f"{result.tolerance:.3g}",
+                      "relative" if result.relative else "absolute",
+                      "[green]pass[/]" if result.passed else "[red]FAIL[/]")
+    console.print(table)
+    failed = [r.name for r in results if not r.passed]
+    console.print(f"[red]{len(failed)} of {len(results)} outside their tolerance[/]" if failed
+                  else f"[green]all {len(results)} within their tolerance[/]")
+    raise typer.Exit(1 if failed else 0)
 
 
 def _model_facts(entry) -> tuple[str, str | None, list[str]]:
@@ -555,17 +602,27 @@ def leaderboard_push(
 
 
 weights_app = typer.Typer(
-    help="Locate, verify (sha256) and download the pretrained weights of LPIPS, DreamSim and FVD.",
+    help="Locate, verify (sha256), download and convert the pretrained weights of the metrics (LPIPS, DreamSim, FVD) "
+         "and of the published models (Oasis-500M, WorldMem, NWM).",
     pretty_exceptions_show_locals=False, no_args_is_help=True)
 app.add_typer(weights_app, name="weights", rich_help_panel=EVAL)
-_WEIGHT_METRICS = typer.Argument(None, help="Metrics to include: lpips, dreamsim, fvd (default: all).")
+_WEIGHT_METRICS = typer.Argument(None, help="What to include: lpips, dreamsim, fvd, oasis, worldmem, nwm "
+                                            "(default: all).")
 _WEIGHTS_EXIT = {"verified": 0, "incomplete": 1, "unverifiable": 3}
+
+
+def _registry():
+    """The weights registry with the published models' files in it (published/weights.py registers them)."""
+    import published.weights  # noqa: F401
+    from loopnav_bench.metrics import weights
+
+    return weights
 
 
 @weights_app.command("list")
 def weights_list() -> None:
     """Every weight file loopnav knows: where it goes, its upstream URL and how it is verified."""
-    from loopnav_bench.metrics.weights import REGISTRY
+    REGISTRY = _registry().REGISTRY
 
     columns = ("file", "variants", "path", "check", "expected", "MiB", "url")
     rows = [(entry.id, ",".join(entry.variants), str(entry.path()), entry.check,
@@ -600,12 +657,17 @@ def weights_check(
                                                                     "dino_vitb16, clip_vitb32, open_clip_vitb32)."),
     as_json: bool = typer.Option(False, "--json", help="Print the status rows as JSON."),
 ) -> None:
-    """Hash the weight files the metrics need. Exit 0: all present and verified; 1: something missing or
-    mismatched; 3: all present but some have no upstream hash to check against."""
+    """Hash the weight files the metrics need, or those of the published models named (oasis, worldmem, nwm).
+    Exit 0: all present and verified; 1: something missing or mismatched; 3: all present but some have no upstream
+    hash to check against."""
     from loopnav_bench.metrics.weights import ALLOW_UNVERIFIED_ENV, metric_names, overall, weights_status
+    from published.weights import FILES
 
+    _registry()
     if unknown := sorted(set(metrics or []) - set(metric_names())):
-        fail(f"unknown metric {unknown}; choose from {metric_names()}")
+        fail(f"unknown metric or model {unknown}; choose from {metric_names()}")
+    published = {f.metric for f in FILES}
+    metrics = metrics or [name for name in metric_names() if name not in published]  # models only when named
     rows = list(weights_status(metrics, all_variants).values())
     verdict = overall(rows)
     if as_json:
@@ -615,7 +677,7 @@ def weights_check(
     colours = {"verified": "green", "unverifiable": "yellow", "mismatch": "red", "missing": "red"}
 
     def table(with_paths: bool) -> Table:
-        grid = Table(title="metric weights")
+        grid = Table(title="weight files")
         grid.add_column("file", no_wrap=with_paths, overflow="fold")
         for column in ("status", "check", *(["path"] if with_paths else []), "sha256"):
             grid.add_column(column, no_wrap=True)
@@ -637,27 +699,62 @@ def weights_check(
 
 @weights_app.command("download")
 def weights_download(
-    metric: str = typer.Argument(..., help="lpips, dreamsim or fvd."),
+    metric: str = typer.Argument(..., help="lpips, dreamsim, fvd, or a published model: oasis, worldmem, nwm."),
     variant: Optional[str] = typer.Option(None, help="Metric variant, e.g. dreamsim: ensemble (default), dino_vitb16, "
                                                      "clip_vitb32, open_clip_vitb32."),
     force: bool = typer.Option(False, help="Download again even if the files are present."),
+    file: Optional[str] = typer.Option(None, "--file", help="nwm: the checkpoint's name in the gated facebook/nwm "
+                                                            "repo (upstream publishes no fixed name)."),
 ) -> None:
-    """Fetch a metric's weight files from their upstream URLs (needs internet), then verify them."""
-    from loopnav_bench.metrics.weights import WeightsDownloadError, download
-
+    """Fetch weight files from their upstream URLs or Hugging Face repos (needs internet; HF_TOKEN for gated ones),
+    then verify them. Pickled checkpoints are then converted once with `loopnav weights convert`."""
+    weights = _registry()
     try:
         with progress_bar() as progress:
-            rows = download(metric, variant, progress=progress, force=force)
-    except (WeightsDownloadError, ValueError) as err:
+            rows = weights.download(metric, variant, progress=progress, force=force, hub_file=file)
+    except (weights.WeightsDownloadError, ValueError) as err:
         fail(str(err))
     for row in rows.values():
         console.print(f"{row['status']:>12}  {row['path']}")
+    if any(row["status"] == "missing" for row in rows.values()):
+        console.print(f"then convert the pickled checkpoints once: `loopnav weights convert {metric}`")
+
+
+@weights_app.command("convert")
+def weights_convert(
+    model: str = typer.Argument(..., help="worldmem or nwm: the models whose checkpoints are pickled."),
+    source: Optional[Path] = typer.Argument(None, help="A pickled checkpoint obtained elsewhere (default: the "
+                                                       "downloaded one); only with a model of one checkpoint."),
+) -> None:
+    """Unpickle a downloaded checkpoint ONCE and write its tensors as safetensors, which is all evaluation reads.
+    Unpickling can run code hidden in the file: torch's restricted loader (weights_only) is used, and a file that
+    needs more is refused; still, only convert files from the source you meant."""
+    from published.weights import CONVERT_KEYS
+
+    weights = _registry()
+    targets = [e for e in weights.REGISTRY if e.metric == model and e.converted_from]
+    if not targets:
+        fail(f"{model!r} has no pickled checkpoint to convert; models with one: "
+             f"{', '.join(sorted({e.metric for e in weights.REGISTRY if e.converted_from}))}")
+    if source is not None and len(targets) > 1:
+        fail(f"{model} has {len(targets)} checkpoints ({', '.join(e.converted_from for e in targets)}): convert the "
+             "downloaded ones (no SOURCE), or place a file where `loopnav weights path` says")
+    for entry in targets:
+        pickled = source or next(e for e in weights.REGISTRY if e.id == entry.converted_from).path()
+        console.print(f"[yellow]warning:[/] unpickling {pickled} (torch.load, weights_only=True); only convert a "
+                      "checkpoint from the source you meant")
+        try:
+            written = weights.convert(entry.id, source, CONVERT_KEYS[entry.converted_from])
+        except (FileNotFoundError, ValueError) as err:
+            fail(str(err))
+        console.print(f"[green]wrote[/] {written}")
 
 
 @weights_app.command("path")
 def weights_path(metrics: Optional[list[str]] = _WEIGHT_METRICS) -> None:
     """Print where each weight file belongs (one path per line), for placing files by hand."""
-    from loopnav_bench.metrics.weights import REGISTRY, metric_names
+    weights = _registry()
+    REGISTRY, metric_names = weights.REGISTRY, weights.metric_names
 
     if unknown := sorted(set(metrics or []) - set(metric_names())):
         fail(f"unknown metric {unknown}; choose from {metric_names()}")

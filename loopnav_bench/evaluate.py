@@ -151,7 +151,8 @@ def select_trajectories(data: Path, splits: list[str], tasks: list[str] | None =
     if missing:
         raise EvaluationError(f"{data / MANIFEST}: no split {missing}; it has {sorted(manifest['splits'])}")
     available_tasks = {t for s in splits for t in manifest["splits"][s]["counts"]}
-    available_ranges = {int(r) for s in splits for by in manifest["splits"][s]["counts"].values() for r in by}
+    available_ranges = {int(r) for s in splits for by in manifest["splits"][s]["counts"].values() for r in by
+                        if r != "None"}  # RECON has no loop range
     if tasks and (unknown := sorted(set(tasks) - available_tasks)):
         raise EvaluationError(f"{data}: no task {unknown} in split {splits}; it has {sorted(available_tasks)}")
     if ranges and (unknown := sorted(set(ranges) - available_ranges)):
@@ -165,11 +166,12 @@ def select_trajectories(data: Path, splits: list[str], tasks: list[str] | None =
             for sample in listed_samples(path, iter_tar_samples(path, fields={"meta.json"}), shard["keys"]):
                 try:
                     meta = json.loads(sample["meta.json"])
-                    task, range_ = meta["task"], int(meta["range"])
+                    task, range_ = meta["task"], meta["range"]  # RECON has no loop range (None)
+                    range_ = None if range_ is None else int(range_)
                 except (ValueError, KeyError, TypeError) as err:
                     raise EvaluationError(f"{path}: sample {sample['__key__']!r}: meta.json is not valid "
                                           f"({type(err).__name__}: {err})") from None
-                if (tasks is None or task in tasks) and (ranges is None or range_ in ranges):
+                if (tasks is None or task in tasks) and (ranges is None or range_ is not None and range_ in ranges):
                     items.append(Item(len(items), sample["__key__"], path, shard["sha256"], meta))
     if not items:
         raise EvaluationError(f"{data}: no trajectory of split {splits} matches tasks {tasks} and ranges {ranges}")

@@ -141,7 +141,10 @@ class DiffusersAutoencoder:
                               "(pip install diffusers)") from err
         if not (Path(self.path) / "config.json").exists():
             raise FileNotFoundError(f"{self.path}: not a local diffusers AutoencoderKL directory (no config.json)")
-        self.vae = AutoencoderKL.from_pretrained(self.path, local_files_only=True).to(self.device).eval()
+        if not (Path(self.path) / "diffusion_pytorch_model.safetensors").exists():  # never the .bin pickle
+            raise FileNotFoundError(f"{self.path}: no diffusion_pytorch_model.safetensors (a .bin pickle is not read)")
+        self.vae = AutoencoderKL.from_pretrained(self.path, local_files_only=True, use_safetensors=True)
+        self.vae = self.vae.to(self.device).eval()
         self.scaling_factor = float(self.vae.config.scaling_factor)
 
     @torch.no_grad()
@@ -152,6 +155,16 @@ class DiffusersAutoencoder:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         return tensor_to_frames(self.vae.decode(latents / self.scaling_factor).sample)
+
+    def posterior(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std of the unscaled latent distribution of pixels [N, 3, H, W] in [-1, 1] (for a caller that
+        samples it with its own noise, as NWM's inference does)."""
+        dist = self.vae.encode(pixels).latent_dist
+        return dist.mean, dist.std
+
+    def decode_pixels(self, latents: torch.Tensor) -> torch.Tensor:
+        """Unscaled latents -> pixels [N, 3, H, W], about [-1, 1], unclipped and unquantised."""
+        return self.vae.decode(latents).sample
 
 
 PRESETS: dict[str, Preset] = {

@@ -62,6 +62,19 @@ class VectorEmbedder(nn.Module):
         return self.mlp(v)
 
 
+class ActionEmbedder(nn.Module):
+    """NWM's action embedder: (dx, dy, dyaw) -> hidden, one sinusoidal embedder per component (widths D//3, D//3 and
+    D - 2·(D//3)), concatenated. Raw floats go through the same 10000-period sinusoid as the noise level."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        third = hidden // 3
+        self.embedders = nn.ModuleList(TimestepEmbedder(width) for width in (third, third, hidden - 2 * third))
+
+    def forward(self, action: torch.Tensor) -> torch.Tensor:
+        return torch.cat([embed(action[:, i]) for i, embed in enumerate(self.embedders)], dim=-1)
+
+
 class Attention(nn.Module):
     """Multi-head attention from queries x to keys/values y, with temporal RoPE on q and k and an optional key mask.
 

@@ -136,6 +136,11 @@ def _latest_name(output_dir: Path) -> str:
     return name
 
 
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether `path` is in loopnav's checkpoint layout (a step folder or a training run), not another format."""
+    return (Path(path) / CONFIG).exists() or (Path(path) / LATEST).exists()
+
+
 def resolve(path: str | Path) -> Path:
     """A step folder, given it or a run directory with a `latest` file."""
     path = Path(path)

@@ -11,6 +11,7 @@ import pytest
 from metrics_standins import isolate_caches
 from typer.testing import CliRunner
 
+import published.weights  # noqa: F401  (the published models' files are in the registry, as the CLI has them)
 from loopnav.cli import app
 from loopnav_bench.metrics import FVD, MetricUnavailable, load_frame_metric, weights, weights_status
 from loopnav_bench.metrics.weights import WeightFile, WeightsDownloadError
@@ -54,7 +55,8 @@ def test_status_of_the_real_registry_before_anything_is_placed():
     assert status["lpips/alexnet"]["status"] == "missing" and status["fvd/i3d"]["status"] == "missing"
     # the linear heads ship in the lpips wheel and their sha256 is pinned: verified without any download
     assert status["lpips/linear-alex"]["status"] == "verified" and status["lpips/linear-alex"]["verified"]
-    assert {row["check"] for row in status.values()} == {"sha256", "sha256-prefix", "none"}
+    assert {row["check"] for row in status.values()} == {"sha256", "sha256-prefix", "none", "recorded"}
+    assert all(row["status"] == "missing" for row in status.values() if row["check"] == "recorded")
     assert weights.overall(status.values()) == "incomplete"
     # by default only what the default variants need; every variant on request
     assert "dreamsim/ensemble/lora-config" in status and "dreamsim/clip_vitb32/lora-config" not in status

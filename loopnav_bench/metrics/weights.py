@@ -11,6 +11,13 @@ Verification levels, per file:
 - "none": no upstream hash is established (DreamSim release zips, the DINO checkpoint and hub repo, the StyleGAN-V I3D
   detector). Such a file is "unverifiable": loopnav cannot tell it from a stand-in, so it is used only with
   LOOPNAV_ALLOW_UNVERIFIED_WEIGHTS=1 and every number computed with it is marked unverified. No hash is invented.
+- "recorded": a file fetched from a Hugging Face repo (`hub_repo`), or converted from one, whose sha256 was recorded
+  in a `<file>.sha256.json` beside it when it was written. A Hub download is checked against the sha256 the Hub
+  publishes for LFS files (its ETag) and the record says so; the file is "verified" while its bytes still match a
+  record that was itself verified, "mismatch" when they changed, "unverifiable" without a record.
+
+Other packages add their files with `register` (the published models' checkpoints: published/weights.py), so that
+`loopnav weights check / download` cover them through the same rows.
 
 A file whose hash does not match is refused unless LOOPNAV_ALLOW_UNVERIFIED_WEIGHTS=1, and then marked unverified.
 """
@@ -29,7 +36,15 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from loopnav_bench.console import ProgressFn
-from loopnav_bench.fileio import atomic_path, loopnav_cache_dir, resolve_within, sha256_file, xdg_cache
+from loopnav_bench.fileio import (
+    atomic_path,
+    loopnav_cache_dir,
+    read_json,
+    resolve_within,
+    sha256_file,
+    write_json_atomic,
+    xdg_cache,
+)
 from loopnav_bench.metrics.specs import METRICS
 
 ALLOW_UNVERIFIED_ENV = "LOOPNAV_ALLOW_UNVERIFIED_WEIGHTS"
@@ -120,10 +135,22 @@ class WeightFile:
     size: Optional[int] = None    # exact bytes, only where established
     approx_mb: Optional[float] = None  # MiB, for display (torchvision meta "_file_size")
     note: str = ""
+    hub_repo: Optional[str] = None  # a Hugging Face model repo the file is fetched from (huggingface_hub)
+    hub_file: Optional[str] = None  # its name there; None where upstream publishes no name (download --file)
+    licence: str = ""
+    converted_from: Optional[str] = None  # id of the pickled file this safetensors copy is made from (convert)
 
     @property
     def check(self) -> str:
-        return "sha256" if self.sha256 else "sha256-prefix" if self.sha256_prefix else "none"
+        if self.sha256:
+            return "sha256"
+        if self.sha256_prefix:
+            return "sha256-prefix"
+        return "recorded" if self.hub_repo or self.converted_from else "none"
+
+    def record_path(self) -> Path:
+        path = self.path()
+        return path.with_name(path.name + ".sha256.json")
 
     def directory(self) -> Path:
         return ROOTS[self.root]()
@@ -190,9 +217,18 @@ REGISTRY: tuple[WeightFile, ...] = (
 DEFAULT_VARIANTS = {name: spec.default_variant for name, spec in METRICS.items() if spec.default_variant}
 
 
+def register(files: Iterable[WeightFile]) -> None:
+    """Add files of another package to the registry (again: replaced by id)."""
+    global REGISTRY
+    new = {f.id: f for f in files}
+    REGISTRY = tuple(f for f in REGISTRY if f.id not in new) + tuple(new.values())
+
+
 def files_for(metric: str, variant: Optional[str] = None) -> list[WeightFile]:
+    """The files `metric` (or a registered owner such as a published model) needs in `variant`; without a variant
+    and without a default one, all of its files."""
     variant = variant or DEFAULT_VARIANTS.get(metric)
-    found = [f for f in REGISTRY if f.metric == metric and variant in f.variants]
+    found = [f for f in REGISTRY if f.metric == metric and (variant is None or variant in f.variants)]
     if not found:
         known = sorted({v for f in REGISTRY if f.metric == metric for v in f.variants})
         raise ValueError(f"no weights registered for metric {metric!r} variant {variant!r}; known variants: {known}")
@@ -236,6 +272,14 @@ def file_status(entry: WeightFile) -> dict:
         ok = row["sha256"] == entry.sha256 and (entry.size is None or row["size"] == entry.size)
     elif entry.sha256_prefix:
         ok = row["sha256"].startswith(entry.sha256_prefix)
+    elif entry.check == "recorded" and entry.record_path().is_file():
+        record = read_json(entry.record_path())
+        row["sha256_expected"], row["record"] = record.get("sha256"), record
+        if row["sha256"] != record.get("sha256"):
+            return {**row, "status": "mismatch"}
+        ok = bool(record.get("verified"))
+        if not ok:
+            return {**row, "status": "unverifiable"}
     else:
         return {**row, "status": "unverifiable"}
     return {**row, "status": "verified" if ok else "mismatch", "verified": ok}
@@ -349,20 +393,114 @@ def _extract(archive: Path, entries: list[WeightFile]) -> None:
                 shutil.copyfileobj(src, dst)
 
 
+def _fetch_hub(entry: WeightFile, hub_file: str, progress: Optional[ProgressFn]) -> None:
+    """Fetch `hub_file` of entry.hub_repo (HF_TOKEN or a `huggingface-cli login` authenticates) to entry.path(),
+    check it against the sha256 the Hub publishes for LFS files, and record what was fetched beside it."""
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    repo, page = entry.hub_repo, f"https://huggingface.co/{entry.hub_repo}"
+    dest = entry.directory() / entry.candidates[0]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        meta = huggingface_hub.get_hf_file_metadata(huggingface_hub.hf_hub_url(repo, hub_file))
+        if progress:
+            progress(f"download {entry.id}", 0, meta.size or 1)
+        with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:  # same disk: the rename below is atomic
+            Path(huggingface_hub.hf_hub_download(repo, hub_file, local_dir=tmp)).replace(dest)
+    except GatedRepoError:
+        raise WeightsDownloadError(f"{repo} is gated: request access at {page} (approved by hand), then set HF_TOKEN "
+                                   "(or run `huggingface-cli login`) and download again") from None
+    except RepositoryNotFoundError:
+        raise WeightsDownloadError(f"{repo}: no such repo, or a private one: check {page}, and set HF_TOKEN if "
+                                   "you have access") from None
+    except EntryNotFoundError:
+        raise WeightsDownloadError(f"{repo} has no file {hub_file!r}: see {page}/tree/main") from None
+    except (HfHubHTTPError, OSError) as err:
+        raise WeightsDownloadError(f"cannot download {hub_file} from {repo}: {err} (offline? place the file by "
+                                   "hand; `loopnav weights path` shows where)") from None
+    sha256 = sha256_file(dest)
+    hub_sha256 = meta.etag if meta.etag and len(meta.etag) == 64 else None  # an LFS file's ETag is its sha256
+    if hub_sha256 and hub_sha256 != sha256:
+        dest.unlink()
+        raise WeightsDownloadError(f"{repo}/{hub_file}: fetched sha256 {sha256[:16]}… is not the Hub's {hub_sha256}")
+    write_json_atomic(entry.record_path(), {
+        "sha256": sha256, "size": dest.stat().st_size, "repo": repo, "file": hub_file, "revision": meta.commit_hash,
+        "hub_sha256": hub_sha256, "verified": hub_sha256 is not None,
+        "how": "checked against the Hub's LFS sha256" if hub_sha256 else "the Hub publishes no sha256 for it"})
+    if progress:
+        progress(f"download {entry.id}", meta.size or 1, meta.size or 1)
+
+
+def convert(entry_id: str, source: Optional[Path] = None, key: Optional[str] = None) -> Path:
+    """Unpickle a downloaded checkpoint ONCE and write the tensors under `key` (e.g. "ema") as the safetensors
+    entry `entry_id` (whose converted_from names the pickled entry). torch.load runs with weights_only=True, its
+    restricted unpickler, which here also accepts argparse.Namespace (plain attributes: training scripts such as
+    NWM's train.py save their args); a checkpoint that needs anything else is refused. Records the sha256 of the
+    source and the result."""
+    import argparse
+
+    import torch
+    from safetensors.torch import save_file
+
+    entry = next((e for e in REGISTRY if e.id == entry_id), None)
+    if entry is None or entry.converted_from is None:
+        raise ValueError(f"{entry_id!r} is not a converted weight file")
+    pickled = next(e for e in REGISTRY if e.id == entry.converted_from)
+    source = Path(source) if source else pickled.path()
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: no such checkpoint; get it with `{download_command(pickled.metric)}`")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            state = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as err:  # the restricted unpickler's refusals come as several error types
+        raise ValueError(f"{source}: not loadable as plain tensors ({str(err).splitlines()[0]})") from None
+    if key is not None:
+        if not isinstance(state, dict) or key not in state:
+            found = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"{source}: has no {key!r} entry (found: {found})")
+        state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{source}: {key or 'the checkpoint'} is not a dict of tensors")
+    dest = entry.path()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest) as tmp:  # clone: safetensors refuses tensors that share memory (tied weights)
+        save_file({k: v.detach().clone().contiguous() for k, v in state.items()}, str(tmp))
+    source_record = pickled.record_path()
+    source_sha256 = sha256_file(source)
+    verified = source == pickled.path() and source_record.is_file() and \
+        read_json(source_record).get("sha256") == source_sha256 and bool(read_json(source_record).get("verified"))
+    write_json_atomic(entry.record_path(), {
+        "sha256": sha256_file(dest), "size": dest.stat().st_size, "converted_from": str(source), "key": key,
+        "source_sha256": source_sha256, "verified": verified,
+        "how": "converted from a download verified against the Hub" if verified else "converted from a file "
+               "loopnav did not download"})
+    return dest
+
+
 def download(metric: str, variant: Optional[str] = None, progress: Optional[ProgressFn] = None,
-             force: bool = False) -> dict:
-    """Fetch a metric's missing (or, with force, all) files from their upstream URLs, then verify them.
+             force: bool = False, hub_file: Optional[str] = None) -> dict:
+    """Fetch a metric's (or registered owner's) missing (or, with force, all) files from their upstream URLs or Hub
+    repos, then verify them. `hub_file` names the file of an entry whose upstream publishes no name.
 
     Returns the weights_status rows of the metric's files. Raises WeightsDownloadError when offline, when a URL
     cannot be fetched, or when a fetched file fails its hash.
     """
     entries = files_for(metric, variant)
-    todo = [e for e in entries if e.root != "lpips_package" and (force or not e.path().is_file())]
+    todo = [e for e in entries if e.root != "lpips_package" and e.converted_from is None
+            and (force or not e.path().is_file())]
     if todo and _offline():
         raise WeightsDownloadError(f"offline ({' or '.join(OFFLINE_ENVS)} is set): cannot fetch "
                                    + ", ".join(sorted({e.url for e in todo})))
+    for entry in [e for e in todo if e.hub_repo]:
+        name = entry.hub_file or hub_file
+        if name is None:
+            raise WeightsDownloadError(f"{entry.hub_repo} publishes no fixed file name for {entry.id}: pick the "
+                                       f"checkpoint at https://huggingface.co/{entry.hub_repo}/tree/main and pass "
+                                       "--file NAME")
+        _fetch_hub(entry, name, progress)
     by_url: dict[str, list[WeightFile]] = {}
-    for entry in todo:
+    for entry in [e for e in todo if not e.hub_repo]:
         by_url.setdefault(entry.url, []).append(entry)
     for url, group in by_url.items():
         label = f"download {group[0].id if len(group) == 1 else url.rsplit('/', 1)[-1]}"
@@ -376,7 +514,8 @@ def download(metric: str, variant: Optional[str] = None, progress: Optional[Prog
             _fetch(url, archive, progress, label)
             _extract(archive, group)
     rows = [file_status(e) for e in entries]
-    if bad := [r for r in rows if r["status"] in ("mismatch", "missing")]:
+    converted = {e.id for e in entries if e.converted_from}  # made by `loopnav weights convert`, not downloaded
+    if bad := [r for r in rows if r["status"] in ("mismatch", "missing") and r["id"] not in converted]:
         raise WeightsDownloadError("after download: "
                                    + "; ".join(f"{r['id']} {r['status']} at {r['path']}" for r in bad))
     return {r["id"]: r for r in rows}
