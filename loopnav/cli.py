@@ -104,6 +104,11 @@ def _csv(text: Optional[str], option: str, cast=str) -> Optional[list]:
     return items
 
 
+def _count(default: Optional[int], *names: str, help: str):
+    """A count, size or step option: a whole number of at least 1 (0 makes no sense), shown as N in --help."""
+    return typer.Option(default, *names, min=1, metavar="N", help=help)
+
+
 def _positive_finite(value: Optional[float]) -> Optional[float]:
     import math
 
@@ -131,14 +136,14 @@ def prepare(
     split: Optional[str] = typer.Option(None, help="Comma-separated splits to prepare (default: all)."),
     tasks: Optional[str] = typer.Option(None, help="Comma-separated tasks, e.g. ABA,ABCA."),
     ranges: Optional[str] = typer.Option(None, help="Ranges, e.g. 5,15,30,50."),
-    limit: Optional[int] = typer.Option(None, min=1, help="At most N trajectories per split."),
-    context_frames: Optional[int] = typer.Option(None, min=1, help="RECON: frames of context before the split point."),
+    limit: Optional[int] = _count(None, help="At most N trajectories per split."),
+    context_frames: Optional[int] = _count(None, help="RECON: frames of context before the split point."),
     split_file: Optional[Path] = typer.Option(None, help="recon: split JSON or NoMaD data_splits."),
     preset: Optional[str] = typer.Option(None, help="vizdoom: a named set (demo, full)."),
-    per_cell: Optional[int] = typer.Option(None, min=1, help="vizdoom: trajectories per task, range and split."),
-    size: Optional[int] = typer.Option(None, min=1, help="vizdoom: frame size in pixels (64 or 128)."),
+    per_cell: Optional[int] = _count(None, help="vizdoom: trajectories per task, range and split."),
+    size: Optional[int] = _count(None, help="vizdoom: frame size in pixels (64 or 128)."),
     seed: Optional[int] = typer.Option(None, help="vizdoom: generation seed."),
-    workers: int = typer.Option(1, min=1, help="Worker processes."),
+    workers: int = _count(1, help="Worker processes."),
     overwrite: bool = typer.Option(False, help="Replace a set prepared with other settings."),
 ) -> None:
     """Convert a data source into webdataset shards with poses, actions and a manifest."""
@@ -257,7 +262,7 @@ def _print_manifest(manifest: dict) -> None:
                 console.print(f"  … and {info['n'] - _LISTED} more, listed in manifest.json")
 
 
-_METRICS = typer.Option(None, help="ssim,psnr,lpips,dreamsim,fvd (default: all).")
+_METRICS = typer.Option(None, help="Comma-separated of ssim, psnr, lpips, dreamsim, fvd (default: all).")
 _EVAL_SIZE = typer.Option(None, "--eval-size",
                           help="Score at N or HxW pixels (default: native).")
 _FVD_MODE = typer.Option("default", "--fvd-mode", help="default or loopnav-v1.")
@@ -275,12 +280,12 @@ def evaluate(
     split: str = typer.Option("test", help="Comma-separated splits."),
     tasks: Optional[str] = typer.Option(None, help="Tasks, e.g. ABA,ABCA (default: all)."),
     ranges: Optional[str] = typer.Option(None, help="Ranges, e.g. 5,15 (default: all)."),
-    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N trajectories."),
+    limit: Optional[int] = _count(None, help="Only the first N trajectories."),
     metrics: Optional[str] = _METRICS,
     eval_size: Optional[str] = _EVAL_SIZE,
     output_dir: Path = typer.Option(Path("results"), "--output-dir", "-o", help="Where results go."),
     device: str = _DEVICE,
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Trajectories per model call."),
+    batch_size: int = _count(8, "--batch-size", help="Trajectories per model call."),
     seed: int = typer.Option(0, help="Run seed (each rollout's seed derives from it)."),
     fvd_mode: str = _FVD_MODE,
     fvd_covariance: str = _FVD_COVARIANCE,
@@ -319,7 +324,7 @@ def score(
     eval_size: Optional[str] = _EVAL_SIZE,
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Default: the run's."),
     device: str = _DEVICE,
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Frames per metric pass."),
+    batch_size: int = _count(32, "--batch-size", help="Frames per metric pass."),
     fvd_mode: str = _FVD_MODE,
     fvd_covariance: str = _FVD_COVARIANCE,
     resume: bool = typer.Option(False, "--resume/--no-resume", help="Keep rows already scored with the same settings."),
@@ -555,7 +560,7 @@ def leaderboard_paper(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for paper.md and its figures."),
     bench: Optional[Path] = typer.Option(None, "--bench",
                                          help="JSON of benchmarks/bench_worldpack.py --out, for Table 4."),
-    frames: int = typer.Option(20, "--frames", min=1, help="Terminal frames of the return leg in Figure 4."),
+    frames: int = _count(20, "--frames", help="Terminal frames of the return leg in Figure 4."),
 ) -> None:
     """The WorldPack paper's Tables 1-2 and 4, Figures 4-5 and a claims check, as markdown and PNGs."""
     from leaderboard.paper import write_paper
@@ -770,15 +775,16 @@ def train(
     output_dir: Path = typer.Option(Path("runs/worldpack"), help="Checkpoints go here (step-N/ folders and `latest`)."),
     preset: str = typer.Option("tiny", help="Model size: tiny (CPU, minutes) or small (GPU)."),
     model_args: Optional[str] = typer.Option(None, "--model-args", "-a", help="k=v,... e.g. variant=base."),
-    steps: Optional[int] = typer.Option(None, min=1, help="Optimizer steps (default: the preset's)."),
-    resume: bool = typer.Option(False, help="Continue from the latest checkpoint."),
-    allow_changed_settings: bool = typer.Option(False, help="With --resume: go on with changed settings (recorded)."),
-    batch_size: Optional[int] = typer.Option(None, min=1, help="Global batch size, split over torchrun processes."),
+    steps: Optional[int] = _count(None, help="Optimizer steps (default: the preset's)."),
+    resume: bool = typer.Option(False, rich_help_panel="Resuming", help="Continue from the latest checkpoint."),
+    allow_changed_settings: bool = typer.Option(False, "--allow-changed-settings", rich_help_panel="Resuming",
+                                                help="With --resume: go on with changed settings (recorded)."),
+    batch_size: Optional[int] = _count(None, help="Global batch size, split over torchrun processes."),
     lr: Optional[float] = typer.Option(None, callback=_positive_finite, help="Peak learning rate (default: preset's)."),
     seed: int = typer.Option(0, help="Seed of batches, noise and initialisation."),
     device: str = _DEVICE,
-    save_every: int = typer.Option(500, min=1, help="Save a checkpoint every N steps."),
-    threads: Optional[int] = typer.Option(None, min=1, help="Torch threads per process (default: the cores)."),
+    save_every: int = _count(500, help="Save a checkpoint every N steps."),
+    threads: Optional[int] = _count(None, help="Torch threads per process (default: the cores)."),
 ) -> None:
     """Train a world model (run under `torchrun --nproc-per-node N` for data-parallel training)."""
     from loopnav_bench.models import parse_model_args
