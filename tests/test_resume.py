@@ -1,6 +1,6 @@
 """Every trainer resumes bit-exactly: 1 step, then 1 more with --resume (which needs the saved optimizer state, EMA
-and raw weights), equal an uninterrupted 2-step run in every saved tensor and in the loss history. WorldPack's own copy of this test
-is in test_worldpack_train.py."""
+and raw weights), equal an uninterrupted 2-step run in every saved tensor and in the loss history. WorldPack's own
+copy of this test is in test_worldpack_train.py."""
 
 from __future__ import annotations
 
