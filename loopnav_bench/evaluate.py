@@ -52,6 +52,8 @@ from loopnav_bench.shards import (
 )
 
 PROTOCOL_VERSION = "1"  # bump when what the model sees or which frames are scored changes
+EVAL_THREADS = 1  # torch CPU threads per process, whatever the cores or ranks: another count rounds reductions
+# differently, so rows would depend on the machine and on torchrun (which sets OMP_NUM_THREADS=1 per rank)
 MAX_EVAL_SIDE = 2048  # 3x LoopNav's 640x360 frames; 99999x99999 would need 28 GiB per frame
 FVD = "fvd"
 Progress = Callable[..., None]
@@ -244,6 +246,19 @@ def _device_type(device: str) -> str:
         return torch.device(device).type
     except RuntimeError as err:
         raise EvaluationError(f"--device {device!r}: {err}") from None
+
+
+@contextlib.contextmanager
+def fixed_threads() -> Iterator[None]:
+    """Torch on EVAL_THREADS intra-op threads while evaluating or scoring; the caller's count afterwards."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(EVAL_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 def seed_everything(seed: int) -> None:
@@ -565,7 +580,7 @@ def _environment(device: str, world_size: int) -> dict[str, Any]:
         "device_name": (torch.cuda.get_device_name(torch.device(device)) if cuda and device.startswith("cuda")
                         else platform.processor() or platform.machine()),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-        "world_size": world_size,
+        "torch_threads": torch.get_num_threads(), "world_size": world_size,
     }
 
 
@@ -585,7 +600,7 @@ def evaluate(config: EvalConfig, model: WorldModel | None = None, progress: Prog
     started = time.time()
     if config.batch_size < 1:
         raise EvaluationError(f"--batch-size {config.batch_size} must be at least 1")
-    with DistContext.start() as ctx:
+    with DistContext.start() as ctx, fixed_threads():
         config = replace(config, device=ctx.device(config.device))
         items, n_original = select_trajectories(Path(config.data), config.split, config.tasks, config.ranges,
                                                 config.limit)
@@ -642,7 +657,7 @@ def score(predictions: Path, data: Path | None = None, output_dir: Path | None =
     if (found := manifest_hash(data)) != settings["manifest_hash"]:
         raise EvaluationError(f"{data / MANIFEST}: manifest hash {found[:12]}… differs from the one the predictions in "
                               f"{run} were made from ({settings['manifest_hash'][:12]}…); pass --data with that set")
-    with DistContext.start() as ctx:
+    with DistContext.start() as ctx, fixed_threads():
         config = EvalConfig(data=data, output_dir=Path(output_dir) if output_dir else run.parent.parent,
                             model=settings["model"], model_args=settings["model_args"], seed=settings["seed"],
                             label=record["label"],

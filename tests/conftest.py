@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -54,18 +56,67 @@ class SyntheticSource(Source):
         return make_trajectory(spec["index"], task=task, split=spec["split"])
 
 
-@pytest.fixture(scope="session", autouse=True)
-def private_cache_dir(tmp_path_factory):
-    """loopnav's cache (latents; weights unless a test places its own) in a fresh folder, never the user's."""
-    import os
+_CACHE_ROOT = pytest.StashKey[Path]()
 
-    saved = os.environ.get("LOOPNAV_CACHE_DIR")
-    os.environ["LOOPNAV_CACHE_DIR"] = str(tmp_path_factory.mktemp("loopnav-cache"))
-    yield
-    if saved is None:
-        os.environ.pop("LOOPNAV_CACHE_DIR")
-    else:
-        os.environ["LOOPNAV_CACHE_DIR"] = saved
+
+def pytest_configure(config):
+    """Every cache a test or its subprocesses could fill in a folder of this session, never the user's: set before
+    any test module is imported, because huggingface_hub and datasets read HF_HOME at import."""
+    import os
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="loopnav-tests-"))
+    config.stash[_CACHE_ROOT] = root
+    os.environ["HF_HOME"] = str(root / "huggingface")
+    os.environ.pop("HF_DATASETS_CACHE", None)  # else datasets would still write where it names
+    os.environ["LOOPNAV_CACHE_DIR"] = str(root / "loopnav")  # for module- and session-scoped fixtures
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    if (root := config.stash.get(_CACHE_ROOT, None)) is not None:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def private_cache_dir(tmp_path_factory, monkeypatch):
+    """loopnav's cache (latents; weights unless a test places its own) in a fresh folder per test: no test finds what
+    another one cached."""
+    monkeypatch.setenv("LOOPNAV_CACHE_DIR", str(tmp_path_factory.mktemp("loopnav-cache")))
+
+
+def _loopback(host) -> bool:
+    import ipaddress
+
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:  # a host name: resolving it would already be network traffic
+        return False
+
+
+class NetworkRefused(OSError):
+    """A test tried to reach beyond this machine."""
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Refuse every IP connection or datagram that is not to loopback, so a test (and the code it runs) that would
+    need the network fails here, on any machine, instead of passing only where there is none."""
+    import socket
+
+    def guard(method):
+        def guarded(sock, *args):
+            address = args[-1]
+            if sock.family in (socket.AF_INET, socket.AF_INET6) and not _loopback(address[0]):
+                raise NetworkRefused(f"tests may not use the network: {method.__name__} to {address!r}")
+            return method(sock, *args)
+        return guarded
+
+    for name in ("connect", "connect_ex", "sendto"):
+        monkeypatch.setattr(socket.socket, name, guard(getattr(socket.socket, name)))
 
 
 @pytest.fixture

@@ -40,6 +40,7 @@ def _rows(results_path: Path) -> list[dict]:
     return [json.loads(line) for line in (results_path.parent / results["samples_file"]).read_text().splitlines()]
 
 
+@pytest.mark.slow  # torchrun
 def test_two_ranks_equal_one_process(tiny_shards, tmp_path):
     single = evaluate(EvalConfig(data=tiny_shards, output_dir=tmp_path / "single", model="dummy",
                                  metrics=["ssim", "psnr"], batch_size=1))
@@ -61,6 +62,7 @@ def test_two_ranks_equal_one_process(tiny_shards, tmp_path):
     assert [r["id"] for r in _rows(results_path)] == ["synthetic_ABA_5_test_0"]
 
 
+@pytest.mark.slow  # torchrun
 def test_a_failing_rank_fails_the_run_quickly(tiny_shards, tmp_path):
     plugins = tmp_path / "plugins"
     plugins.mkdir()
@@ -86,6 +88,7 @@ def test_each_rank_gets_its_own_gpu_and_bad_devices_are_named(tiny_shards, tmp_p
         evaluate(EvalConfig(data=tiny_shards, output_dir=tmp_path, model="copy-last", metrics=["ssim"], device="gpu0"))
 
 
+@pytest.mark.slow  # torchrun
 def test_worldpack_rows_do_not_depend_on_batch_size_ranks_or_resume(tiny_shards, tmp_path):
     """The README's promise, on a model that batches its network calls: bit-identical rows whatever the batches."""
     def rows(out: Path, **overrides) -> list[dict]:

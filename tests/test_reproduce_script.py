@@ -35,6 +35,14 @@ def command(*args: object) -> list[str]:
     return [sys.executable, str(SCRIPT), *map(str, args)]
 
 
+def call(rp, capsys, *args: object) -> tuple[int, str, str]:
+    """The script's main() in this process (no interpreter start-up): exit code, stdout, stderr."""
+    capsys.readouterr()
+    code = rp.main(list(map(str, args)))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def run(*args: object) -> subprocess.CompletedProcess:
     return subprocess.run(command(*args), capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -57,6 +65,7 @@ def dry_run(tmp_path_factory):
     return workdir, first.returncode, first_out, interrupted, second
 
 
+@pytest.mark.slow  # the dry run: about 45 s
 def test_a_killed_run_resumes_where_it_stopped(rp, dry_run):
     workdir, code, out, interrupted, second = dry_run
     assert code == rp.EXIT_DEADLINE and "run the same command again" in out
@@ -72,6 +81,7 @@ def test_a_killed_run_resumes_where_it_stopped(rp, dry_run):
     assert [i["outcome"] for i in invocations] == ["stopped", "done"] and all(i["seconds"] > 0 for i in invocations)
 
 
+@pytest.mark.slow  # the dry run: about 45 s
 def test_the_dry_run_is_the_gpu_pipeline(rp, dry_run, tmp_path):
     workdir = dry_run[0]
     gpu, dry = rp.load_config(rp.DEFAULT_CONFIG, "gpu"), rp.load_config(rp.DEFAULT_CONFIG, "dry-run")
@@ -90,6 +100,7 @@ def test_the_dry_run_is_the_gpu_pipeline(rp, dry_run, tmp_path):
     assert "Table 4" in paper and "worldpack-full" in paper and list((workdir / "leaderboard" / "paper").rglob("*.png"))
 
 
+@pytest.mark.slow  # the dry run: about 45 s
 def test_the_bundle_fits_the_file_limits(rp, dry_run):
     workdir = dry_run[0]
     config = rp.load_config(rp.DEFAULT_CONFIG, "dry-run")
@@ -108,22 +119,29 @@ def test_the_bundle_fits_the_file_limits(rp, dry_run):
     assert sorted(p.name for p in (workdir / "bundle").iterdir()) == bundle    # the previous bundle stays
 
 
-def test_status_reports_without_running_and_adopts_trained_runs(rp, dry_run, tmp_path):
+@pytest.mark.slow  # the dry run: about 45 s
+def test_status_reports_without_running_and_adopts_trained_runs(rp, dry_run, tmp_path, capsys):
     workdir = dry_run[0]
-    done = run("--budget", "dry-run", "--workdir", workdir, "--status")
-    assert done.returncode == 0 and "0 steps left" in done.stdout and "train-diamond" in done.stdout
+    code, out, _ = call(rp, capsys, "--budget", "dry-run", "--workdir", workdir, "--status")
+    assert code == 0 and "0 steps left" in out and "train-diamond" in out
     fresh = tmp_path / "fresh"
-    todo = run("--budget", "dry-run", "--workdir", fresh, "--status")
-    steps = len(rp.build_steps(rp.load_config(rp.DEFAULT_CONFIG, "dry-run"), fresh))
-    assert todo.returncode == 0 and f"{steps} steps left" in todo.stdout and not fresh.exists()
     # runs trained by hand into the same layout count as done; nothing else does
     (fresh / "train").mkdir(parents=True)
     os.symlink(workdir / "train" / "nwm", fresh / "train" / "nwm")
-    adopted = run("--budget", "dry-run", "--workdir", fresh, "--status")
-    assert f"{steps - 1} steps left" in adopted.stdout
-    assert [line.split()[1] for line in adopted.stdout.splitlines() if line.startswith("train-nwm ")] == ["done"]
+    steps = len(rp.build_steps(rp.load_config(rp.DEFAULT_CONFIG, "dry-run"), fresh))
+    code, out, _ = call(rp, capsys, "--budget", "dry-run", "--workdir", fresh, "--status")
+    assert code == 0 and f"{steps - 1} steps left" in out
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("train-nwm ")] == ["done"]
 
 
+def test_status_of_a_fresh_workdir_runs_nothing(rp, tmp_path, capsys):
+    fresh = tmp_path / "fresh"
+    code, out, _ = call(rp, capsys, "--budget", "dry-run", "--workdir", fresh, "--status")
+    steps = len(rp.build_steps(rp.load_config(rp.DEFAULT_CONFIG, "dry-run"), fresh))
+    assert code == 0 and f"{steps} steps left" in out and not fresh.exists()
+
+
+@pytest.mark.slow  # the dry run: about 45 s
 def test_install_writes_fp16_exports_to_ships_to(rp, dry_run, tmp_path):
     config = rp.load_config(rp.DEFAULT_CONFIG, "dry-run")
     with pytest.raises(rp.ReproduceError, match="unfinished training runs"):
@@ -145,12 +163,12 @@ def test_install_writes_fp16_exports_to_ships_to(rp, dry_run, tmp_path):
     (lambda text: text.replace("lanes = 3", "lanes = 0", 1), r"\[cpu\] lanes must be a positive integer"),
     (lambda text: text + "[cpu\n", "cannot read the config"),
 ])
-def test_config_errors_are_one_line(rp, tmp_path, edit, message):
+def test_config_errors_are_one_line(rp, tmp_path, capsys, edit, message):
     path = tmp_path / "reproduce.toml"
     path.write_text(edit(rp.DEFAULT_CONFIG.read_text()))
-    result = run("--budget", "cpu", "--config", path, "--workdir", tmp_path / "w", "--status")
-    assert result.returncode == rp.EXIT_CONFIG and result.stdout == ""
-    lines = result.stderr.strip().splitlines()
+    code, out, err = call(rp, capsys, "--budget", "cpu", "--config", path, "--workdir", tmp_path / "w", "--status")
+    assert code == rp.EXIT_CONFIG and out == ""
+    lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {path}") and re.search(message, lines[0])
-    unknown = run("--budget", "tpu", "--workdir", tmp_path / "w")
-    assert unknown.returncode == rp.EXIT_CONFIG and "no budget 'tpu'; choose one of cpu, dry-run, gpu" in unknown.stderr
+    code, _, err = call(rp, capsys, "--budget", "tpu", "--workdir", tmp_path / "w")
+    assert code == rp.EXIT_CONFIG and "no budget 'tpu'; choose one of cpu, dry-run, gpu" in err

@@ -69,7 +69,9 @@ def test_reload_and_export_keep_the_rollout(trained, tmp_path):
     half = ckpt.export(step_dir, tmp_path / "fp16")
     assert not (half / ckpt.TRAIN_STATE).exists()
     assert (half / ckpt.WEIGHTS).stat().st_size < 0.6 * (step_dir / ckpt.WEIGHTS).stat().st_size
-    assert load_model(name, checkpoint=str(half), sampler_steps=2).rollout(request).shape == frames.shape
+    halved = load_model(name, checkpoint=str(half), sampler_steps=2).rollout(request)
+    gap = np.abs(halved.astype(np.int16) - frames.astype(np.int16))  # measured: at most 1 grey level, mean < 0.03
+    assert halved.shape == frames.shape and gap.max() <= 2 and gap.mean() < 0.25
 
 
 def test_loopnav_train_dispatches_by_name(trained, data, tmp_path):

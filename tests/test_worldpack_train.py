@@ -133,6 +133,7 @@ def test_exported_checkpoint_is_half_size_and_rejects_another_action_layout(shar
         model.rollout(request)
 
 
+@pytest.mark.slow  # torchrun
 def test_ddp_on_two_gloo_processes(shards, autoencoder, tmp_path):
     out = tmp_path / "ddp"
     with socket.socket() as s:
