@@ -10,7 +10,7 @@ import torch
 
 from loopnav_bench.models import load_model
 from modelkit.adapter import collate
-from worldpack.context import VARIANTS, build_example
+from worldpack.context import VARIANTS, build_example, cumulative_actions
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -25,7 +25,8 @@ def loop_example(config, length: int = 60, current: int = 55) -> dict[str, torch
     latents = torch.from_numpy(rng.normal(size=(length, config.latent_channels, config.latent_size,
                                                 config.latent_size))).float()
     actions = rng.normal(size=(length, config.action_dim)).astype(np.float32)
-    example = build_example(latents, poses, actions, current, current - 1, config.layout, config.retrieval)
+    example = build_example(latents, poses, cumulative_actions(actions), current, current - 1, config.layout,
+                            config.retrieval, 1.0, split=half)
     return collate([example])
 
 
