@@ -12,6 +12,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from loopnav_bench.ablation import DEFAULT_KEEP_RECENT
 from loopnav_bench.console import FitWidth, console, progress_bar
 from loopnav_bench.distributed import DEFAULT_DEVICE
 
@@ -194,6 +195,11 @@ def evaluate(
                                 help="Reuse finished rows of a run with the same settings."),
     label: Optional[str] = typer.Option(None, help="Name of this entry on the leaderboard (default: the model name), "
                                                    "e.g. to tell variants or checkpoints of one model apart."),
+    context_ablation: str = typer.Option("none", "--context-ablation",
+                                         help="none, or swap: context frames older than the last --keep-recent come "
+                                              "from a trajectory of another location (entry `<entry>+swap`)."),
+    keep_recent: int = typer.Option(DEFAULT_KEEP_RECENT, "--keep-recent",
+                                    help="Context frames the swap ablation leaves as they are."),
 ) -> None:
     """Roll a model out on the return legs, save its predictions, score them and write results (torchrun-ready)."""
     from loopnav_bench.evaluate import EvalConfig, parse_eval_size
@@ -206,7 +212,8 @@ def evaluate(
                             checkpoint=str(checkpoint) if checkpoint else None, split=_csv(split), tasks=_csv(tasks),
                             ranges=_csv(ranges, int), limit=limit, metrics=_csv(metrics),
                             eval_size=parse_eval_size(eval_size), device=device, batch_size=batch_size, seed=seed,
-                            fvd_mode=fvd_mode, fvd_covariance=fvd_covariance, resume=resume, label=label)
+                            fvd_mode=fvd_mode, fvd_covariance=fvd_covariance, resume=resume, label=label,
+                            context_ablation=context_ablation, keep_recent=keep_recent)
         with progress_bar() as progress:
             outcome = run_evaluate(config, progress=progress)
     except (ValueError, FileNotFoundError, UnknownNameError) as err:
