@@ -327,12 +327,17 @@ def leaderboard(
     plot: Optional[Path] = typer.Option(None, "--plot",
                                         help="Also write per-frame curve PNGs here (one per task and range)."),
     metric: Optional[str] = typer.Option(None, "--metric", help="Comma-separated metrics to show (default: all)."),
+    reference: Optional[str] = typer.Option(None, "--reference",
+                                            help="Entry the revisit curves' paired differences are taken to "
+                                                 "(default: the first base-like entry, else copy-last)."),
 ) -> None:
-    """Show the leaderboard: range x model rows, metric x task columns, mean with a 95% bootstrap CI."""
+    """Show the leaderboard: range x model rows, metric x task columns, mean with a 95% bootstrap CI; memory reliance
+    where an entry has its +swap twin; with --plot, also revisit curves where an oracle-copy run is present."""
     if ctx.invoked_subcommand is not None:
         return
     from rich.console import Console
 
+    from leaderboard.memory import plot_revisit
     from leaderboard.plots import plot_leaderboard
     from leaderboard.results import ResultsError, group_runs, load_runs
     from leaderboard.table import FORMATS, available_metrics, build_leaderboard
@@ -343,8 +348,10 @@ def leaderboard(
         fail(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
     try:
         groups = group_runs(load_runs(results, skip=lambda message: console.print(f"[yellow]skipped:[/] {message}")))
-        board = build_leaderboard(groups, _csv(metric))
+        board = build_leaderboard(groups, _csv(metric), reference=reference)
         written = plot_leaderboard(groups, _csv(metric) or available_metrics(groups), plot) if plot else []
+        for table in board.tables if plot else []:
+            written += plot_revisit(table.revisit, table.group.key.title, plot / table.group.key.slug, board.bootstrap)
     except (ResultsError, FileNotFoundError) as err:
         fail(str(err))
     rendered = FORMATS[format](board)
@@ -354,6 +361,39 @@ def leaderboard(
         print(rendered, end="")
     for path in written:
         console.print(f"[green]wrote[/] {path}")
+
+
+@leaderboard_app.command("compare")
+def leaderboard_compare(
+    a: str = typer.Argument(..., help="Entry A (a model name as the leaderboard shows it)."),
+    b: str = typer.Argument(..., help="Entry B."),
+    results: Path = typer.Option(..., "--results", "-r", help="Directory of `loopnav evaluate` outputs."),
+    metric: str = typer.Option("psnr,ssim", "--metric", help="Comma-separated frame metrics."),
+    format: str = typer.Option("rich", "--format", "-f", help="rich, markdown or json (to stdout)."),
+) -> None:
+    """Paired comparison A − B over the trajectories both evaluated: per task and range and pooled per task, the mean
+    difference, its bootstrap 95% CI, a sign-flip permutation p-value and Holm-adjusted p-values."""
+    from rich.console import Console
+
+    from leaderboard.paired import (
+        compare,
+        comparison_records,
+        render_comparison_markdown,
+        render_comparison_rich,
+    )
+    from leaderboard.results import ResultsError, group_runs, load_runs
+
+    renderers = {"rich": lambda c: Console().print(render_comparison_rich(c)),
+                 "markdown": lambda c: print(render_comparison_markdown(c), end=""),
+                 "json": lambda c: print(json.dumps(comparison_records(c), indent=2))}
+    if format not in renderers:
+        fail(f"--format {format!r}: choose one of {', '.join(renderers)}")
+    try:
+        groups = group_runs(load_runs(results, skip=lambda message: console.print(f"[yellow]skipped:[/] {message}")))
+        comparisons = compare(groups, a, b, _csv(metric))
+    except (ResultsError, FileNotFoundError) as err:
+        fail(str(err))
+    renderers[format](comparisons)
 
 
 @leaderboard_app.command("paper")
