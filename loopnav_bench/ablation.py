@@ -39,6 +39,8 @@ class ContextAblation:
             raise ValueError(f"--context-ablation {self.kind!r}: choose one of {', '.join(ABLATIONS)}")
         if self.keep_recent < 0:
             raise ValueError(f"--keep-recent {self.keep_recent} must be 0 or more")
+        if not self.active and self.keep_recent != DEFAULT_KEEP_RECENT:
+            raise ValueError(f"--keep-recent {self.keep_recent} applies only with --context-ablation swap")
 
     @property
     def active(self) -> bool:

@@ -88,6 +88,8 @@ def test_bad_ablation_options_are_refused():
         ContextAblation("shuffle")
     with pytest.raises(ValueError, match="--keep-recent -1"):
         ContextAblation("swap", -1)
+    with pytest.raises(ValueError, match="only with --context-ablation swap"):
+        ContextAblation("none", 8)
 
 
 def test_swap_run_is_its_own_entry_with_the_ablation_in_key_results_and_rows(places, tmp_path):
@@ -178,3 +180,18 @@ def test_an_oracle_is_marked_and_its_predictions_are_not_rescored_at_another_siz
     with pytest.raises(EvaluationError, match="chosen at eval size"):
         score(run, eval_size=(16, 16))
     assert score(run, eval_size=(12, 12)).results["oracle"] is True
+
+
+def test_cli_takes_the_ablation_and_refuses_a_bad_one(places, tmp_path):
+    from typer.testing import CliRunner
+
+    from loopnav.cli import app
+
+    common = ["evaluate", "--model", "copy-last", "--data", str(places), "--metrics", "psnr,ssim", "-o", str(tmp_path),
+              "--limit", "2"]
+    result = CliRunner().invoke(app, [*common, "--context-ablation", "swap", "--keep-recent", "2"])
+    assert result.exit_code == 0, result.output
+    (path,) = (tmp_path / "copy-last+swap").glob("results_*.json")
+    assert json.loads(path.read_text())["context_ablation"]["keep_recent"] == 2
+    bad = CliRunner().invoke(app, [*common, "--context-ablation", "shuffle"])
+    assert bad.exit_code == 2 and "--context-ablation 'shuffle'" in bad.output
