@@ -33,9 +33,10 @@ def resample_counts(n: int, spec: BootstrapSpec) -> np.ndarray:
 
 
 def percentile_interval(resampled: np.ndarray, spec: BootstrapSpec) -> tuple[np.ndarray, np.ndarray]:
-    """The (low, high) percentiles of resampled statistics [resamples, ...] at the spec's confidence."""
+    """The (low, high) percentiles of resampled statistics [resamples, ...] at the spec's confidence; NaN resamples
+    (a ratio whose resample drew no frame) are left out."""
     tail = (1.0 - spec.confidence) / 2 * 100
-    low, high = np.percentile(resampled, [tail, 100 - tail], axis=0)
+    low, high = np.nanpercentile(resampled, [tail, 100 - tail], axis=0)
     return low, high
 
 

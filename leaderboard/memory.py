@@ -113,7 +113,7 @@ def _binned(values: dict[str, np.ndarray], bins: dict[str, np.ndarray], ids: lis
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = sums.sum(0) / counts.sum(0)
         resampled = (weights @ sums) / (weights @ counts)
-    low, high = percentile_interval(np.where(np.isnan(resampled), np.nanmean(resampled, 0), resampled), spec)
+    low, high = percentile_interval(resampled, spec)
 
     def clean(x: np.ndarray) -> list[float | None]:
         return [None if not np.isfinite(v) else float(v) for v in x]
