@@ -172,3 +172,13 @@ def test_cli_writes_the_paper_with_the_benchmark_table(paper_dir, tmp_path):
     result = CliRunner().invoke(app, ["leaderboard", "paper", "-r", str(paper_dir / "results"), "-o",
                                       str(tmp_path / "out"), "--bench", str(bench)])
     assert result.exit_code == 2 and "not a bench_worldpack.py output" in " ".join(result.output.split())
+
+
+def test_paper_shows_memory_reliance_for_entries_with_a_swap_twin(tmp_path):
+    results = write_entries(tmp_path / "results", {"worldpack": 0.8, "worldpack+swap": 0.6, "nwm": 0.5},
+                            ranges=(5,), same_seed=True)
+    (path, *_) = write_paper(group_runs(load_runs(results)), tmp_path / "out", frames=4)
+    section = path.read_text().split("### Memory reliance (context-swap ablation)")[1]
+    assert "worldpack − worldpack+swap" in section and "nwm −" not in section
+    row = next(line for line in section.splitlines() if line.startswith("| PSNR ↑ | ABA | all |"))
+    assert "+3.000 [+3.000, +3.000]" in row  # 0.2 quality is 3 dB on every trajectory (the same noise)
