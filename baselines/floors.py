@@ -4,6 +4,9 @@ copy-last     repeats the last context frame: a model with no dynamics and no me
 nearest-pose  a memory-only reference: for each target step it returns the context frame taken from the pose nearest
               to the target pose. It cannot imagine anything new, but it recalls perfectly, which is exactly what the
               return leg of a loop rewards.
+oracle-copy   the ceiling of memory by copying: for each target frame, the context frame closest to it (lowest
+              squared error at the evaluation size). The one entry that sees the target frames (`oracle = True`):
+              never ranked, a reference for what recall of the context alone could reach.
 dummy         seeded uniform noise, for testing the harness.
 
 Pose distance used by nearest-pose, between a context pose c and a target pose t (poses are x, y, z, yaw, pitch):
@@ -83,6 +86,36 @@ class NearestPoseModel(WorldModel):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "context_frames_used": "all", "resolution": "input",
                 "pose_distance": "|dxyz|/units_per_block + yaw_weight*|dyaw| + pitch_weight*|dpitch| (radians)"}
+
+
+def closest_frame_index(candidates: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """For each target frame, the index of the candidate frame with the lowest squared error (latest on ties).
+
+    Both uint8 [N, h, w, 3] of one size. The squared errors are exact: float64 sums of integer products stay far
+    below 2**53, so the choice agrees exactly with PSNR's integer error (metrics.pixel.psnr)."""
+    c = candidates.reshape(len(candidates), -1).astype(np.float64)
+    t = targets.reshape(len(targets), -1).astype(np.float64)
+    squared_error = (t * t).sum(1)[:, None] + (c * c).sum(1)[None, :] - 2.0 * t @ c.T
+    latest_first = squared_error[:, ::-1]
+    return len(candidates) - 1 - np.argmin(latest_first, axis=1)
+
+
+class OracleCopyModel(Floor):
+    name = "oracle-copy"
+    oracle = True  # sees RolloutRequest.target_frames; results say so and the leaderboard never ranks it
+
+    def rollout(self, request: RolloutRequest) -> np.ndarray:
+        from loopnav_bench.metrics import resize_frames  # the harness's own resize, so the choice is at eval size
+
+        if request.target_frames is None:
+            raise ValueError(f"oracle-copy on trajectory {request.id!r}: the request has no target frames "
+                             "(only `loopnav evaluate` gives them, to oracle entries)")
+        context = resize_frames(request.context_frames, request.target_frames.shape[1:3])
+        return request.context_frames[closest_frame_index(context, request.target_frames)]
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "context_frames_used": "all", "resolution": "input", "oracle": True,
+                "choice": "per target frame, the context frame of lowest squared error at the evaluation size"}
 
 
 class DummyModel(Floor):

@@ -156,7 +156,7 @@ def group_tables(table: GroupTable) -> str:
         out.append(f"<tbody>\n<tr class=\"block\"><th colspan=\"{3 + len(columns)}\"><span>range {esc(range_)}"
                    f"{shared}</span></th></tr>")
         for row in block:
-            out.append(f"<tr><td class=\"label\">{esc(row.model)}</td><td class=\"len\">{esc(row.context_len)}</td>"
+            out.append(f"<tr><td class=\"label\">{esc(row.label)}</td><td class=\"len\">{esc(row.context_len)}</td>"
                        f"<td class=\"len\">{esc(row.traj_len)}</td>"
                        + "".join(_td(row.cells[m, t]) for m, t, _ in columns) + "</tr>")
         out.append("</tbody>")

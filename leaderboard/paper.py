@@ -6,7 +6,9 @@ bootstrap CIs, best per column, `n/a` with the recorded reason), so the paper an
 - Tables 1-2: one table per task, entries x (range x metric), mean ± 95% CI half-width;
 - Figure 4: per-frame PSNR and SSIM over the last frames of the ABCA return leg at ranges 30 and 50;
 - Figure 5: PSNR and SSIM bars with CIs at ABA range 5 for the WorldPack ablations;
-- a claims check: what the paper claims against these numbers, cell by cell;
+- a claims check: what the paper claims against these numbers, cell by cell, each a paired test of the two entries
+  over the same trajectories (leaderboard/paired.py), Holm-adjusted over every cell the check looks at;
+- memory reliance: each entry against its `+swap` twin, where both were evaluated (leaderboard/memory.py);
 and, once, Table 4 (time and peak memory per predicted frame) from `benchmarks/bench_worldpack.py --out`'s JSON.
 Entries outside the paper's nine are left out; absent ones are named, never an error.
 """
@@ -20,6 +22,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from leaderboard.bootstrap import BootstrapSpec
+from leaderboard.memory import memory_reliance, reliance_markdown
+from leaderboard.paired import POOLED_RANGE, Paired, PairedSpec, compare_runs, diff_text, holm, p_text
 from leaderboard.plots import cell_figure, save_png
 from leaderboard.results import Group, ResultsError, range_order
 from leaderboard.table import (
@@ -50,7 +54,7 @@ BASELINES = ("nwm", "diamond")
 ABLATION = (("worldpack-full", "worldpack-pack-only"), ("worldpack-pack-only", "worldpack-base"),
             ("worldpack-full", "worldpack-retrieval-only"))
 COLORS = {entry: f"C{i}" for i, entry in enumerate(ENTRIES)}  # an entry keeps its colour in every figure
-VERDICTS = ("holds", "better, CIs overlap", "does not hold")
+VERDICTS = ("holds", "better, not significant", "does not hold")
 
 
 @dataclass
@@ -159,21 +163,44 @@ def bench_table(path: Path | None) -> list[str]:
 
 # ---- claims ----------------------------------------------------------------------------------------------------
 
-def verdict(a: Cell | None, b: Cell | None, higher_is_better: bool | None) -> str:
-    """Whether `a` beats `b`: "holds" (better mean, disjoint CIs), "better, CIs overlap", "does not hold", or "n/a"."""
-    if a is None or b is None or not (a.available and b.available) or higher_is_better is None:
+def verdict(comparison: Paired | None, alpha: float = PairedSpec.alpha) -> str:
+    """Whether A beats B in a paired test: "holds" (A better with Holm-adjusted p < alpha), "better, not
+    significant", "does not hold", or "n/a" (a number is missing)."""
+    if comparison is None or comparison.higher_is_better is None:
         return "n/a"
-    better = a.mean > b.mean if higher_is_better else a.mean < b.mean
-    if not better:
-        return VERDICTS[2]
-    return VERDICTS[1] if a.low <= b.high and b.low <= a.high else VERDICTS[0]
+    if comparison.better(alpha) == "A":
+        return VERDICTS[0]
+    ahead = comparison.mean > 0 if comparison.higher_is_better else comparison.mean < 0
+    return VERDICTS[1] if ahead else VERDICTS[2]
 
 
-def _compared(paper: PaperGroup, a: str, b: str, task: str, range_: str, metric: str) -> tuple[str, str]:
-    """(verdict, "mean_a vs mean_b") for one cell."""
-    ca, cb = paper.cell(a, task, range_, metric), paper.cell(b, task, range_, metric)
-    means = " vs ".join(num_text(c.mean) if c is not None and c.available else "n/a" for c in (ca, cb))
-    return verdict(ca, cb, paper.table.higher_is_better.get(metric)), means
+Key = tuple[str, str, str, str, str]  # (a, b, metric, task, range)
+
+
+def paired_claims(paper: PaperGroup, pairs: list[tuple[str, str]], metrics: list[str],
+                  spec: PairedSpec) -> tuple[dict[Key, Paired], list[str]]:
+    """The paired test of every (pair, metric, task, range) the claims look at (`claims` Holm-adjusts them as one
+    family), and a note for each pair that cannot be paired (other trajectories, a metric missing)."""
+    runs = {run.model: run for run in paper.table.group.runs}
+    found: dict[Key, Paired] = {}
+    notes = []
+    for a, b in pairs:
+        try:
+            rows = compare_runs(runs[a], runs[b], paper.table.group.key.split, metrics, spec)
+        except ResultsError as err:
+            notes.append(f"- `{a}` vs `{b}`: not tested, {err}.")
+            continue
+        found.update({(a, b, r.metric, r.task, r.range): r for r in rows if r.range != POOLED_RANGE})
+    return found, notes
+
+
+def _compared(tests: dict[Key, Paired], a: str, b: str, task: str, range_: str, metric: str) -> tuple[str, str]:
+    """(verdict, "mean_a vs mean_b, Δ [CI], p_holm") for one cell."""
+    item = tests.get((a, b, metric, task, range_))
+    if item is None:
+        return verdict(None), "n/a"
+    return verdict(item), (f"{num_text(item.a_mean)} vs {num_text(item.b_mean)}, Δ {diff_text(item.mean)} "
+                           f"[{diff_text(item.ci_low)}, {diff_text(item.ci_high)}], p_holm {p_text(item.p_holm)}")
 
 
 def _tally(verdicts: list[str]) -> str:
@@ -182,9 +209,16 @@ def _tally(verdicts: list[str]) -> str:
             if counted else "no cell has both numbers")
 
 
-def claims(paper: PaperGroup) -> list[str]:
+def claims(paper: PaperGroup, spec: PairedSpec = PairedSpec()) -> list[str]:
     """(a) WorldPack beats NWM and DIAMOND in PSNR and SSIM on every task and range; (b) PSNR ablation order."""
-    items, verdicts = [], []
+    present = [(a, b) for a in CLAIMED for b in BASELINES if a in paper.models and b in paper.models]
+    ablation = [(a, b) for a, b in ABLATION if a in paper.models and b in paper.models]
+    tests, untested = paired_claims(paper, present, ["psnr", "ssim"], spec)
+    ablation_tests, ablation_untested = paired_claims(paper, ablation, ["psnr"], spec)
+    tests.update(ablation_tests)
+    for item, adjusted in zip(tests.values(), holm([r.p for r in tests.values()])):  # one family: the whole check
+        item.p_holm = adjusted
+    items, verdicts = [*untested], []
     for a in CLAIMED:
         for b in BASELINES:
             if missing := [m for m in (a, b) if m not in paper.models]:
@@ -194,23 +228,25 @@ def claims(paper: PaperGroup) -> list[str]:
                 for metric in ("psnr", "ssim"):
                     parts = []
                     for range_ in paper.ranges:
-                        result, means = _compared(paper, a, b, task, range_, metric)
+                        result, means = _compared(tests, a, b, task, range_, metric)
                         verdicts.append(result)
                         parts.append(f"range {range_} {result} ({means})")
                     items.append(f"- `{a}` vs `{b}`, {task} {metric.upper()}: " + "; ".join(parts) + ".")
     lines = ["WorldPack (`worldpack`, `worldpack-full`) is better than `nwm` and `diamond` on every task and range, "
              f"in PSNR and SSIM. Summary: {_tally(verdicts)}.", "", *items]
-    lines += ["", "Ablation order in PSNR, full > pack-only > base and full > retrieval-only:", ""]
+    lines += ["", "Ablation order in PSNR, full > pack-only > base and full > retrieval-only:", "", *ablation_untested]
     if missing := [m for pair in ABLATION for m in pair if m not in paper.models]:
         lines.append(f"- not checked where an entry is absent: {_present(list(dict.fromkeys(missing)))}.")
-    pairs = [(a, b) for a, b in ABLATION if a in paper.models and b in paper.models]
-    for task in paper.tasks if pairs else ():
+    for task in paper.tasks if ablation else ():
         for range_ in paper.ranges:
             parts = [f"{a.removeprefix('worldpack-')} > {b.removeprefix('worldpack-')} {result} ({means})"
-                     for a, b in pairs for result, means in [_compared(paper, a, b, task, range_, "psnr")]]
+                     for a, b in ablation for result, means in [_compared(tests, a, b, task, range_, "psnr")]]
             lines.append(f"- {task} range {range_}: " + "; ".join(parts) + ".")
-    lines += ["", f"\"holds\": better mean and disjoint 95% CIs; \"{VERDICTS[1]}\": only the mean is better; "
-              "\"n/a\": a number is missing."]
+    lines += ["", f"Each cell is a paired test of the two entries over the trajectories both evaluated ({spec.text()}; "
+              f"Holm over every cell of this check). \"holds\": better with p_holm < {spec.alpha}; "
+              f"\"{VERDICTS[1]}\": only the mean difference favours it; \"n/a\": a number is missing. "
+              "(Earlier versions asked for disjoint per-entry intervals; a paired test uses that every entry ran on "
+              "the same trajectories with the same seeds.)"]
     return lines
 
 
@@ -296,6 +332,11 @@ def group_section(group: Group, out: OwnedFolder, frames: int, spec: BootstrapSp
                            f"PSNR and SSIM of {_present(drawn)}" if path
                            else f"no PSNR or SSIM for {_present(drawn) or 'none of ' + _present(list(entries))}")
     lines += ["### Claims check", "", *claims(paper), ""]
+    reliance, notes = memory_reliance(group, ["psnr", "ssim"], PairedSpec(bootstrap=spec))
+    lines += ["### Memory reliance (context-swap ablation)", ""]
+    lines += reliance_markdown(reliance)[1:] if reliance else [
+        "No entry has its `+swap` twin (`loopnav evaluate ... --context-ablation swap`) in this group."]
+    lines += [*(f"{note}  " for note in notes), ""]
     return lines, written
 
 

@@ -65,6 +65,11 @@ class Run:
         return self.results["model"]
 
     @property
+    def oracle(self) -> bool:
+        """The entry saw the target frames (`loopnav evaluate --model oracle-copy`): a reference, never ranked."""
+        return bool(self.results.get("oracle"))
+
+    @property
     def n_trajectories(self) -> dict[str, int]:
         return self.results["n_trajectories"]
 

@@ -5,7 +5,9 @@ metric x task (ABA, ABCA). A cell is the mean over trajectories of each trajecto
 percentile-bootstrap 95% interval drawn from the per-trajectory rows. Within each range block the best cell of each
 column is bold, judged with the metric's `higher_is_better`; cells computed with unverified metric weights carry a
 dagger and are never marked best. FVD is set-level (one number per split, and one per task x range cell as LoopNav
-reports it), so it gets its own small table.
+reports it), so it gets its own small table. An oracle entry (one that saw the target frames, e.g. oracle-copy) is
+shown last in its range block and never marked best. Below the tables: memory reliance (each entry against its
+`+swap` twin) and the revisit curves' binned values (leaderboard/memory.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ from rich.table import Table
 from rich.text import Text
 
 from leaderboard.bootstrap import BootstrapSpec, mean_ci
+from leaderboard.memory import (
+    memory_reliance,
+    reliance_markdown,
+    reliance_records,
+    reliance_rich,
+    revisit_curves,
+)
+from leaderboard.paired import Comparison, PairedSpec
 from leaderboard.results import Group, ResultsError, Run, range_order
 from loopnav_bench.console import FitWidth
 from loopnav_bench.metrics import FRAME_METRICS, trajectory_mean
@@ -67,6 +77,11 @@ class Row:
     def traj_len(self) -> str:
         return " / ".join(traj for _, traj in self.lengths.values())
 
+    @property
+    def label(self) -> str:
+        """The entry as the tables show it: an oracle says so, since it is never ranked."""
+        return f"{self.model} (oracle)" if self.run.oracle else self.model
+
 
 @dataclass
 class FvdRow:
@@ -91,6 +106,8 @@ class GroupTable:
     fvd_cells: list[str] = field(default_factory=list)  # "task/range" keys of the per-cell FVD columns
     notes: list[str] = field(default_factory=list)
     provenance: list[str] = field(default_factory=list)  # which run files and timestamps; not in the terminal view
+    reliance: list[Comparison] = field(default_factory=list)  # entry − entry+swap, paired (memory.py)
+    revisit: list[Any] = field(default_factory=list)          # memory.RevisitCurve per task
     _footnotes: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (what, reason) -> models
 
     def footnote(self, what: str, model: str, reason: str) -> int:
@@ -227,15 +244,17 @@ def build_group_table(group: Group, metrics: list[str], spec: BootstrapSpec) -> 
             block.append(Row(range_, run.model, run, lengths, cells))
         for m in per_frame:
             for t in tasks:
-                _mark_best([row.cells[m, t] for row in block], table.higher_is_better[m])
-        if per_frame:
-            block.sort(key=lambda row: _rank_key(row, per_frame[0], tasks, table.higher_is_better[per_frame[0]]))
+                _mark_best([row.cells[m, t] for row in block if not row.run.oracle], table.higher_is_better[m])
+        if per_frame:  # ranked by the first metric; an oracle is never ranked: last in its block
+            block.sort(key=lambda row: (row.run.oracle,
+                                        *_rank_key(row, per_frame[0], tasks, table.higher_is_better[per_frame[0]])))
         table.rows.extend(block)
     if SET_METRIC in metrics:
         keys = {key for run in group.runs for key in _split_fvd(run, split).get("cells", {})}
         table.fvd_cells = sorted(keys, key=lambda k: (k.split("/")[0], range_order(k.split("/")[1])))
         table.fvd = [_fvd_row(table, run) for run in group.runs]
-        for column in [[r.cell for r in table.fvd], *([r.cells[k] for r in table.fvd] for k in table.fvd_cells)]:
+        ranked = [r for r in table.fvd if not r.run.oracle]
+        for column in [[r.cell for r in ranked], *([r.cells[k] for r in ranked] for k in table.fvd_cells)]:
             _mark_best(column, table.higher_is_better[SET_METRIC])
     _add_notes(table)
     return table
@@ -275,13 +294,24 @@ def _add_notes(table: GroupTable) -> None:
             notes.append(f"{run.model}: partial run, {counts['effective']} of {counts['original']} trajectories.")
 
 
+def add_memory_sections(table: GroupTable, reference: str | None, spec: BootstrapSpec) -> None:
+    """Memory reliance (entries with a +swap twin) and revisit curves (groups with an oracle-copy run)."""
+    table.reliance, notes = memory_reliance(table.group, table.metrics, PairedSpec(bootstrap=spec))
+    table.revisit, revisit_notes = revisit_curves(table.group, reference, spec)
+    table.notes += notes + (revisit_notes if table.revisit or reference else [])
+    if oracles := [run.model for run in table.group.runs if run.oracle]:
+        table.notes.append(f"{', '.join(oracles)}: oracle, saw the target frames; a ceiling, never ranked.")
+
+
 def build_leaderboard(groups: list[Group], metrics: list[str] | None = None,
-                      spec: BootstrapSpec = BootstrapSpec()) -> Leaderboard:
+                      spec: BootstrapSpec = BootstrapSpec(), reference: str | None = None) -> Leaderboard:
     known = available_metrics(groups)
     if metrics:
         if unknown := [m for m in metrics if m not in known]:
             raise ResultsError(f"unknown metric(s) {', '.join(unknown)}; the results have: {', '.join(known)}")
     tables = [build_group_table(g, metrics or known, spec) for g in groups]
+    for table in tables:
+        add_memory_sections(table, reference, spec)
     notes = [f"Cells: mean [{spec.text()}]. Best per column within each range in bold."]
     if len(tables) > 1:
         notes.append(f"{len(tables)} separate tables: results on different data manifests, evaluation sizes or splits "
@@ -374,7 +404,7 @@ def _rich_table(table: GroupTable, columns: list[tuple[str, str, str]], title: s
     their own. Labels are Text, never read as markup."""
     grid = Table(title=Text(title, style="bold") if title else None)
     _label_column(grid, "range", [row.range for row in table.rows])
-    _label_column(grid, "model", [row.model for row in table.rows], justify="left")
+    _label_column(grid, "model", [row.label for row in table.rows], justify="left")
     if lengths:
         _label_column(grid, lengths_header(table, "context"), [row.context_len for row in table.rows])
         _label_column(grid, lengths_header(table, "traj len"), [row.traj_len for row in table.rows])
@@ -384,7 +414,7 @@ def _rich_table(table: GroupTable, columns: list[tuple[str, str, str]], title: s
     for row in table.rows:
         if previous is not None and row.range != previous:
             grid.add_section()
-        grid.add_row(Text(row.range if row.range != previous else ""), Text(row.model),
+        grid.add_row(Text(row.range if row.range != previous else ""), Text(row.label),
                      *(map(Text, (row.context_len, row.traj_len)) if lengths else ()),
                      *(_rich_cell(row.cells[m, t]) for m, t, _ in columns))
         previous = row.range
@@ -475,6 +505,7 @@ def render_rich(board: Leaderboard) -> RichGroup:
                               _rich_list(table, columns)))
         if fvd_shown(table):
             parts.append(_rich_fvd(table))
+        parts.extend(reliance_rich(table.reliance))
         parts.extend(Text(f"[{i}] {text}", style="dim") for i, text in enumerate(table.footnotes, 1))
         parts.extend(Text(note, style="dim") for note in table.notes)
         parts.append(Text(""))
@@ -497,7 +528,7 @@ def render_markdown(board: Leaderboard) -> str:
         for row in table.rows:
             cells = [(f"**{cell_text(c)}**" if c.best else cell_text(c))
                      for c in (row.cells[m, t] for m, t, _ in columns)]
-            lines.append(md_row([row.range, row.model, row.context_len, row.traj_len, *cells]))
+            lines.append(md_row([row.range, row.label, row.context_len, row.traj_len, *cells]))
         if fvd_shown(table):
             headers = _fvd_headers(table)
             lines += ["", f"{_fvd_title(table)}:", "", md_row(["model", *headers, "mode"]),
@@ -505,6 +536,7 @@ def render_markdown(board: Leaderboard) -> str:
             lines += [md_row([r.model,
                                *(f"**{cell_text(c)}**" if c.best else cell_text(c) for c in _fvd_cells(table, r)),
                                r.mode]) for r in table.fvd]
+        lines += reliance_markdown(table.reliance)
         lines.append("")
         lines += [f"[{i}] {text}  " for i, text in enumerate(table.footnotes, 1)]
         lines += [f"{note}  " for note in (*table.notes, *table.provenance)]
@@ -539,12 +571,15 @@ def to_records(board: Leaderboard) -> dict[str, Any]:
                       "n_trajectories": r.n_trajectories} for r in table.group.runs],
             "superseded": [{"model": r.model, "timestamp": r.timestamp, "results_file": str(r.results_path)}
                            for r in table.group.superseded],
-            "rows": [{"range": row.range, "model": row.model, "context_len": row.context_len, "traj_len": row.traj_len,
+            "rows": [{"range": row.range, "model": row.model, "oracle": row.run.oracle,
+                      "context_len": row.context_len, "traj_len": row.traj_len,
                       "cells": {m: {t: _cell_record(row.cells[m, t], table) for t in table.tasks}
                                 for m in table.metrics}}
                      for row in table.rows],
             "fvd": [{"model": r.model, "mode": r.mode, **_cell_record(r.cell, table),
                      "cells": {key: _cell_record(cell, table) for key, cell in r.cells.items()}} for r in table.fvd],
+            "memory_reliance": reliance_records(table.reliance),
+            "revisit": [curve.record() for curve in table.revisit],
             "footnotes": table.footnotes, "notes": table.notes, "provenance": table.provenance})
     return {"bootstrap": board.bootstrap.describe(), "groups": groups, "notes": board.notes}
 
@@ -554,7 +589,8 @@ def render_json(board: Leaderboard) -> str:
 
 
 CSV_FIELDS = ("split", "manifest_hash", "eval_size", "range", "model", "task", "metric", "mean", "ci_low", "ci_high",
-              "n", "best", "verified", "available", "reason_code")  # the full reasons are in the json format
+              "n", "best", "verified", "available", "reason_code",  # the full reasons are in the json format
+              "section", "p_holm")  # section: leaderboard, or memory reliance (model "X − X+swap", mean its difference)
 
 
 def render_csv(board: Leaderboard) -> str:
@@ -564,7 +600,8 @@ def render_csv(board: Leaderboard) -> str:
     writer.writeheader()
     for group in to_records(board)["groups"]:
         common = {"split": group["split"], "manifest_hash": group["manifest_hash"],
-                  "eval_size": "native" if group["eval_size"] is None else "x".join(map(str, group["eval_size"]))}
+                  "eval_size": "native" if group["eval_size"] is None else "x".join(map(str, group["eval_size"])),
+                  "section": "leaderboard"}
         for row in group["rows"]:
             for metric, by_task in row["cells"].items():
                 for task, cell in by_task.items():
@@ -577,6 +614,10 @@ def render_csv(board: Leaderboard) -> str:
                 task, range_ = key.split("/")
                 writer.writerow({**common, "range": range_, "model": fvd["model"], "task": task, "metric": SET_METRIC,
                                  **{k: cell[k] for k in CSV_FIELDS if k in cell}})
+        for pair in group["memory_reliance"]:
+            for item in pair["rows"]:
+                writer.writerow({**common, "section": "memory reliance", "model": f"{pair['a']} − {pair['b']}",
+                                 **{k: item[k] for k in CSV_FIELDS if k in item}})
     return buffer.getvalue()
 
 

@@ -14,6 +14,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
+from loopnav_bench.ablation import DEFAULT_KEEP_RECENT
 from loopnav_bench.console import FitWidth, console, progress_bar
 from loopnav_bench.distributed import DEFAULT_DEVICE
 
@@ -292,6 +293,10 @@ def evaluate(
     resume: bool = typer.Option(True, "--resume/--no-resume",
                                 help="Keep finished rows of the same run."),
     label: Optional[str] = typer.Option(None, help="Leaderboard entry name (default: model and args)."),
+    context_ablation: str = typer.Option("none", "--context-ablation",
+                                         help="none, or swap: older context from another place (entry +swap)."),
+    keep_recent: int = typer.Option(DEFAULT_KEEP_RECENT, "--keep-recent", metavar="K",
+                                    help="Context frames the swap leaves as they are."),
 ) -> None:
     """Roll a model out on the return legs, save its predictions, score them and write results (torchrun-ready)."""
     from loopnav_bench.evaluate import EvalConfig, parse_eval_size
@@ -305,7 +310,8 @@ def evaluate(
                             tasks=_csv(tasks, "--tasks"),
                             ranges=_csv(ranges, "--ranges", int), limit=limit, metrics=_csv(metrics, "--metrics"),
                             eval_size=parse_eval_size(eval_size), device=device, batch_size=batch_size, seed=seed,
-                            fvd_mode=fvd_mode, fvd_covariance=fvd_covariance, resume=resume, label=label)
+                            fvd_mode=fvd_mode, fvd_covariance=fvd_covariance, resume=resume, label=label,
+                            context_ablation=context_ablation, keep_recent=keep_recent)
         with progress_bar() as progress:
             outcome = run_evaluate(config, progress=progress)
     except (ValueError, FileNotFoundError, UnknownNameError) as err:
@@ -525,12 +531,17 @@ def leaderboard(
     plot: Optional[Path] = typer.Option(None, "--plot",
                                         help="Also write per-frame curve PNGs here (one per task and range)."),
     metric: Optional[str] = typer.Option(None, "--metric", help="Comma-separated metrics to show (default: all)."),
+    reference: Optional[str] = typer.Option(None, "--reference",
+                                            help="Entry the revisit curves' paired differences are taken to "
+                                                 "(default: the first base-like entry, else copy-last)."),
 ) -> None:
-    """Show the leaderboard: range x model rows, metric x task columns, mean with a 95% bootstrap CI."""
+    """Show the leaderboard: range x model rows, metric x task columns, mean with a 95% bootstrap CI; memory reliance
+    where an entry has its +swap twin; with --plot, also revisit curves where an oracle-copy run is present."""
     if ctx.invoked_subcommand is not None:
         return
     from rich.console import Console
 
+    from leaderboard.memory import plot_revisit
     from leaderboard.plots import plot_leaderboard
     from leaderboard.results import ResultsError, group_runs, load_runs
     from leaderboard.table import FORMATS, available_metrics, build_leaderboard
@@ -541,8 +552,10 @@ def leaderboard(
         fail(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
     try:
         groups = group_runs(load_runs(results, skip=_skipped))
-        board = build_leaderboard(groups, _csv(metric, "--metric"))
+        board = build_leaderboard(groups, _csv(metric, "--metric"), reference=reference)
         written = plot_leaderboard(groups, _csv(metric, "--metric") or available_metrics(groups), plot) if plot else []
+        for table in board.tables if plot else []:
+            written += plot_revisit(table.revisit, table.group.key.title, plot / table.group.key.slug, board.bootstrap)
     except (ResultsError, FileNotFoundError) as err:
         fail(str(err))
     rendered = FORMATS[format](board)
@@ -552,6 +565,39 @@ def leaderboard(
         print(rendered, end="")
     for path in written:
         _wrote(path)
+
+
+@leaderboard_app.command("compare")
+def leaderboard_compare(
+    a: str = typer.Argument(..., help="Entry A (a model name as the leaderboard shows it)."),
+    b: str = typer.Argument(..., help="Entry B."),
+    results: Path = typer.Option(..., "--results", "-r", help="Directory of `loopnav evaluate` outputs."),
+    metric: str = typer.Option("psnr,ssim", "--metric", help="Comma-separated frame metrics."),
+    format: str = typer.Option("rich", "--format", "-f", help="rich, markdown or json (to stdout)."),
+) -> None:
+    """Paired comparison A − B over the trajectories both evaluated: per task and range and pooled per task, the mean
+    difference, its bootstrap 95% CI, a sign-flip permutation p-value and Holm-adjusted p-values."""
+    from rich.console import Console
+
+    from leaderboard.paired import (
+        compare,
+        comparison_records,
+        render_comparison_markdown,
+        render_comparison_rich,
+    )
+    from leaderboard.results import ResultsError, group_runs, load_runs
+
+    renderers = {"rich": lambda c: Console().print(render_comparison_rich(c)),
+                 "markdown": lambda c: print(render_comparison_markdown(c), end=""),
+                 "json": lambda c: print(json.dumps(comparison_records(c), indent=2))}
+    if format not in renderers:
+        fail(f"--format {format!r}: choose one of {', '.join(renderers)}")
+    try:
+        groups = group_runs(load_runs(results, skip=_skipped))
+        comparisons = compare(groups, a, b, _csv(metric, "--metric"))
+    except (ResultsError, FileNotFoundError) as err:
+        fail(str(err))
+    renderers[format](comparisons)
 
 
 @leaderboard_app.command("paper")

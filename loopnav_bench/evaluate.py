@@ -3,7 +3,8 @@
 Protocol (PROTOCOL_VERSION): the model gets a `RolloutRequest` with the context frames, poses and actions of
 [0, offset) and only the poses and actions of the target [offset, T); it returns exactly T - offset frames. Those are
 scored against ground-truth frames [offset, T), both resized with `metrics.resize_frames` to the evaluation size
-(`--eval-size`, default the data's native size).
+(`--eval-size`, default the data's native size). `--context-ablation swap` changes the context frames older than
+the last K (ablation.py); an oracle model (`WorldModel.oracle`) alone also gets the target frames at that size.
 
 Layout under the output directory (the run and score folders are named by hashes of every setting that changes
 their contents, so a changed setting never reuses stale work and a rerun resumes where the last one stopped):
@@ -35,6 +36,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from loopnav_bench import __version__
+from loopnav_bench.ablation import DEFAULT_KEEP_RECENT, ContextAblation, donor_for, swap_context
 from loopnav_bench.contract import PREDICTIONS, data_identity, model_dirname, prediction_file, results_files, timestamp
 from loopnav_bench.distributed import DEFAULT_DEVICE, DistContext, PeerFailed, RankMarkers
 from loopnav_bench.fileio import atomic_path, read_json, resolve_within, sha256_file, sha256_json, write_json_atomic
@@ -86,13 +88,20 @@ class EvalConfig:
     fvd_covariance: str = "population"  # default mode only: "population" (StyleGAN-V) or "sample" (np.cov)
     resume: bool = True
     label: str | None = None  # the entry's name in results and on the leaderboard; default: the model name
+    context_ablation: str = "none"  # ablation.ABLATIONS: "swap" replaces context frames older than keep_recent
+    keep_recent: int = DEFAULT_KEEP_RECENT
+
+    @property
+    def ablation(self) -> ContextAblation:
+        return ContextAblation(self.context_ablation, self.keep_recent)
 
     @property
     def entry(self) -> str:
         """What this run is called on the leaderboard: --label, else the model with the model args given, e.g.
-        `worldpack[memory=off]`, so that variants of one registered model are told apart."""
+        `worldpack[memory=off]`, so that variants of one registered model are told apart; `+swap` under the
+        context-swap ablation, so it never replaces the plain run."""
         args = ",".join(f"{key}={value}" for key, value in self.model_args.items())
-        return self.label or (f"{self.model}[{args}]" if args else self.model)
+        return (self.label or (f"{self.model}[{args}]" if args else self.model)) + self.ablation.suffix
 
 
 @dataclass(frozen=True)
@@ -352,6 +361,7 @@ class Job:
     model: WorldModel | None  # None when re-scoring saved predictions
     model_describe: dict[str, Any]
     started: float  # time.time() when the command started, for the wall time in the results
+    donors: dict[str, Item] = field(default_factory=dict)  # recipient id -> donor, under the swap ablation
 
 
 def _batches(pairs: Iterable[tuple[Item, Trajectory]], size: int) -> Iterator[list[tuple[Item, Trajectory]]]:
@@ -363,6 +373,20 @@ def _batches(pairs: Iterable[tuple[Item, Trajectory]], size: int) -> Iterator[li
             batch = []
     if batch:
         yield batch
+
+
+def _model_requests(job: Job, batch: list[tuple[Item, Trajectory]],
+                    requests: list[RolloutRequest]) -> list[RolloutRequest]:
+    """What the model gets: the context ablation applied, and the target frames (at the evaluation size) only when the
+    model's class declares itself an oracle; every other model never sees a target frame."""
+    if job.donors:
+        wanted = {job.donors[r.id].id: job.donors[r.id] for r in requests}
+        donors = {item.id: traj.frames for item, traj in load_trajectories(list(wanted.values()))}
+        requests = [swap_context(r, donors[job.donors[r.id].id], job.config.keep_recent) for r in requests]
+    if type(job.model).oracle:
+        requests = [replace(r, target_frames=job.scorer.resize(traj.frames[traj.target], traj))
+                    for r, (_, traj) in zip(requests, batch)]
+    return requests
 
 
 def _predict(job: Job, batch: list[tuple[Item, Trajectory]]) -> list[np.ndarray]:
@@ -377,7 +401,8 @@ def _predict(job: Job, batch: list[tuple[Item, Trajectory]]) -> list[np.ndarray]
     predictions: list[np.ndarray | None] = [None] * len(batch)
     if todo:
         seed_everything(requests[todo[0]].seed)  # for models that draw from global RNGs
-        produced = job.model.rollout_batch([requests[i] for i in todo])
+        given = _model_requests(job, [batch[i] for i in todo], [requests[i] for i in todo])
+        produced = job.model.rollout_batch(given)
         name = f"model {job.config.model!r}"
         if len(produced) != len(todo):
             raise EvaluationError(f"{name}: rollout_batch returned {len(produced)} outputs for {len(todo)} requests")
@@ -404,7 +429,10 @@ def _work(job: Job, mine: list[Item], markers: RankMarkers, progress: Progress |
     for batch in _batches(load_trajectories(pending), job.config.batch_size):
         markers.check_peers()
         for (item, traj), prediction in zip(batch, _predict(job, batch)):
-            write_json_atomic(job.dirs.row(item.id), job.scorer.row(traj, prediction))
+            row = job.scorer.row(traj, prediction)
+            if job.donors:
+                row["donor"] = job.donors[item.id].id
+            write_json_atomic(job.dirs.row(item.id), row)
         done += len(batch)
         if progress:
             progress(label, done, len(mine))
@@ -489,6 +517,8 @@ def _merge(job: Job, world_size: int) -> Outcome:
     results = {
         "loopnav_version": __version__, **_git_info(), "date": _now(),
         "model": job.config.entry, "registered_model": job.config.model, "model_describe": job.model_describe,
+        "oracle": bool(job.run_settings.get("oracle")),  # saw the target frames: never ranked
+        "context_ablation": job.config.ablation.record(),
         "results": cells,
         "fvd": _fvd_per_split(job),
         "higher_is_better": {name: HIGHER_IS_BETTER[name] for name in job.scorer.status},
@@ -604,6 +634,11 @@ def evaluate(config: EvalConfig, model: WorldModel | None = None, progress: Prog
         config = replace(config, device=ctx.device(config.device))
         items, n_original = select_trajectories(Path(config.data), config.split, config.tasks, config.ranges,
                                                 config.limit)
+        ablation = config.ablation
+        donors = {}
+        if ablation.active:  # donors come from the whole split, so a filter never changes a trajectory's donor
+            pool, _ = select_trajectories(Path(config.data), config.split)
+            donors = {item.id: donor_for(item, pool, config.seed) for item in items}
         if model is None:
             model = load_model(config.model, config.checkpoint, config.device, config.seed, **config.model_args)
         scorer = _scorer(config)
@@ -613,9 +648,13 @@ def evaluate(config: EvalConfig, model: WorldModel | None = None, progress: Prog
             "protocol": PROTOCOL_VERSION, "schema_version": SCHEMA_VERSION, "seed": config.seed,
             "device_type": _device_type(config.device),  # CPU and GPU kernels differ in the last bits
         }
+        if ablation.active:  # only then, so that plain runs keep the keys they had
+            run_settings["context_ablation"] = ablation.settings()
+        if type(model).oracle:  # an oracle's choice depends on the size it compares the targets at
+            run_settings.update(oracle=True, eval_size=config.eval_size)
         run = Path(config.output_dir) / model_dirname(config.entry) / f"run-{sha256_json(run_settings)[:16]}"
         dirs = RunDirs(run, run / f"score-{sha256_json(scorer.settings())[:16]}")
-        job = Job(config, items, n_original, dirs, run_settings, scorer, model, model.describe(), started)
+        job = Job(config, items, n_original, dirs, run_settings, scorer, model, model.describe(), started, donors)
         return run_job(job, ctx, progress)
 
 
@@ -657,10 +696,15 @@ def score(predictions: Path, data: Path | None = None, output_dir: Path | None =
     if (found := manifest_hash(data)) != settings["manifest_hash"]:
         raise EvaluationError(f"{data / MANIFEST}: manifest hash {found[:12]}… differs from the one the predictions in "
                               f"{run} were made from ({settings['manifest_hash'][:12]}…); pass --data with that set")
+    ablation = ContextAblation(**settings.get("context_ablation", {}))
+    if settings.get("oracle") and eval_size != (recorded := settings["eval_size"] and tuple(settings["eval_size"])):
+        raise EvaluationError(f"{run}: an oracle's predictions were chosen at eval size {recorded or 'native'}; "
+                              f"score them at that size, or evaluate again at the new one")
     with DistContext.start() as ctx, fixed_threads():
         config = EvalConfig(data=data, output_dir=Path(output_dir) if output_dir else run.parent.parent,
                             model=settings["model"], model_args=settings["model_args"], seed=settings["seed"],
-                            label=record["label"],
+                            label=record["label"].removesuffix(ablation.suffix), context_ablation=ablation.kind,
+                            keep_recent=ablation.keep_recent,
                             metrics=metrics, eval_size=eval_size, device=ctx.device(device),
                             metric_batch_size=metric_batch_size, fvd_mode=fvd_mode, fvd_covariance=fvd_covariance,
                             resume=resume, **selection)

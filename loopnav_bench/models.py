@@ -2,10 +2,11 @@
 
 A model meets the harness only here. `loopnav evaluate` builds a `RolloutRequest` from a trajectory: the context
 (frames, poses and actions of [0, offset)) and the target's poses and actions for [offset, T). The target frames are
-never in the request. The model returns the T - offset target frames, generated autoregressively, at whatever
-resolution it works at; the harness resizes predictions and ground truth to the evaluation size the same way.
-A model that retrieves past frames may report which, per predicted frame (`RolloutRequest.report_memory`): they are
-saved with the prediction and drawn by `loopnav show` and `loopnav report`.
+never in the request (the one exception: an oracle reference entry, `WorldModel.oracle`, gets them at the
+evaluation size in `target_frames`, and is never ranked). The model returns the T - offset target frames, generated
+autoregressively, at whatever resolution it works at; the harness resizes predictions and ground truth to the
+evaluation size the same way. A model that retrieves past frames may report which, per predicted frame
+(`RolloutRequest.report_memory`): they are saved with the prediction and drawn by `loopnav show` and `loopnav report`.
 
 Registering a model: an entry point in the `loopnav.models` group
 (`[project.entry-points."loopnav.models"] mymodel = "mypkg.model:MyModel"`), as loopnav's own models are declared in
@@ -43,6 +44,8 @@ class RolloutRequest:
     target_actions: np.ndarray   # float32 [T - offset, A]
     meta: dict[str, Any] = field(default_factory=dict)  # source, task, range, fps, action_layout, ...
     seed: int = 0  # per-trajectory seed (request_seed): sample with it so results do not depend on batching or ranks
+    # the target frames at the evaluation size: given ONLY to a model whose class declares `oracle = True`
+    target_frames: np.ndarray | None = None
     memory: dict[int, list[int]] = field(default_factory=dict, repr=False)  # what report_memory was told, by step
 
     @property
@@ -93,6 +96,9 @@ class WorldModel(ABC):
     name: str = "unnamed"
     description: str = ""  # one line for `loopnav models` (read from the source, so keep it a plain string)
     takes_checkpoint: bool = True  # False: the model has no weights, so a --checkpoint given to it is an error
+    # True only for reference entries that must see the target frames (RolloutRequest.target_frames): results mark
+    # them "oracle" and the leaderboard never ranks them. The harness gives target frames to no other model.
+    oracle: bool = False
 
     def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0, **model_args: Any):
         self.checkpoint, self.device, self.seed, self.model_args = checkpoint, device, seed, model_args

@@ -19,7 +19,7 @@ MANIFEST, OTHER_MANIFEST = "a" * 64, "b" * 64
 def write_run(root: Path, model: str, ts: str, quality: float, *, manifest: str = MANIFEST, eval_size=(32, 32),
               unverified: tuple[str, ...] = (), unavailable: tuple[str, ...] = (), n_per_cell: int = 4,
               effective: int | None = None, split: str = "test", seed: int = 0,
-              ranges: tuple[int, ...] = (5, 15)) -> Path:
+              ranges: tuple[int, ...] = (5, 15), oracle: bool = False) -> Path:
     """Write `<root>/<model>/<run-key>/results_<ts>.json` + `samples_<ts>.jsonl`; higher `quality` = better scores."""
     rng = np.random.default_rng(seed)
     run_dir = root / model / f"run-{ts[:10]}-{manifest[:4]}"
@@ -61,7 +61,7 @@ def write_run(root: Path, model: str, ts: str, quality: float, *, manifest: str 
                for m in METRICS}
     n_total = len(rows)
     document = {
-        "model": model, "model_describe": {"name": model, "model_args": {}, "checkpoint": None},
+        "model": model, "oracle": oracle, "model_describe": {"name": model, "model_args": {}, "checkpoint": None},
         "data": {"path": "/data/doom", "manifest_hash": manifest, "source": "vizdoom"},
         "n_trajectories": {"original": n_total, "effective": n_total if effective is None else effective},
         "eval_size": list(eval_size) if eval_size else "native", "resize_filter": "area",

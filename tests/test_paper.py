@@ -15,10 +15,10 @@ from results_fixtures import write_run
 from typer.testing import CliRunner
 
 from leaderboard.bootstrap import mean_ci
+from leaderboard.paired import Paired
 from leaderboard.paper import ENTRIES, bench_table, build_paper_group, cell_md, claims, verdict, write_paper
 from leaderboard.plots import cell_figure
 from leaderboard.results import group_runs, load_runs
-from leaderboard.table import Cell
 from loopnav.cli import app
 
 RANGES = (5, 15, 30, 50)
@@ -75,21 +75,24 @@ def test_missing_metrics_read_na_with_the_recorded_reason(tmp_path):
 
 
 def test_verdict_wording():
-    def cell(mean, low, high):
-        return Cell(mean, low, high, n=4)
+    def tested(mean, p_holm, higher_is_better=True):
+        return Paired("psnr", "ABA", "5", 8, mean, mean - 1, mean + 1, p_holm, 0.0, 0.0, p_holm, higher_is_better)
 
-    assert verdict(cell(2.0, 1.8, 2.2), cell(1.0, 0.8, 1.2), True) == "holds"
-    assert verdict(cell(2.0, 1.0, 3.0), cell(1.0, 0.5, 1.5), True) == "better, CIs overlap"
-    assert verdict(cell(1.0, 0.8, 1.2), cell(2.0, 1.8, 2.2), True) == "does not hold"
-    assert verdict(cell(1.0, 0.8, 1.2), cell(2.0, 1.8, 2.2), False) == "holds"  # lower is better
-    assert verdict(Cell(), cell(1.0, 0.8, 1.2), True) == "n/a"
+    assert verdict(tested(1.0, 0.01)) == "holds"
+    assert verdict(tested(1.0, 0.2)) == "better, not significant"
+    assert verdict(tested(-1.0, 0.01)) == "does not hold"
+    assert verdict(tested(-1.0, 0.01, higher_is_better=False)) == "holds"  # lower is better
+    assert verdict(None) == "n/a"
 
 
-@pytest.mark.parametrize("worldpack, wording", [(0.9, "holds"), (0.501, "better, CIs overlap"),
-                                                (0.3, "does not hold")])
-def test_claims_follow_the_numbers(tmp_path, worldpack, wording):
-    # same seed: the same noise, so only `quality` separates the two entries
-    results = write_entries(tmp_path / "results", {"worldpack": worldpack, "nwm": 0.5}, ranges=(5,), same_seed=True)
+@pytest.mark.parametrize("worldpack, loops, wording", [(0.9, 8, "holds"), (0.52, 4, "better, not significant"),
+                                                       (0.3, 8, "does not hold")])
+def test_claims_follow_the_numbers(tmp_path, worldpack, loops, wording):
+    # same seed: the same noise, so only `quality` separates the two entries. With 8 loops a cell a paired test can
+    # reach p < 0.05 after Holm over the 4 cells (the smallest exact sign-flip p of 8 pairs is 2/256); with 4 it
+    # cannot (2/16), however large the difference
+    results = write_entries(tmp_path / "results", {"worldpack": worldpack, "nwm": 0.5}, ranges=(5,), same_seed=True,
+                            n_per_cell=loops)
     lines = claims(build_paper_group(group_runs(load_runs(results))[0]))
     line = next(line for line in lines if line.startswith("- `worldpack` vs `nwm`, ABA PSNR:"))
     assert line.startswith(f"- `worldpack` vs `nwm`, ABA PSNR: range 5 {wording} (")
@@ -101,7 +104,8 @@ def test_claims_follow_the_numbers(tmp_path, worldpack, wording):
 def test_ablation_order_is_checked_per_cell(tmp_path):
     quality = {"worldpack-full": 0.85, "worldpack-pack-only": 0.50, "worldpack-base": 0.60,
                "worldpack-retrieval-only": 0.65}
-    lines = claims(build_paper_group(group_runs(load_runs(write_entries(tmp_path / "r", quality, ranges=(5,))))[0]))
+    results = write_entries(tmp_path / "r", quality, ranges=(5,), n_per_cell=8)
+    lines = claims(build_paper_group(group_runs(load_runs(results))[0]))
     line = next(line for line in lines if line.startswith("- ABA range 5:"))
     assert "full > pack-only holds" in line and "pack-only > base does not hold" in line
     assert "full > retrieval-only holds" in line
@@ -171,3 +175,13 @@ def test_cli_writes_the_paper_with_the_benchmark_table(paper_dir, tmp_path):
     result = CliRunner().invoke(app, ["leaderboard", "paper", "-r", str(paper_dir / "results"), "-o",
                                       str(tmp_path / "out"), "--bench", str(bench)])
     assert result.exit_code == 2 and "not a bench_worldpack.py output" in " ".join(result.output.split())
+
+
+def test_paper_shows_memory_reliance_for_entries_with_a_swap_twin(tmp_path):
+    results = write_entries(tmp_path / "results", {"worldpack": 0.8, "worldpack+swap": 0.6, "nwm": 0.5},
+                            ranges=(5,), same_seed=True)
+    (path, *_) = write_paper(group_runs(load_runs(results)), tmp_path / "out", frames=4)
+    section = path.read_text().split("### Memory reliance (context-swap ablation)")[1]
+    assert "worldpack − worldpack+swap" in section and "nwm −" not in section
+    row = next(line for line in section.splitlines() if line.startswith("| PSNR ↑ | ABA | all |"))
+    assert "+3.000 [+3.000, +3.000]" in row  # 0.2 quality is 3 dB on every trajectory (the same noise)
