@@ -15,7 +15,9 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from leaderboard.table import Cell, GroupTable, Leaderboard, arrow, cell_text, num_text, to_records
+from leaderboard.memory import reliance_title
+from leaderboard.paired import Comparison, headers, paired_columns
+from leaderboard.table import Cell, GroupTable, Leaderboard, arrow, cell_text, num_text
 
 CSS = """
 :root { --ink: #1b1f24; --muted: #5d6670; --line: #d8dde3; --soft: #f4f6f8; --accent: #2b6cb0; --best: #e6f4ea; }
@@ -90,11 +92,6 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
   });
 });
 """
-
-# Sections other analyses add to the leaderboard's JSON groups (`to_records`): key -> heading. Each is a list of flat
-# records (scalars, or {"mean", "ci_low", "ci_high"} dicts), rendered as one table when present.
-EXTRA_SECTIONS = {"memory_reliance": "Memory reliance", "comparisons": "Paired comparisons"}
-
 
 def esc(text: Any) -> str:
     """Escaped text, with `backticked` spans as code (notes and reasons quote commands that way)."""
@@ -178,42 +175,28 @@ def group_tables(table: GroupTable) -> str:
     return "\n".join(out)
 
 
-def _record_value(value: Any) -> tuple[str, str]:
-    """(cell html, data-value) of one field of an extra section's record."""
-    if isinstance(value, dict) and "mean" in value:
-        ci = (f"<span class=\"ci\">[{num_text(value['ci_low'])}, {num_text(value['ci_high'])}]</span>"
-              if value.get("ci_low") is not None else "")
-        return (num_text(value["mean"]) + ci if value["mean"] is not None else "n/a"), repr(value["mean"])
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return (f"{value:.4g}" if isinstance(value, float) else str(value)), repr(float(value))  # p-values keep digits
-    return esc(value), ""
-
-
-def records_table(records: list[dict[str, Any]]) -> str:
-    """A list of flat records as a sortable table (columns: the union of their keys, in first-seen order)."""
-    keys = list(dict.fromkeys(k for record in records for k in record))
-    rows = []
-    for record in records:
-        cells = [_record_value(record.get(k, "")) for k in keys]
-        rows.append("<tr>" + "".join(f"<td data-value=\"{html.escape(v)}\">{text}</td>" for text, v in cells) + "</tr>")
-    head = "".join(f"<th data-sortable>{esc(k)}</th>" for k in keys)
-    return (f"<div class=\"scroll\"><table class=\"sortable\">\n<thead><tr>{head}</tr></thead>\n<tbody>\n"
-            + "\n".join(rows) + "\n</tbody></table></div>")
-
-
-def extra_sections(group_record: dict[str, Any]) -> str:
-    """The EXTRA_SECTIONS a group's JSON record carries, each as a table."""
-    return "\n".join(f"<h3>{esc(title)}</h3>\n{records_table(group_record[key])}"
-                     for key, title in EXTRA_SECTIONS.items() if group_record.get(key))
+def reliance_section(comparisons: list[Comparison]) -> str:
+    """Memory reliance (entry − entry+swap, paired over the same trajectories; memory.py): one table per entry."""
+    out = []
+    for c in comparisons:
+        head = "".join(f"<th>{esc(h)}</th>" for h in headers(c.a.model, c.b.model))
+        rows = "".join("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in
+                                        paired_columns(r, c.spec.alpha, c.a.model, c.b.model)) + "</tr>\n"
+                       for r in c.rows)
+        out.append(f"<h3>Memory reliance · {esc(reliance_title(c))}</h3>\n<div class=\"scroll\"><table>\n"
+                   f"<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}</tbody></table></div>")
+    if comparisons:
+        out.append(f"<p class=\"note\">Memory reliance: {esc(comparisons[0].spec.text())}.</p>")
+    return "\n".join(out)
 
 
 def leaderboard_body(board: Leaderboard, level: int = 2) -> str:
     """Every group's tables and extra sections, then the board's notes."""
     out = []
-    for table, record in zip(board.tables, to_records(board)["groups"]):
+    for table in board.tables:
         out.append(f"<h{level}>{esc(table.group.key.title)}</h{level}>")
         out.append(group_tables(table))
-        out.append(extra_sections(record))
+        out.append(reliance_section(table.reliance))
     out += [f"<p class=\"note\"><i>{esc(note)}</i></p>" for note in board.notes]
     return "\n".join(part for part in out if part)
 

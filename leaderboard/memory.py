@@ -17,7 +17,6 @@ revisit score; one that does not stays flat.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -155,43 +154,6 @@ def revisit_curves(group: Group, reference: str | None = None,
                 curve.difference[model] = _binned(difference, bins, ids, n_bins, spec)
         curves.append(curve)
     return curves, notes
-
-
-def plot_revisit(curves: list[RevisitCurve], title: str, out_dir: Path, spec: BootstrapSpec = BootstrapSpec()
-                 ) -> list[Path]:
-    """One PNG per task: PSNR per revisit-score bin (left) and the difference to the reference (right)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from leaderboard.plots import save_png
-
-    written = []
-    for curve in curves:
-        fig = Figure(figsize=(12.0, 4.8), layout="constrained")
-        FigureCanvasAgg(fig)
-        left, right = fig.subplots(1, 2)
-        x = np.arange(len(curve.frames))
-        labels = [f"{lo:.1f}–{hi:.1f}\n{f} fr / {t} tr" for lo, hi, f, t in
-                  zip(curve.edges, curve.edges[1:], curve.frames, curve.trajectories)]
-        for ax, bands, ylabel in ((left, curve.psnr, "PSNR (dB)"),
-                                  (right, curve.difference, f"PSNR − {curve.reference} (dB)")):
-            for i, (model, band) in enumerate(bands.items()):
-                mean, low, high = (np.array([np.nan if v is None else v for v in vals]) for vals in
-                                   (band.mean, band.low, band.high))
-                ax.plot(x, mean, marker="o", lw=1.6, color=f"C{i}", label=model)
-                ax.fill_between(x, low, high, color=f"C{i}", alpha=0.15, lw=0)
-            ax.set_xticks(x, labels, fontsize="small")
-            ax.set(xlabel=f"revisit score: {curve.oracle} PSNR of the target frame (dB)", ylabel=ylabel)
-            ax.grid(alpha=0.3)
-            if bands:
-                ax.legend(fontsize="small")
-        right.axhline(0.0, color="black", lw=0.8)
-        right.set_title("no reference entry" if curve.reference is None else f"paired difference to {curve.reference}")
-        left.set_title("PSNR per revisit-score bin")
-        fig.suptitle(f"{curve.task} · {title}\nbands: {spec.text()} (per bin: frames pooled, trajectories resampled)",
-                     fontsize="medium")
-        written.append(save_png(fig, Path(out_dir) / f"revisit_{curve.task}.png"))
-    return written
 
 
 # ---- rendering (the leaderboard's formats call these) ----------------------------------------------------------

@@ -16,8 +16,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from leaderboard.bootstrap import BootstrapSpec, mean_ci
+from leaderboard.memory import RevisitCurve
 from leaderboard.results import Group, Run, range_order
-from leaderboard.table import DAGGER, SET_METRIC, metric_direction
+from leaderboard.table import DAGGER, SET_METRIC, Leaderboard, metric_direction
 from loopnav_bench.fileio import OwnedFolder
 from loopnav_bench.metrics import cap_values
 
@@ -101,7 +102,45 @@ def plot_group(group: Group, metrics: list[str], folder: OwnedFolder, spec: Boot
     return written
 
 
-def plot_leaderboard(groups: list[Group], metrics: list[str], out_dir: Path) -> list[Path]:
-    """Curves for every group, each in its own sub-folder of `out_dir` (groups are never drawn on one axis)."""
+def plot_leaderboard(groups: list[Group], metrics: list[str], out_dir: Path, board: Leaderboard | None = None
+                     ) -> list[Path]:
+    """Curves for every group, each in its own sub-folder of `out_dir` (groups are never drawn on one axis); with the
+    board, each group's revisit curves beside them."""
     folder = OwnedFolder(out_dir, "loopnav leaderboard --plot")
-    return [path for group in groups for path in plot_group(group, metrics, folder)]
+    written = [path for group in groups for path in plot_group(group, metrics, folder)]
+    for table in board.tables if board else []:
+        written += plot_revisit(table.revisit, table.group.key.title, folder, table.group.key.slug, board.bootstrap)
+    return written
+
+
+def plot_revisit(curves: list[RevisitCurve], title: str, folder: OwnedFolder, rel_dir: str,
+                 spec: BootstrapSpec = BootstrapSpec()) -> list[Path]:
+    """One PNG per task (`memory.RevisitCurve`): PSNR per revisit-score bin (left) and the difference to the reference
+    (right)."""
+    written = []
+    for curve in curves:
+        fig = Figure(figsize=(12.0, 4.8), layout="constrained")
+        FigureCanvasAgg(fig)
+        left, right = fig.subplots(1, 2)
+        x = np.arange(len(curve.frames))
+        labels = [f"{lo:.1f}–{hi:.1f}\n{f} fr / {t} tr" for lo, hi, f, t in
+                  zip(curve.edges, curve.edges[1:], curve.frames, curve.trajectories)]
+        for ax, bands, ylabel in ((left, curve.psnr, "PSNR (dB)"),
+                                  (right, curve.difference, f"PSNR − {curve.reference} (dB)")):
+            for i, (model, band) in enumerate(bands.items()):
+                mean, low, high = (np.array([np.nan if v is None else v for v in vals]) for vals in
+                                   (band.mean, band.low, band.high))
+                ax.plot(x, mean, marker="o", lw=1.6, color=f"C{i}", label=model)
+                ax.fill_between(x, low, high, color=f"C{i}", alpha=0.15, lw=0)
+            ax.set_xticks(x, labels, fontsize="small")
+            ax.set(xlabel=f"revisit score: {curve.oracle} PSNR of the target frame (dB)", ylabel=ylabel)
+            ax.grid(alpha=0.3)
+            if bands:
+                ax.legend(fontsize="small")
+        right.axhline(0.0, color="black", lw=0.8)
+        right.set_title("no reference entry" if curve.reference is None else f"paired difference to {curve.reference}")
+        left.set_title("PSNR per revisit-score bin")
+        fig.suptitle(f"{curve.task} · {title}\nbands: {spec.text()} (per bin: frames pooled, trajectories resampled)",
+                     fontsize="medium")
+        written.append(save_png(fig, folder, f"{rel_dir}/revisit_{curve.task}.png"))
+    return written

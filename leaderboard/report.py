@@ -157,7 +157,7 @@ def write_report(runs: list[Run], out: Path, results_dir: Path, metrics: list[st
     board = build_leaderboard(groups, metrics)
     shown = metrics or available_metrics(groups)
     frame_metrics = [m for m in shown if m != SET_METRIC]
-    plots = plot_leaderboard(groups, frame_metrics, out / "plots")
+    plots = plot_leaderboard(groups, frame_metrics, out / "plots", board)
     body: list[str] = []
     nav = ["<a href=\"#data\">Data</a>", "<a href=\"#leaderboard\">Leaderboard</a>", "<a href=\"#curves\">Curves</a>",
            *(["<a href=\"#rollouts\">Rollouts</a>"] if videos else []), "<a href=\"#provenance\">Provenance</a>"]

@@ -541,7 +541,6 @@ def leaderboard(
         return
     from rich.console import Console
 
-    from leaderboard.memory import plot_revisit
     from leaderboard.plots import plot_leaderboard
     from leaderboard.results import ResultsError, group_runs, load_runs
     from leaderboard.table import FORMATS, available_metrics, build_leaderboard
@@ -553,9 +552,8 @@ def leaderboard(
     try:
         groups = group_runs(load_runs(results, skip=_skipped))
         board = build_leaderboard(groups, _csv(metric, "--metric"), reference=reference)
-        written = plot_leaderboard(groups, _csv(metric, "--metric") or available_metrics(groups), plot) if plot else []
-        for table in board.tables if plot else []:
-            written += plot_revisit(table.revisit, table.group.key.title, plot / table.group.key.slug, board.bootstrap)
+        metrics = _csv(metric, "--metric") or available_metrics(groups)
+        written = plot_leaderboard(groups, metrics, plot, board) if plot else []
     except (ResultsError, FileNotFoundError) as err:
         fail(str(err))
     rendered = FORMATS[format](board)

@@ -129,6 +129,24 @@ def tiny_shards(tmp_path):
     return out
 
 
+@pytest.fixture(scope="module")
+def latent_data(tmp_path_factory):
+    """Synthetic shards (`shards/`) and an untrained 16 px autoencoder checkpoint (`ae/`) for the latent models."""
+    import torch
+
+    from loopnav_bench.shards import prepare
+    from modelkit import checkpoint as ckpt
+    from modelkit.autoencoder import Autoencoder, AutoencoderConfig
+
+    root = tmp_path_factory.mktemp("latent-data")
+    prepare(SyntheticSource(), root / "shards")
+    config = AutoencoderConfig(image_size=16, channels=(8, 16), latent_channels=4)
+    torch.manual_seed(0)
+    ckpt.write_step(root / "ae", 0, {"model": "autoencoder", "config": config.to_dict()},
+                    {ckpt.WEIGHTS: Autoencoder(config).state_dict()})
+    return root
+
+
 def install_model_plugin(root, name: str, code: str) -> str:
     """A fake installed distribution under `root` that registers `name` in the `loopnav.models` entry-point group,
     with the model class `Plugin` defined by `code` (which sees `np`, `WorldModel` and `RolloutRequest`).

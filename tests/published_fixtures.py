@@ -48,3 +48,36 @@ def requests_of(shards: Path, horizon: int) -> list[RolloutRequest]:
     for r in requests:
         r.target_poses, r.target_actions = r.target_poses[:horizon], r.target_actions[:horizon]
     return requests
+
+
+def check_adapter(model, shards: Path, refused_layout: str) -> None:
+    """What every published-model adapter must do on tiny LoopNav loops: frames at the tiny native 80x160, the same
+    frames alone as in a batch, other frames for another seed, and a layout it cannot map refused naming both."""
+    import numpy as np
+
+    requests = requests_of(shards, horizon=3)
+    together = model.rollout_batch(requests)
+    alone = [model.rollout(r) for r in requests]
+    assert [f.shape for f in together] == [(3, 80, 160, 3)] * len(requests)
+    assert all(np.array_equal(a, b) for a, b in zip(together, alone))
+    requests[0].seed += 1
+    assert not np.array_equal(model.rollout(requests[0]), together[0])
+    request = requests_of(shards, horizon=1)[0]
+    request.meta["action_layout"] = refused_layout
+    with pytest.raises(ValueError, match=rf"{model.name} maps only loopnav-v1 .* not '{refused_layout}'"):
+        model.rollout(request)
+
+
+def evaluate_end_to_end(name: str, checkpoint: Path, shards: Path, out: Path, model_args: str) -> str:
+    """`loopnav evaluate --model NAME` on two trajectories; the results file as text."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from loopnav.cli import app
+
+    result = CliRunner().invoke(app, ["evaluate", "--model", name, "--checkpoint", str(checkpoint), "--data",
+                                      str(shards), "--split", "train", "--limit", "2", "--metrics", "ssim,psnr",
+                                      "--model-args", model_args, "--device", "cpu", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    return json.dumps(json.loads(next(out.rglob("results_*.json")).read_text()))

@@ -3,22 +3,23 @@ rules, and the adapter end to end through `loopnav evaluate` with a tiny random 
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 import pytest
 import torch
-from published_fixtures import linked_copy, loopnav_shards, requests_of, upstream_fixtures
+from published_fixtures import (
+    check_adapter,
+    evaluate_end_to_end,
+    linked_copy,
+    loopnav_shards,
+    upstream_fixtures,
+)
 from safetensors.torch import load_file, save_file
-from typer.testing import CliRunner
 
-from loopnav.cli import app
 from loopnav_bench.models import load_model
 from published import oasis
 from published.upstream_check import check_upstream
-
-runner = CliRunner()
 
 
 def test_check_upstream_passes_on_the_shared_fixtures():
@@ -110,34 +111,14 @@ def test_the_checkpoint_folder_must_hold_both_official_files(tiny_checkpoint, tm
         load_model("oasis", checkpoint=str(tmp_path), size="tiny")
 
 
-def test_rollouts_are_native_resolution_seeded_and_independent_of_the_batch(tiny_checkpoint, shards):
+def test_rollouts_are_native_resolution_seeded_batch_independent_and_refuse_other_layouts(tiny_checkpoint, shards):
     model = load_model("oasis", checkpoint=str(tiny_checkpoint), size="tiny", context=3, ddim_steps=2)
-    requests = requests_of(shards, horizon=3)
-    together = model.rollout_batch(requests)
-    alone = [model.rollout(r) for r in requests]
-    assert [f.shape for f in together] == [(3, 80, 160, 3)] * len(requests)
-    assert all(np.array_equal(a, b) for a, b in zip(together, alone))
-    requests[0].seed += 1
-    assert not np.array_equal(model.rollout(requests[0]), together[0])
-
-
-def test_other_action_layouts_are_refused_naming_both(tiny_checkpoint, shards):
-    model = load_model("oasis", checkpoint=str(tiny_checkpoint), size="tiny")
-    request = requests_of(shards, horizon=1)[0]
-    request.meta["action_layout"] = "recon-v1"
-    with pytest.raises(ValueError, match=r"oasis maps only loopnav-v1 .* not 'recon-v1'"):
-        model.rollout(request)
+    check_adapter(model, shards, "recon-v1")
 
 
 def test_loopnav_evaluate_runs_oasis_end_to_end(tiny_checkpoint, shards, tmp_path):
-    out = tmp_path / "results"
-    result = runner.invoke(app, ["evaluate", "--model", "oasis", "--checkpoint", str(tiny_checkpoint), "--data",
-                                 str(shards), "--split", "train", "--limit", "2", "--metrics", "ssim,psnr",
-                                 "--model-args", "size=tiny,ddim_steps=1,context=4", "--device", "cpu", "-o",
-                                 str(out)])
-    assert result.exit_code == 0, result.output
-    written = json.loads(next(out.rglob("results_*.json")).read_text())
-    text = json.dumps(written)
+    text = evaluate_end_to_end("oasis", tiny_checkpoint, shards, tmp_path / "results",
+                               "size=tiny,ddim_steps=1,context=4")
     assert "oasis" in text and oasis.OasisModel.licence in text and "ssim" in text
 
 

@@ -6,34 +6,20 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SyntheticSource
 from safetensors.torch import load_file
 
-from loopnav_bench.shards import prepare
 from loopnav_bench.train import TrainOptions, train
 from modelkit import checkpoint as ckpt
-from modelkit.autoencoder import Autoencoder, AutoencoderConfig
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("resume")
-    prepare(SyntheticSource(), root / "shards")
-    config = AutoencoderConfig(image_size=16, channels=(8, 16), latent_channels=4)
-    torch.manual_seed(0)
-    ckpt.write_step(root / "ae", 0, {"model": "autoencoder", "config": config.to_dict()},
-                    {ckpt.WEIGHTS: Autoencoder(config).state_dict()})
-    return root
-
-
 @pytest.mark.parametrize("trainer", ["autoencoder", "nwm", "diamond"])
-def test_resume_reproduces_the_uninterrupted_run(trainer, data, tmp_path):
-    model_args = {"autoencoder": str(data / "ae")} if trainer == "nwm" else {}
+def test_resume_reproduces_the_uninterrupted_run(trainer, latent_data, tmp_path):
+    model_args = {"autoencoder": str(latent_data / "ae")} if trainer == "nwm" else {}
 
     def run(out, steps, resume=False):
-        return train(trainer, TrainOptions(data=data / "shards", output_dir=out, steps=steps, resume=resume,
+        return train(trainer, TrainOptions(data=latent_data / "shards", output_dir=out, steps=steps, resume=resume,
                                            batch_size=4, save_every=1, device="cpu", model_args=model_args))
 
     straight = run(tmp_path / "straight", 2)

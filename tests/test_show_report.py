@@ -239,16 +239,3 @@ def test_html_leaderboard_is_a_complete_page_that_escapes_labels(tmp_path):
     assert ">worldpack[memory=off]</td>" in text and ">a&lt;b&gt;&amp;c</td>" in text and "<b>&" not in text
     assert "LPIPS" not in text.split("<tbody>")[0]  # a column no entry has is left out; its footnote stays
     assert "lpips n/a" in text and "<code>loopnav weights download lpips</code>" in text
-
-
-def test_sections_other_analyses_add_to_the_json_render_as_tables():
-    from leaderboard.html import extra_sections
-
-    record = {"memory_reliance": [{"entry": "worldpack", "task": "ABA", "range": "5", "n": 8,
-                                   "psnr": {"mean": 1.25, "ci_low": 0.5, "ci_high": 2.0}, "p_holm": 0.0123}],
-              "comparisons": []}
-    text = extra_sections(record)
-    assert "<h3>Memory reliance</h3>" in text and "Paired comparisons" not in text  # empty sections are left out
-    assert "<th data-sortable>psnr</th>" in text and '<td data-value="1.25">1.250<span class="ci">[0.500, 2.000]' \
-        in text and ">0.0123</td>" in text and ">worldpack</td>" in text
-    assert extra_sections({}) == ""

@@ -7,31 +7,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import SyntheticSource, check_rollout_contract, make_trajectory
+from conftest import check_rollout_contract, make_trajectory
 from typer.testing import CliRunner
 
 from loopnav.cli import app
 from loopnav_bench.models import RolloutRequest, load_model
-from loopnav_bench.shards import manifest_hash, prepare
+from loopnav_bench.shards import manifest_hash
 from loopnav_bench.train import TrainOptions, train
 from modelkit import checkpoint as ckpt
-from modelkit.autoencoder import Autoencoder, AutoencoderConfig
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 TRAINED = ("worldpack", "nwm", "diamond")
 LATENT = {"worldpack", "nwm"}  # these reuse an autoencoder instead of training one
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """Synthetic shards and an (untrained) 16 px autoencoder checkpoint for the latent models."""
-    root = tmp_path_factory.mktemp("trained")
-    prepare(SyntheticSource(), root / "shards")
-    config = AutoencoderConfig(image_size=16, channels=(8, 16), latent_channels=4)
-    torch.manual_seed(0)
-    ckpt.write_step(root / "ae", 0, {"model": "autoencoder", "config": config.to_dict()},
-                    {ckpt.WEIGHTS: Autoencoder(config).state_dict()})
-    return root
 
 
 def _model_args(name: str, root) -> dict:
@@ -39,19 +26,19 @@ def _model_args(name: str, root) -> dict:
 
 
 @pytest.fixture(scope="module", params=TRAINED)
-def trained(request, data):
+def trained(request, latent_data):
     """(model name, its 2-step checkpoint folder), trained through `loopnav_bench.train.train`."""
     name = request.param
-    options = TrainOptions(data=data / "shards", output_dir=data / name, steps=2, batch_size=4, save_every=2,
-                           device="cpu", model_args=_model_args(name, data))
+    options = TrainOptions(data=latent_data / "shards", output_dir=latent_data / name, steps=2, batch_size=4,
+                           save_every=2, device="cpu", model_args=_model_args(name, latent_data))
     return name, train(name, options)
 
 
-def test_checkpoint_records_model_step_and_training_data(trained, data):
+def test_checkpoint_records_model_step_and_training_data(trained, latent_data):
     name, step_dir = trained
     saved = ckpt.read_config(step_dir)
     assert saved["model"] == name and saved["step"] == 2 and saved["world_size"] == 1
-    assert saved["data"]["manifest_hash"] == manifest_hash(data / "shards") and saved["data"]["split"] == "train"
+    assert saved["data"]["manifest_hash"] == manifest_hash(latent_data / "shards") and saved["data"]["split"] == "train"
 
 
 def test_rollouts_are_seeded_uint8_and_independent_of_the_batch(trained):
@@ -74,20 +61,20 @@ def test_reload_and_export_keep_the_rollout(trained, tmp_path):
     assert halved.shape == frames.shape and gap.max() <= 2 and gap.mean() < 0.25
 
 
-def test_loopnav_train_dispatches_by_name(trained, data, tmp_path):
+def test_loopnav_train_dispatches_by_name(trained, latent_data, tmp_path):
     name, _ = trained
-    args = ",".join(f"{k}={v}" for k, v in _model_args(name, data).items())
-    result = CliRunner().invoke(app, ["train", "--model", name, "--data", str(data / "shards"), "--output-dir",
+    args = ",".join(f"{k}={v}" for k, v in _model_args(name, latent_data).items())
+    result = CliRunner().invoke(app, ["train", "--model", name, "--data", str(latent_data / "shards"), "--output-dir",
                                       str(tmp_path), "--steps", "1", "--batch-size", "4", "--device", "cpu",
                                       *(["--model-args", args] if args else [])])
     assert result.exit_code == 0, result.output
     assert ckpt.read_config(ckpt.resolve(tmp_path))["model"] == name
 
 
-def test_unknown_model_args_are_refused_by_trainer_and_adapter(trained, data, tmp_path):
+def test_unknown_model_args_are_refused_by_trainer_and_adapter(trained, latent_data, tmp_path):
     name, step_dir = trained
     with pytest.raises(ValueError, match="guidance"):
-        train(name, TrainOptions(data=data / "shards", output_dir=tmp_path, steps=1, model_args={"guidance": 2}))
+        train(name, TrainOptions(data=latent_data / "shards", output_dir=tmp_path, steps=1, model_args={"guidance": 2}))
     assert not (tmp_path / ckpt.LATEST).exists()
     with pytest.raises(ValueError, match="sampler_steps"):
         load_model(name, checkpoint=str(step_dir), guidance=2)
