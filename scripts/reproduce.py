@@ -17,6 +17,7 @@ atomically) records what is done and every attempt's wall time; WORKDIR/logs/<st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -29,7 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 try:
     import tomllib
@@ -238,7 +239,8 @@ class Pipeline:
                 failed |= blocked
                 ready = [s for s in self.steps if s.name not in done | busy | failed and set(s.needs) <= done]
                 while ready and len(running) < self.config["lanes"] and time.monotonic() < deadline:
-                    running.append(self.start(ready.pop(0)))
+                    with sigint_deferred():  # a Ctrl-C now lands once the step is in `running`, so stop() sees it
+                        running.append(self.start(ready.pop(0)))
                 if not running:
                     break
                 if time.monotonic() >= deadline:
@@ -276,9 +278,9 @@ class Pipeline:
         process = subprocess.Popen(
             [str(a) for a in step.argv], cwd=REPO, stdout=out, stderr=log_file, start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
-            # a shell's background job ignores SIGINT and children inherit that: restore it, or the clean stop at
-            # the deadline could never work
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+            # a shell's background job ignores SIGINT and children inherit that (and the mask sigint_deferred sets):
+            # restore both, or the clean stop at the deadline could never work
+            preexec_fn=_sigint_default)
         print(f"start  {step.name}  (log: {log})", flush=True)
         return Running(step, process, time.monotonic(), files)
 
@@ -423,6 +425,22 @@ def write_bundle(config: dict[str, Any], workdir: Path) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------------------ command line
+
+
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold SIGINT back for the block; one that arrived meanwhile is delivered (KeyboardInterrupt) right after it."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _sigint_default() -> None:
+    """In a step's child, before exec: SIGINT handled by default and not blocked."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def main(argv: list[str] | None = None) -> int:
