@@ -278,9 +278,9 @@ class Pipeline:
         process = subprocess.Popen(
             [str(a) for a in step.argv], cwd=REPO, stdout=out, stderr=log_file, start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
-            # a shell's background job ignores SIGINT and children inherit that (and the mask sigint_deferred sets):
-            # restore both, or the clean stop at the deadline could never work
-            preexec_fn=_sigint_default)
+            # a shell's background job ignores SIGINT and children inherit that: restore it, or the clean stop at
+            # the deadline could never work
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         print(f"start  {step.name}  (log: {log})", flush=True)
         return Running(step, process, time.monotonic(), files)
 
@@ -429,18 +429,16 @@ def write_bundle(config: dict[str, Any], workdir: Path) -> list[Path]:
 
 @contextlib.contextmanager
 def sigint_deferred() -> Iterator[None]:
-    """Hold SIGINT back for the block; one that arrived meanwhile is delivered (KeyboardInterrupt) right after it."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    """Hold a Ctrl-C back for the block: one that arrived meanwhile raises KeyboardInterrupt right after it. (A handler
+    that only takes note, not a blocked mask: a signal mask is per thread, and any other thread would take it.)"""
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-
-
-def _sigint_default() -> None:
-    """In a step's child, before exec: SIGINT handled by default and not blocked."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
