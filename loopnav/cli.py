@@ -120,12 +120,14 @@ def _positive_finite(value: Optional[float]) -> Optional[float]:
 
 def fail(message: str) -> None:
     """Print a clear error and exit non-zero (no traceback: the message names the file and the problem)."""
-    console.print(Text.assemble(("error: ", "bold red"), message))  # a message names labels like x[k=4]: no markup
+    # one line, however long the path it names (soft_wrap: the terminal folds it, rich inserts no newline); a message
+    # names labels like x[k=4]: no markup
+    console.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
     raise typer.Exit(2)
 
 
 def _wrote(what: object) -> None:
-    console.print(Text.assemble(("wrote ", "green"), str(what)))  # paths and labels are never markup
+    console.print(Text.assemble(("wrote ", "green"), str(what)), soft_wrap=True)  # paths and labels are never markup
 
 
 @app.command(rich_help_panel=DATA)

@@ -61,7 +61,9 @@ _CACHE_ROOT = pytest.StashKey[Path]()
 
 def pytest_configure(config):
     """Every cache a test or its subprocesses could fill in a folder of this session, never the user's: set before
-    any test module is imported, because huggingface_hub and datasets read HF_HOME at import."""
+    any test module is imported, because huggingface_hub and datasets read HF_HOME at import. The terminal size of
+    whatever runs the suite is forgotten for the same reason (pytest-xdist's workers set COLUMNS=80, and rich fixes a
+    console's width from it at import): a test that needs a width passes it to the command it runs."""
     import os
     import tempfile
 
@@ -70,6 +72,8 @@ def pytest_configure(config):
     os.environ["HF_HOME"] = str(root / "huggingface")
     os.environ.pop("HF_DATASETS_CACHE", None)  # else datasets would still write where it names
     os.environ["LOOPNAV_CACHE_DIR"] = str(root / "loopnav")  # for module- and session-scoped fixtures
+    for name in ("COLUMNS", "LINES"):
+        os.environ.pop(name, None)
 
 
 def pytest_unconfigure(config):

@@ -115,3 +115,10 @@ def test_a_corrupt_results_file_is_skipped_with_a_warning_naming_it(tmp_path):
     assert "alpha" in result.stdout and "beta" not in result.stdout
     assert good.exists() and bad.exists()  # nothing deleted
     assert np.isfinite(json.loads(good.read_text())["results"]["test/ABA/5"]["ssim"]["mean"])
+
+
+def test_an_error_is_one_line_however_long_the_path_it_names(tmp_path):
+    missing = tmp_path / ("a-long-folder-name-" * 8) / "missing"
+    result = runner.invoke(app, ["leaderboard", "--results", str(missing)], env={"COLUMNS": "80"})
+    assert result.exit_code == 2
+    assert result.output.rstrip("\n").splitlines() == [f"error: {missing}: no such directory"]
