@@ -5,14 +5,22 @@ rollouts and probes alike, so the model is trained on exactly the context it is 
 target; `last_seen` is the most recent frame the model is given (current − 1 in an autoregressive rollout; up to
 `max_time_shift` frames earlier in training, as NWM samples goal offsets).
 
-Ablation variants (`VARIANTS`) are layouts of packing levels per slot (level ℓ = kernel patch·2^ℓ):
-  full            1 recent at level 0, 2 at level 1, 8 at level 2, then 8 retrieved at level 2 (19 frames, paper)
+Ablation variants (`VARIANTS`) are layouts of packing levels per slot (level ℓ = kernel patch·2^ℓ; on the `cpu`
+preset's 8×8 latent with patch 2, levels 0, 1, 2 leave 16, 4 and 1 tokens per frame):
+  full            1 recent at level 0, 2 at level 1, 8 at level 2, then 8 retrieved: the top 4 at level 1 and the
+                  next 4 at level 2 (19 frames as in the paper; 3.25 frames of tokens). The paper's 8 memories at
+                  16× keep 16 tokens each on its 28×28 latent; on ours level 2 would leave one token per memory,
+                  nothing to copy, so the best 4 keep 4 tokens
   base            the 4 most recent frames at level 0 (NWM's context)
-  pack-only       the 19 most recent frames packed like `full`, no retrieval
+  pack-only       the 19 most recent frames: 1 at level 0, 2 at level 1, 16 at level 2 (the paper's packing), no
+                  retrieval
   retrieval-only  1 recent plus 3 retrieved, all at level 0
-  fine-memory     `full` with its best memories copyable: the top retrieved frame at level 0 and the next two at
-                  level 1 (the paper's ℓ_Mj = L_f/λ^dj with a selection-based d_j), 11 recent + 8 retrieved frames
-                  as in `full`; 3.81 frames of tokens, within the base's 4
+  fine-memory     `full` with finer memories: the top retrieved frame at level 0 and the next two at level 1 (the
+                  paper's ℓ_Mj = L_f/λ^dj with a selection-based d_j), 11 recent + 8 retrieved frames; 3.81 frames of
+                  tokens, within the base's 4
+A checkpoint stores the layout it was trained with (WorldPackConfig.layout), so editing VARIANTS changes only new
+training: the `full` checkpoint shipped before this layout keeps its 8 retrieved slots at level 2.
+
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ class ContextLayout:
 
 
 VARIANTS: dict[str, ContextLayout] = {
-    "full": ContextLayout(recent=(0, 1, 1) + (2,) * 8, retrieved=(2,) * 8),
+    "full": ContextLayout(recent=(0, 1, 1) + (2,) * 8, retrieved=(1,) * 4 + (2,) * 4),
     "base": ContextLayout(recent=(0,) * 4, retrieved=()),
     "pack-only": ContextLayout(recent=(0, 1, 1) + (2,) * 16, retrieved=()),
     "retrieval-only": ContextLayout(recent=(0,), retrieved=(0,) * 3),

@@ -16,6 +16,7 @@ Without --checkpoint the shipped default checkpoint is used; `--checkpoint NAME`
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -74,5 +75,6 @@ class WorldPackModel(CheckpointedModel):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "variant": self.config.variant, "memory": "on" if self.memory else "off",
+                "layout": asdict(self.config.layout),  # as stored in the checkpoint: `variant` is only its name
                 "context_frames": self.config.layout.frames, "effective_context": self.model.effective_context(),
                 "retrieval": self.config.retrieval.to_dict(), "image_size": self.codec.image_size}
