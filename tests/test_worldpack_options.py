@@ -89,11 +89,13 @@ def test_slot_reliability_corrupts_exactly_the_generated_slots_at_their_announce
     assert torch.equal(corrupted, level > 0)  # the announced slots and no others
     assert not corrupted[:, recent:].any() and corrupted[:, :recent].any()  # memories stay clean real frames
     assert not corrupted[:, :recent].all()  # outbound targets' recent frames are real
-    offsets = torch.tensor([e.offset for e in encoded])
-    frames = batch["context"][..., 0, 0, 0]  # a clean slot's frame index (+ 1000 per trajectory)
-    clean_frame, trajectory = frames % 1000, (frames // 1000).long().clip(0, len(encoded) - 1)
-    memories = batch["context_valid"][:, recent:]
-    assert memories.any() and (clean_frame[:, recent:][memories] < offsets[trajectory[:, recent:][memories]]).all()
+    # each slot's frame index (+ 1000 per trajectory): its mean, off by well under 0.5 where noised (std ≤ 0.5 / 8)
+    frames = batch["context"].flatten(2).mean(-1).round()
+    frame, trajectory = frames % 1000, (frames // 1000).long()
+    after_offset = frame >= torch.tensor([e.offset for e in encoded])[trajectory]
+    valid = batch["context_valid"]
+    assert torch.equal(corrupted[valid], after_offset[valid])  # corrupted: exactly the frames a rollout generates
+    assert valid[:, recent:].any() and not after_offset[:, recent:][valid[:, recent:]].any()  # real memories
     per_example = level.max(1).values
     assert ((level == 0) | (level == per_example[:, None])).all()  # one level per example
     assert 0 < per_example.max() <= 0.5 and per_example[per_example > 0].std() > 0
