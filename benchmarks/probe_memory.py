@@ -60,7 +60,8 @@ def probe(data: Path, split: str, checkpoint: str | None, frames: int, batch: in
                 masked[recent:] = -1
                 pool = max(t - config.retrieval.exclusion, 1)
                 shuffled[recent:] = np.where(slots[recent:] >= 0, rng.integers(0, pool, len(slots) - recent), -1)
-                examples = [example_from_slots(latents, traj.poses, cum_actions, t, t - 1, s, units)
+                # teacher forcing: every context frame is real, so no slot is announced as generated (level 0)
+                examples = [example_from_slots(latents, traj.poses, cum_actions, t, t - 1, s, units, traj.offset)
                             for s in (slots, masked, shuffled)]
                 items.append((examples, latents[t]))
         items = items[:frames]

@@ -150,13 +150,14 @@ class CDiT(nn.Module):
     """A stack of CDiT blocks and the final adaLN layer: tokens in, per-token outputs out.
 
     forward(x [B,N,D], context [B,M,D], c [B,D], x_time [B,N], context_time [B,M], context_mask [B,M] bool or None).
-    `cross_bias_kv` gives the cross-attentions a learned bias key and value (NWM).
+    `cross_bias_kv` gives the cross-attentions a learned bias key and value (NWM); `rope_dims` rotates only that many
+    of each head's dimensions (partial RoPE; None: all of them).
     """
 
     def __init__(self, hidden: int, depth: int, heads: int, out_features: int, mlp_ratio: float = 4.0,
-                 rope_theta: float = 10000.0, cross_bias_kv: bool = False):
+                 rope_theta: float = 10000.0, cross_bias_kv: bool = False, rope_dims: int | None = None):
         super().__init__()
-        self.rope = TemporalRoPE(hidden // heads, rope_theta)
+        self.rope = TemporalRoPE(hidden // heads, rope_theta, rope_dims)
         self.blocks = nn.ModuleList(CDiTBlock(hidden, heads, mlp_ratio, cross_bias_kv) for _ in range(depth))
         self.norm_context = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)  # no weights: shared by blocks
         self.final = FinalLayer(hidden, out_features)

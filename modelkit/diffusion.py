@@ -38,6 +38,9 @@ class EDMConfig:
     # of this std added to the noise, which the preconditioning counts as noise (σ_eff = sqrt(σ² + offset²))
     train_sigma_range: tuple[float, float] | None = None
     offset_noise: float = 0.0
+    # training where the sampler works: this share of training σ is drawn uniformly from the sampling schedule's own
+    # values (`sigmas()` without its final 0), the rest log-normal as above; 0 (the default) draws no extra numbers
+    schedule_rate: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,6 +50,8 @@ class EDM:
     def __init__(self, config: EDMConfig = EDMConfig()):
         if config.solver not in SOLVERS:
             raise ValueError(f"unknown EDM solver {config.solver!r}: use 'heun' or 'euler'")
+        if not 0 <= config.schedule_rate <= 1:
+            raise ValueError(f"EDM schedule_rate {config.schedule_rate} is not a share in [0, 1]")
         self.config = config
 
     def preconditioning(self, sigma: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -70,8 +75,13 @@ class EDM:
         return c_skip * x_noisy + c_out * net(c_in * x_noisy, c_noise, cond).float()
 
     def training_sigmas(self, batch: int, device: torch.device | str) -> torch.Tensor:
-        """log σ ~ N(p_mean, p_std²), clipped to train_sigma_range when set."""
+        """log σ ~ N(p_mean, p_std²), or with probability schedule_rate one of the sampler's σ values (uniformly);
+        clipped to train_sigma_range when set."""
         sigma = (torch.randn(batch, device=device) * self.config.p_std + self.config.p_mean).exp()
+        if self.config.schedule_rate > 0:
+            schedule = self.sigmas(device)[:-1]
+            on_schedule = torch.rand(batch, device=device) < self.config.schedule_rate
+            sigma = torch.where(on_schedule, schedule[torch.randint(len(schedule), (batch,), device=device)], sigma)
         return sigma if self.config.train_sigma_range is None else sigma.clip(*self.config.train_sigma_range)
 
     def add_noise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

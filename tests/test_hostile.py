@@ -450,7 +450,8 @@ def test_an_unknown_model_arg_lists_every_arg_the_model_takes(tiny_shards, tmp_p
     code, output = run("evaluate", "-m", "worldpack", "-d", tiny_shards, "-o", tmp_path / "o", "--model-args",
                        "memroy=off")
     assert code == 2 and one_error_line(output)
-    assert shows("--model-args memroy: model 'worldpack' takes memory, sampler_steps, solver", output)
+    assert shows("--model-args memroy: model 'worldpack' takes memory, generated_level, sampler_steps, solver",
+                 output)
 
 
 # ------------------------------------------------------------------------------------------ 7. processes

@@ -123,18 +123,24 @@ def test_packing_token_counts_and_effective_context():
     assert [tokens_per_frame((8, 8), k) for k in (2, 4, 8)] == [16, 4, 1]
     full = WorldPackConfig(latent_size=8, variant="full")
     assert full.layout.frames == 19 and len(full.layout.retrieved) == 8
-    assert effective_context((8, 8), full.kernels, 2) == pytest.approx(1 + 2 / 4 + 16 / 16)
+    # on the cpu latent the top 4 memories keep 4 tokens each (copyable), the next 4 one
+    assert [tokens_per_frame((8, 8), k) for k in full.kernels[len(full.layout.recent):]] == [4] * 4 + [1] * 4
+    assert effective_context((8, 8), full.kernels, 2) == pytest.approx(1 + 2 / 4 + 8 / 16 + (4 * 4 + 4) / 16)
+    assert effective_context((16, 16), full.kernels, 2) == 3.25  # any grid that divides by 8
     assert effective_context((8, 8), WorldPackConfig(variant="base").kernels, 2) == 4.0
-    # the paper's 28×28 SD-VAE latent: 196 base tokens, 49 at 4×, ⌈3.5⌉² = 16 at 16× (replicate padding)
+    # the paper's layout (16 frames at 16×, 8 of them memories) on its 28×28 SD-VAE latent: 196 base tokens, 49 at
+    # 4×, ⌈3.5⌉² = 16 at 16× (replicate padding); on ours it is 2.5 frames
+    paper = [2, 4, 4] + [8] * 16
     assert [tokens_per_frame((28, 28), k) for k in (2, 4, 8)] == [196, 49, 16]
-    assert effective_context((28, 28), full.kernels, 2) == pytest.approx((196 + 2 * 49 + 16 * 16) / 196)
+    assert effective_context((28, 28), paper, 2) == pytest.approx((196 + 2 * 49 + 16 * 16) / 196)
+    assert effective_context((8, 8), paper, 2) == 2.5
 
 
 def test_model_context_token_count_matches_the_layout():
     model = WorldPack(WorldPackConfig(latent_size=8, **TEST_MODEL))
     batch = collate([_example(model.config, current=30)])
     tokens, times, valid = model.context_tokens(batch)
-    assert tokens.shape == (1, 16 + 2 * 4 + 16 * 1, 32) and times.shape == valid.shape == (1, 40)
+    assert tokens.shape == (1, 16 + 2 * 4 + 8 * 1 + 4 * 4 + 4 * 1, 32) and times.shape == valid.shape == (1, 52)
 
 
 def test_larger_kernels_map_a_constant_frame_to_the_base_token():

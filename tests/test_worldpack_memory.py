@@ -41,17 +41,22 @@ def test_vectorised_examples_equal_the_rollouts(variant):
     encoded, config = loops(), WorldPackConfig(variant=variant, **SMALL)
     batches = MemoryBatches(encoded, config)
     rng = np.random.default_rng(0)
+    announced = 0
     for _ in range(40):
         n = int(rng.integers(len(encoded)))
         e, start = encoded[n], int(batches.starts[n])
         current = int(rng.integers(1, len(e.latents)))
         last_seen = current - int(rng.integers(1, min(config.max_time_shift, current) + 1))
-        # exactly what a rollout builds: the memory pool of a trajectory split at its offset
+        # exactly what a rollout builds: the memory pool of a trajectory split at its offset, and generated frames
+        # (at or after it) announced at a reliability level
         expected = build_example(e.latents, e.poses, cumulative_actions(e.actions), current, last_seen, config.layout,
-                                 config.retrieval, e.units_per_block, split=e.offset)
-        got = batches.example(np.array([start + current]), np.array([start + last_seen]))
+                                 config.retrieval, e.units_per_block, split=e.offset, level=0.25)
+        got = batches.example(np.array([start + current]), np.array([start + last_seen]), np.array([0.25]))
+        assert got.keys() == expected.keys()
         for key, value in expected.items():
             torch.testing.assert_close(got[key][0], value, msg=f"{variant} {key} at {current}/{last_seen}")
+        announced += int((expected["context_level"] > 0).sum())
+    assert announced > 0
 
 
 def test_recipe_rates_steer_targets_shifts_dropped_slots_and_context_noise():

@@ -95,6 +95,23 @@ def test_checkpoint_stores_its_layout_and_retrieval_not_their_names(shards, auto
         WorldPackConfig.from_dict({k: v for k, v in saved.items() if k != "layout"})
 
 
+def test_every_option_on_trains_a_finite_loss_and_a_checkpoint_that_rolls_out(shards, autoencoder, tmp_path):
+    run = _train(shards, autoencoder, tmp_path / "run", steps=2, variant="full", drop_recent_return_rate=0.5,
+                 reliability="slot", context_noise_max=0.3, generated_level=0.15, cross_bias_kv=True,
+                 rope_fraction=0.5, sampler_sigma_rate=0.5)
+    saved = ckpt.read_config(run)
+    config = saved["config"]
+    assert (config["reliability"], config["context_noise_max"], config["generated_level"], config["cross_bias_kv"],
+            config["rope_fraction"], config["edm"]["schedule_rate"]) == ("slot", 0.3, 0.15, True, 0.5, 0.5)
+    assert saved["recipe"]["drop_recent_return_rate"] == 0.5
+    assert saved["preset"] == "tiny" and all(np.isfinite(loss) for _, loss in saved["losses"])
+    model = load_model("worldpack", checkpoint=str(run), sampler_steps=2)
+    assert model.model.context_level_embed is not None and model.describe()["generated_level"] == 0.15
+    request = RolloutRequest.from_trajectory(make_trajectory(0, length=30, size=16), seed=3)
+    frames = model.rollout(request)
+    assert frames.shape == (request.horizon, 32, 32, 3) and frames.dtype == np.uint8
+
+
 def test_cli_trains_both_stages_and_the_model_rolls_out(shards, tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", "--model", "worldpack", "--data", str(shards), "--output-dir", str(out),

@@ -6,6 +6,18 @@ patchified with its level's kernel (packing.py), given its 2D spatial embedding,
 of its pose relative to the target, and placed in time by temporal RoPE at its real frame offset (target at 0).
 Conditioning c = noise level + action (any layout width) + pose delta + time shift, through adaLN-Zero.
 The model is trained and sampled with EDM (diffusion.py).
+
+Options, each off by default so that a config without them (every checkpoint shipped before them) means what it did:
+- `reliability`: "example" tells the model one context-noise std per example, added to c (with
+  `context_noise_max` > 0); "slot" gives each context slot its own reliability level (`context_level`, see
+  context.slot_conditioning), embedded and added to that slot's tokens: the std of its training corruption, or in a
+  rollout `generated_level` for a generated frame and 0 for a real one. The level embedding's output layer starts
+  at zero, so a fresh model is unaffected by it.
+- `cross_bias_kv`: a learned null key and value in every cross-attention (NWM's `add_bias_kv`), so attention may
+  take nothing from the context.
+- `rope_fraction`: the share of each head's dimensions that temporal RoPE rotates (rope.py); the rest attend by
+  content alone, alike at every lag.
+- `edm.schedule_rate`: the share of training noise levels drawn from the sampler's own σ values (diffusion.py).
 """
 
 from __future__ import annotations
@@ -22,6 +34,9 @@ from worldpack.context import VARIANTS, ContextLayout
 from worldpack.packing import PackedPatchEmbed, effective_context
 from worldpack.retrieval import RETRIEVAL_PRESETS, RetrievalParams
 
+RELIABILITY = ("example", "slot")
+LEVEL_SCALE = 1000  # noise stds ~0.1 -> DiT's timestep range, for the level embedders
+
 
 @dataclass(frozen=True)
 class WorldPackConfig(CDiTConfig):
@@ -35,12 +50,31 @@ class WorldPackConfig(CDiTConfig):
     max_time_shift: int = 4
     rope_theta: float = 10000.0
     context_noise_max: float = 0.0  # training noise on context latents (std up to this); > 0 adds its level embedding
+    reliability: str = "example"    # "example": one context-noise level per example, on every slot; "slot": levels
+                                    # per slot, on the slots a rollout generates (module docstring)
+    generated_level: float = 0.0    # reliability="slot": the level a rollout announces for its generated frames
+    cross_bias_kv: bool = False     # a learned null key/value in the cross-attentions
+    rope_fraction: float = 1.0      # share of each head's dimensions that temporal RoPE rotates
 
     def __post_init__(self) -> None:
         if self.layout is None:
             if self.variant not in VARIANTS:
                 raise ValueError(f"unknown variant {self.variant!r}; choose from {', '.join(VARIANTS)}")
             object.__setattr__(self, "layout", VARIANTS[self.variant])
+        if self.reliability not in RELIABILITY:
+            raise ValueError(f"reliability={self.reliability!r}: choose {' or '.join(RELIABILITY)}")
+        if self.reliability == "slot" and self.context_noise_max <= 0:
+            raise ValueError("reliability='slot' trains its levels from the corruption: it needs context_noise_max > 0")
+        if self.generated_level < 0:
+            raise ValueError(f"generated_level={self.generated_level} is a noise std: it cannot be negative")
+        if not 0 < self.rope_dims <= self.hidden // self.heads:
+            raise ValueError(f"rope_fraction={self.rope_fraction} of a {self.hidden // self.heads}-dimension head "
+                             "leaves no pair of dimensions to rotate (or is above 1)")
+
+    @property
+    def rope_dims(self) -> int:
+        """Rotated dimensions per head: rope_fraction of the head, rounded to a whole number of pairs."""
+        return 2 * round(self.hidden // self.heads * self.rope_fraction / 2)
 
     @property
     def kernels(self) -> tuple[int, ...]:
@@ -70,14 +104,20 @@ class WorldPack(nn.Module):
         self.noise_embed, self.shift_embed = TimestepEmbedder(D), TimestepEmbedder(D)
         self.action_embed, self.pose_delta_embed = VectorEmbedder(config.action_dim, D), VectorEmbedder(5, D)
         self.context_pose_embed = VectorEmbedder(5, D)
-        # GameNGen's noise augmentation: the model is told how noisy its context is
-        self.context_noise_embed = TimestepEmbedder(D) if config.context_noise_max > 0 else None
+        # GameNGen's noise augmentation: the model is told how noisy its context is, per example or per slot
+        per_example = config.context_noise_max > 0 and config.reliability == "example"
+        self.context_noise_embed = TimestepEmbedder(D) if per_example else None
+        self.context_level_embed = TimestepEmbedder(D) if config.reliability == "slot" else None
         for embedder in (self.noise_embed, self.shift_embed, self.action_embed, self.pose_delta_embed,
-                         self.context_pose_embed, *([self.context_noise_embed] if self.context_noise_embed else [])):
+                         self.context_pose_embed,
+                         *(e for e in (self.context_noise_embed, self.context_level_embed) if e is not None)):
             for layer in embedder.mlp[::2]:
                 nn.init.normal_(layer.weight, std=0.02)
                 nn.init.zeros_(layer.bias)
-        self.cdit = CDiT(D, config.depth, config.heads, p * p * C, config.mlp_ratio, config.rope_theta)
+        if self.context_level_embed is not None:  # starts as no change to the context tokens
+            nn.init.zeros_(self.context_level_embed.mlp[-1].weight)
+        self.cdit = CDiT(D, config.depth, config.heads, p * p * C, config.mlp_ratio, config.rope_theta,
+                         config.cross_bias_kv, config.rope_dims)
         self.edm = EDM(config.edm)
         # slots that share a packing level are patchified together
         levels = config.layout.levels
@@ -90,12 +130,16 @@ class WorldPack(nn.Module):
     def context_tokens(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Packed context tokens [B, M, D] with their times [B, M] and validity [B, M]."""
         tokens, times, valid = [], [], []
-        pose = self.context_pose_embed(batch["context_pose"])  # [B, S, D]
+        per_slot = self.context_pose_embed(batch["context_pose"])  # [B, S, D]
+        if self.context_level_embed is not None:  # each slot's reliability level, on all of its tokens
+            slot_level = batch["context_level"]  # [B, S]
+            embedded = self.context_level_embed(slot_level.flatten() * LEVEL_SCALE)
+            per_slot = per_slot + embedded.unflatten(0, slot_level.shape)
         for level, slots in self.slot_groups:
             kernel = self.embed.kernels[level]
             group = self.embed(batch["context"][:, slots], kernel)  # [B, n·tpf, D]
             per_frame = group.shape[1] // len(slots)
-            tokens.append(group + pose[:, slots].repeat_interleave(per_frame, dim=1))
+            tokens.append(group + per_slot[:, slots].repeat_interleave(per_frame, dim=1))
             times.append(batch["context_time"][:, slots].repeat_interleave(per_frame, dim=1))
             valid.append(batch["context_valid"][:, slots].repeat_interleave(per_frame, dim=1))
         return torch.cat(tokens, 1), torch.cat(times, 1), torch.cat(valid, 1)
@@ -111,7 +155,7 @@ class WorldPack(nn.Module):
         c = (self.noise_embed(c_noise) + self.shift_embed(batch["time_shift"]) + self.action_embed(batch["action"])
              + self.pose_delta_embed(batch["pose_delta"]))
         if self.context_noise_embed is not None:
-            c = c + self.context_noise_embed(batch["context_noise"] * 1000)  # stds ~0.1 -> DiT's timestep range
+            c = c + self.context_noise_embed(batch["context_noise"] * LEVEL_SCALE)
         x_time = torch.zeros(x.shape[:2], device=x.device)
         out = self.cdit(x, context, c, x_time, context_time, context_valid)
         # unpatchify [B, (h/p)(w/p), p·p·C] -> [B, C, h, w]

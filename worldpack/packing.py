@@ -9,6 +9,9 @@ The paper's layout sees 19 past frames: 1 at the base rate, 2 at 4× and 16 at 1
 retrieved memories. Its effective context is Σ tokens / base tokens = 1 + 2/4 + 16/16 = 2.5 frames whenever the grid
 divides by 4p. The paper quotes 2.84: a 28 × 28 SD-VAE latent (224 px) with p = 2 gives 196 base tokens, 49 at 4× and
 ⌈3.5⌉² = 16 at 16×, i.e. 1 + 98/196 + 256/196 = 2.806; the remaining gap to 2.84 is not explained by the paper.
+There every memory keeps 16 tokens. On the `cpu` preset's 8×8 latent (p = 2) a frame is 16 base tokens, 4 at 4× and
+1 at 16×: a memory at the paper's level would be a single token. Our `full` layout (context.py) therefore keeps its
+best 4 memories at 4× (4 tokens each) and the next 4 at 16×: 1 + 2/4 + 8/16 + (4·4 + 4·1)/16 = 3.25 frames.
 
 Each kernel has its own input projection. The larger ones are initialised from the base one like FramePack: the base
 kernel is repeated (nearest-neighbour upsampled) to the larger size and divided by the repeat volume, with the bias

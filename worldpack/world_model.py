@@ -11,11 +11,14 @@ back at the checkpoint's image size.
 Memories are retrieved among the real context frames first (generated frames only when too few real ones score).
 Without --checkpoint the shipped default checkpoint is used; `--checkpoint NAME` picks another shipped one (see
 `loopnav models`). Model args: `sampler_steps=N`, `solver=euler|heun` override the checkpoint's sampler;
-`memory=off` leaves the retrieved slots empty (does the model use its memory?).
+`memory=off` leaves the retrieved slots empty (does the model use its memory?); `generated_level=L` (a checkpoint
+trained with reliability=slot) announces generated frames at reliability level L instead of the checkpoint's
+`generated_level`, real frames staying at 0.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +40,20 @@ class WorldPackModel(CheckpointedModel):
     config_class, network_class, default_checkpoint = WorldPackConfig, WorldPack, "fine-memory"
 
     def __init__(self, checkpoint: str | None = None, device: str = "cpu", seed: int = 0, memory: str = "on",
-                 **model_args: Any):
+                 generated_level: float | None = None, **model_args: Any):
         if memory not in ("on", "off"):
             raise ValueError(f"worldpack: model arg memory={memory!r} is not on or off")
+        if generated_level is not None and generated_level < 0:
+            raise ValueError(f"worldpack: model arg generated_level={generated_level!r} is a noise std, not negative")
         super().__init__(checkpoint, device, seed, **model_args)
         self.model_args["memory"] = memory  # changes the frames: keys evaluate's resume
         self.memory = memory == "on"
+        if generated_level is not None:
+            if self.config.reliability != "slot":
+                raise ValueError(f"worldpack: model arg generated_level: {self.step_dir} was trained with "
+                                 f"reliability={self.config.reliability!r}, which announces no level per slot")
+            self.model_args["generated_level"] = generated_level
+            self.config = replace(self.config, generated_level=float(generated_level))
         self.codec, _ = load_autoencoder(self.step_dir, device)
 
     def rollout_batch(self, requests: list[RolloutRequest]) -> list[np.ndarray]:
@@ -54,7 +65,8 @@ class WorldPackModel(CheckpointedModel):
             slots = select_context(s["poses"], t, t - 1, self.config.layout, self.config.retrieval, s["units"],
                                    split=s["offset"], memory=self.memory)
             requests[i].report_memory(t - s["offset"], slots[len(self.config.layout.recent):])
-            return example_from_slots(buffers[i], s["poses"], s["cum_actions"], t, t - 1, slots, s["units"])
+            return example_from_slots(buffers[i], s["poses"], s["cum_actions"], t, t - 1, slots, s["units"],
+                                      split=s["offset"], level=self.config.generated_level)
 
         predicted = lockstep_rollout(buffers, [s["offset"] for s in states], [r.seed for r in requests],
                                      conditioning, self.model.sample, self.device)
@@ -74,5 +86,7 @@ class WorldPackModel(CheckpointedModel):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "variant": self.config.variant, "memory": "on" if self.memory else "off",
+                "layout": asdict(self.config.layout),  # as stored in the checkpoint: `variant` is only its name
                 "context_frames": self.config.layout.frames, "effective_context": self.model.effective_context(),
-                "retrieval": self.config.retrieval.to_dict(), "image_size": self.codec.image_size}
+                "retrieval": self.config.retrieval.to_dict(), "image_size": self.codec.image_size,
+                **({"generated_level": self.config.generated_level} if self.config.reliability == "slot" else {})}
