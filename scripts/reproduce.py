@@ -5,12 +5,13 @@
     python scripts/reproduce.py --budget cpu --status           # what is done and how long each step took
     python scripts/reproduce.py --budget cpu --install-checkpoints   # fp16 EMA exports into the ships_to folders
 
-It generates the `full` ViZDoom set, trains the shared autoencoder and every entry of configs/reproduce.toml,
-evaluates them and the floors on the test split, writes the leaderboard (markdown, json, plots), the paper's tables
-and figures with Table 4's benchmark, and a bundle of at most [shared] max_files files of at most max_file_mb each
-(WORKDIR/bundle: what a GPU machine sends back). Each step is
-a `loopnav` subprocess, up to `lanes` at once; each resumes by itself (prepare, `train --resume`, evaluate), so a
-killed or time-boxed run continues where it stopped when the same command is run again. WORKDIR/state.json (written
+It generates the `full` ViZDoom set, trains the shared autoencoder and every entry of configs/reproduce.toml (an
+entry with `init` fine-tuned from another entry's checkpoint for finetune_steps, the others from scratch), evaluates
+them and the floors on the test split, writes the leaderboard (markdown, json, plots), the paper's tables and figures
+with Table 4's benchmark, and a bundle of at most [shared] max_files files of at most max_file_mb each
+(WORKDIR/bundle: what a GPU machine sends back). Each step is a `loopnav` subprocess, up to `lanes` at once; each
+resumes by itself (prepare, `train --resume`, evaluate), so a killed or time-boxed run continues where it stopped
+when the same command is run again. WORKDIR/state.json (written
 atomically) records what is done and every attempt's wall time; WORKDIR/logs/<step>.log holds each step's output.
 """
 
