@@ -84,7 +84,8 @@ class CheckpointedModel(WorldModel):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "checkpoint": str(self.step_dir),
                 "sampler_steps": self.config.edm.steps, "solver": self.config.edm.solver,
-                "trained_steps": self.saved["step"], "data": self.saved["data"]}
+                "trained_steps": self.saved["step"], "data": self.saved["data"],
+                **({"init": self.saved["init"]} if "init" in self.saved else {})}  # fine-tuned: from what
 
 
 def collate(examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

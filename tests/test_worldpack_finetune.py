@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from test_worldpack import one_thread  # noqa: F401  (autouse fixture: one intra-op thread)
 from test_worldpack_train import FAST, _train, autoencoder, shards  # noqa: F401  (module fixtures)
 
+from loopnav_bench.models import load_model
 from loopnav_bench.train import TrainOptions, train
 from modelkit import checkpoint as ckpt
 from worldpack.context import VARIANTS
@@ -84,6 +85,8 @@ def test_a_fine_tuned_run_records_its_init_trains_in_its_latent_space_and_resume
         torch.testing.assert_close(load_file(run / "autoencoder.safetensors")[name], tensor, rtol=0, atol=0)
     resumed = fine_tune(4, resume=True)
     assert resumed.name == "step-0000004" and ckpt.read_config(resumed)["init"] == saved["init"]
+    described = load_model("worldpack", checkpoint=str(resumed)).describe()  # results say what it was tuned from
+    assert described["init"] == saved["init"] and described["trained_steps"] == 4
     other = _train(shards, Path(saved["init"]["path"]), tmp_path / "other-base", steps=1, variant="base")
     with pytest.raises(ValueError, match=r"init.path '.*' -> '.*other-base"):
         fine_tune(6, resume=True, init=other)
