@@ -5,7 +5,7 @@ The new model starts from the init model's EMA weights: every tensor with the sa
 per-level embedding row by row; packing projections for levels the init model lacks start from its base kernel
 (`PackedPatchEmbed.init_from_base`); any other tensor it lacks (a new module) keeps its fresh initialisation. The
 optimizer starts fresh. Both models must share one latent space, so the init run's autoencoder is the one to train
-in; the checkpoint config records where it started (`init_record`).
+in; the checkpoint config records where it started (what `start_from` returns).
 """
 
 from __future__ import annotations
