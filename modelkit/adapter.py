@@ -50,7 +50,7 @@ class CheckpointedModel(WorldModel):
             raise ValueError(f"--model-args sampler_steps={sampler_steps!r}: a whole number of at least 1")
         if solver not in (None, *SOLVERS):
             raise ValueError(f"--model-args solver={solver!r}: choose {' or '.join(SOLVERS)}")
-        self.step_dir = ckpt.resolve(self._locate(checkpoint or self.default_checkpoint))
+        self.step_dir = ckpt.resolve(self.locate(checkpoint or self.default_checkpoint))
         self.checkpoint = str(self.step_dir)  # what was loaded, the default included: evaluate hashes it
         self.saved = ckpt.read_config(self.step_dir)
         if self.saved.get("model") != self.name:
@@ -67,14 +67,15 @@ class CheckpointedModel(WorldModel):
                              f"{ckpt.CONFIG} ({str(err).splitlines()[0]})") from None
         self.model.to(device).eval()
 
-    def _locate(self, checkpoint: str) -> Path:
-        """A path as given, else a shipped checkpoint's folder by name."""
+    @classmethod
+    def locate(cls, checkpoint: str, option: str = "--checkpoint ") -> Path:
+        """A path as given, else a shipped checkpoint's folder by name (`option` names where it was given)."""
         if Path(checkpoint).exists():
             return Path(checkpoint)
-        shipped = shipped_checkpoints(self.shipped_dir, self.name)
+        shipped = shipped_checkpoints(cls.shipped_dir, cls.name)
         if checkpoint in shipped:
             return shipped[checkpoint]
-        raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file or folder, nor a shipped {self.name} "
+        raise FileNotFoundError(f"{option}{checkpoint}: no such file or folder, nor a shipped {cls.name} "
                                 f"checkpoint (shipped: {', '.join(shipped) or 'none'})")
 
     def rollout(self, request: RolloutRequest) -> np.ndarray:
@@ -83,7 +84,8 @@ class CheckpointedModel(WorldModel):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "checkpoint": str(self.step_dir),
                 "sampler_steps": self.config.edm.steps, "solver": self.config.edm.solver,
-                "trained_steps": self.saved["step"], "data": self.saved["data"]}
+                "trained_steps": self.saved["step"], "data": self.saved["data"],
+                **({"init": self.saved["init"]} if "init" in self.saved else {})}  # fine-tuned: from what
 
 
 def collate(examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from loopnav_bench.fileio import (
     OWNED,
@@ -70,6 +71,29 @@ def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[s
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise ValueError(f"{path}: tensor {name!r} holds non-finite values (NaN or inf)")
     return tensors
+
+
+@torch.no_grad()
+def copy_matching(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path,
+                  per_row: tuple[str, ...] = ()) -> list[str]:
+    """Start `model` from another model's weights (fine-tuning): every tensor of the model that `tensors` holds under
+    the same name and shape is copied; for names in `per_row` (one row per packing level, say) the rows both have
+    are. A name with another shape is an error naming it and `source`, raised before anything is copied. Returns the
+    names of the model's tensors that `tensors` lacks, left at their fresh initialisation."""
+    state = model.state_dict()
+    for name, value in tensors.items():
+        if name in state and value.shape != state[name].shape and (
+                name not in per_row or value.shape[1:] != state[name].shape[1:]):
+            raise ValueError(f"{source}: tensor {name!r} has shape {tuple(value.shape)}, this model's "
+                             f"{tuple(state[name].shape)}: fine-tuning needs the same sizes (preset, latent, "
+                             "action width)")
+    for name, value in tensors.items():
+        if name in per_row and name in state:
+            rows = min(len(value), len(state[name]))
+            state[name][:rows].copy_(value[:rows])
+        elif name in state:
+            state[name].copy_(value)
+    return [name for name in state if name not in tensors]
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:

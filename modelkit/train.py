@@ -67,7 +67,7 @@ def changed_settings(saved: dict[str, Any], run_config: dict[str, Any], loop: Lo
     return {k: (before.get(k), now.get(k)) for k in sorted(before.keys() | now.keys()) if before.get(k) != now.get(k)}
 
 
-_RUN_SETTINGS = ("model", "config", "recipe", "preset", "autoencoder", "action_layout", "action_bits")
+_RUN_SETTINGS = ("model", "config", "recipe", "preset", "autoencoder", "action_layout", "action_bits", "init")
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -85,13 +85,26 @@ def latent_data(options: TrainOptions, autoencoder_preset: str, args: LatentArgs
     return LatentData(trajectories, with_latents(trajectories, latents), codec_spec, extra, identity)
 
 
+def weights_sha256(codec: Any, codec_spec: dict[str, Any]) -> str:
+    """A hash of our autoencoder's weights (their safetensors bytes: keys sorted, deterministic); a diffusers one is
+    named by its spec's path alone."""
+    state = ({k: v.detach().cpu().contiguous() for k, v in codec.state_dict().items()}
+             if codec_spec["kind"] == "ours" else {})
+    return hashlib.sha256(save_tensors_bytes(state)).hexdigest()
+
+
+def latent_space(path: Path) -> str:
+    """One hash per latent space: the spec and weights of the autoencoder at `path` (an autoencoder run, a latent
+    model's checkpoint, or a diffusers folder); two models can share latents only when theirs are equal."""
+    codec, spec = load_autoencoder(path)
+    return sha256_json([spec, weights_sha256(codec, spec)])
+
+
 def cached_latents(trajectories: list[Trajectory], codec: Any, codec_spec: dict[str, Any], identity: dict[str, Any],
                    progress: ProgressFn | None = None) -> list[torch.Tensor]:
     """The split's latents, encoded once per (data set, autoencoder): cached under $LOOPNAV_CACHE_DIR/latents, keyed
     by the manifest hash, the split and a hash of the autoencoder's spec and weights."""
-    state = ({k: v.detach().cpu().contiguous() for k, v in codec.state_dict().items()}
-             if codec_spec["kind"] == "ours" else {})
-    weights = hashlib.sha256(save_tensors_bytes(state)).hexdigest()  # safetensors bytes: keys sorted, deterministic
+    weights = weights_sha256(codec, codec_spec)
     key = sha256_json([identity["manifest_hash"], identity["split"], codec_spec, weights])[:24]
     path = loopnav_cache_dir() / "latents" / f"{key}.safetensors"
     lengths = [len(t) for t in trajectories]

@@ -5,12 +5,13 @@
     python scripts/reproduce.py --budget cpu --status           # what is done and how long each step took
     python scripts/reproduce.py --budget cpu --install-checkpoints   # fp16 EMA exports into the ships_to folders
 
-It generates the `full` ViZDoom set, trains the shared autoencoder and every entry of configs/reproduce.toml,
-evaluates them and the floors on the test split, writes the leaderboard (markdown, json, plots), the paper's tables
-and figures with Table 4's benchmark, and a bundle of at most [shared] max_files files of at most max_file_mb each
-(WORKDIR/bundle: what a GPU machine sends back). Each step is
-a `loopnav` subprocess, up to `lanes` at once; each resumes by itself (prepare, `train --resume`, evaluate), so a
-killed or time-boxed run continues where it stopped when the same command is run again. WORKDIR/state.json (written
+It generates the `full` ViZDoom set, trains the shared autoencoder and every entry of configs/reproduce.toml (an
+entry with `init` fine-tuned from another entry's checkpoint for finetune_steps, the others from scratch), evaluates
+them and the floors on the test split, writes the leaderboard (markdown, json, plots), the paper's tables and figures
+with Table 4's benchmark, and a bundle of at most [shared] max_files files of at most max_file_mb each
+(WORKDIR/bundle: what a GPU machine sends back). Each step is a `loopnav` subprocess, up to `lanes` at once; each
+resumes by itself (prepare, `train --resume`, evaluate), so a killed or time-boxed run continues where it stopped
+when the same command is run again. WORKDIR/state.json (written
 atomically) records what is done and every attempt's wall time; WORKDIR/logs/<step>.log holds each step's output.
 """
 
@@ -90,7 +91,38 @@ def load_config(path: Path, budget: str) -> dict[str, Any]:
         raise ReproduceError(f"{path}: labels used twice: {', '.join(duplicated)}")
     if not (isinstance(config["lanes"], int) and config["lanes"] >= 1):
         raise ReproduceError(f"{path}: [{budget}] lanes must be a positive integer, not {config['lanes']!r}")
+    check_inits(config, path)
     return config
+
+
+def check_inits(config: dict[str, Any], path: Path) -> None:
+    """An entry's `init` names another latent entry of its model, without a cycle, and the budget says how long a
+    fine-tune trains ([budget.train] finetune_steps)."""
+    entries = {e["label"]: e for e in config["entry"]}
+    inits = {e["label"]: e["init"] for e in config["entry"] if "init" in e}
+    for label, init in inits.items():
+        entry, where = entries[label], f"{path}: [[entry]] {label!r}: init = {init!r}"
+        if init not in entries:
+            raise ReproduceError(f"{where} is not the label of an [[entry]] ({', '.join(entries)})")
+        if not (entry["autoencoder"] and entries[init]["autoencoder"]):
+            raise ReproduceError(f"{where}: fine-tuning needs two latent entries (autoencoder = true), sharing the "
+                                 "autoencoder's latent space")
+        if entries[init]["model"] != entry["model"]:
+            raise ReproduceError(f"{where} trains {entries[init]['model']!r}, not {entry['model']!r}")
+    for label in inits:
+        chain = [label]
+        while (init := inits.get(chain[-1])) is not None:
+            if init in chain:
+                raise ReproduceError(f"{path}: [[entry]] init cycle: {' -> '.join([*chain[chain.index(init):], init])}")
+            chain.append(init)
+    if inits and "finetune_steps" not in config["train"]:
+        raise ReproduceError(f"{path}: [{config['budget']}.train] lacks finetune_steps (the steps of the entries "
+                             f"with init: {', '.join(inits)})")
+
+
+def entry_steps(config: dict[str, Any], entry: dict[str, Any]) -> int:
+    """An entry's training steps: [budget.train] steps from scratch, finetune_steps from its init's checkpoint."""
+    return config["train"]["finetune_steps" if "init" in entry else "steps"]
 
 
 # ------------------------------------------------------------------------------------------------ steps
@@ -139,8 +171,13 @@ def build_steps(config: dict[str, Any], workdir: Path) -> list[Step]:
 
     def entry_args(entry: dict[str, Any]) -> list:
         shared = f"autoencoder={autoencoder}" if entry["autoencoder"] else ""
-        args = ",".join(filter(None, [entry["model_args"], shared]))
+        init = f"init={workdir / 'train' / entry['init']}" if "init" in entry else ""
+        args = ",".join(filter(None, [entry["model_args"], shared, init]))
         return ["--model-args", args] if args else []
+
+    def entry_needs(entry: dict[str, Any]) -> tuple[str, ...]:
+        return (*(("train-autoencoder",) if entry["autoencoder"] else ()),
+                *((f"train-{entry['init']}",) if "init" in entry else ()))
 
     entries = config["entry"]
     leaderboard = loopnav("leaderboard", "--results", results)
@@ -150,9 +187,9 @@ def build_steps(config: dict[str, Any], workdir: Path) -> list[Step]:
                                 *options(config["data"], {"tasks": "--tasks", "ranges": "--ranges",
                                                           "limit": "--limit"}))),
         training("train-autoencoder", "autoencoder", autoencoder, train["autoencoder_steps"], [], ()),
-        *[training(f"train-{e['label']}", e["model"], workdir / "train" / e["label"], train["steps"],
-                   [*entry_args(e), *options(train, {"batch_size": "--batch-size"})],
-                   ("train-autoencoder",) if e["autoencoder"] else ()) for e in entries],
+        *[training(f"train-{e['label']}", e["model"], workdir / "train" / e["label"], entry_steps(config, e),
+                   [*entry_args(e), *options(train, {"batch_size": "--batch-size"})], entry_needs(e))
+          for e in entries],
         *[evaluation(floor, floor, [], ()) for floor in config["shared"]["floors"]],
         *[evaluation(e["label"], e["model"], ["--checkpoint", workdir / "train" / e["label"]],
                      (f"train-{e['label']}",)) for e in entries],
@@ -358,8 +395,8 @@ def export_checked(run_dir: Path, dest: Path, max_file_mb: float) -> None:
 
 def finished_runs(config: dict[str, Any], workdir: Path) -> list[tuple[dict[str, Any], Path]]:
     runs = [(entry, workdir / "train" / entry["label"]) for entry in config["entry"]]
-    if unfinished := [f"{run} ({trained_step(run)}/{config['train']['steps']})" for _, run in runs
-                      if trained_step(run) < config["train"]["steps"]]:
+    if unfinished := [f"{run} ({trained_step(run)}/{entry_steps(config, entry)})" for entry, run in runs
+                      if trained_step(run) < entry_steps(config, entry)]:
         raise ReproduceError(f"unfinished training runs: {', '.join(unfinished)}; run the pipeline first")
     return runs
 

@@ -90,8 +90,13 @@ def test_the_dry_run_is_the_gpu_pipeline(rp, dry_run, tmp_path):
     labels = [e["label"] for e in gpu["entry"]]
     assert sorted(labels) == ["diamond", "nwm", "worldpack", "worldpack-base", "worldpack-full",
                               "worldpack-pack-only", "worldpack-retrieval-only"]
-    for label in labels:
-        assert rp.trained_step(workdir / "train" / label) == dry["train"]["steps"]
+    for entry in dry["entry"]:
+        assert rp.trained_step(workdir / "train" / entry["label"]) == rp.entry_steps(dry, entry)
+    fine_tuned = [e["label"] for e in dry["entry"] if "init" in e]
+    assert fine_tuned and dry["train"]["finetune_steps"] != dry["train"]["steps"]  # the split is applied
+    for label in fine_tuned:
+        init = ckpt.read_config(ckpt.resolve(workdir / "train" / label))["init"]
+        assert init["path"] == str(ckpt.resolve(workdir / "train" / "worldpack-base"))
     groups = rp.read_json(workdir / "leaderboard" / "leaderboard.json")["groups"]
     assert {run["model"] for group in groups for run in group["runs"]} == {*labels, "copy-last", "nearest-pose"}
     assert "| range | model |" in (workdir / "leaderboard" / "leaderboard.md").read_text()
@@ -162,6 +167,16 @@ def test_install_writes_fp16_exports_to_ships_to(rp, dry_run, tmp_path):
     (lambda text: text.replace('label = "nwm"', 'label = "diamond"'), "labels used twice: diamond"),
     (lambda text: text.replace("lanes = 3", "lanes = 0", 1), r"\[cpu\] lanes must be a positive integer"),
     (lambda text: text + "[cpu\n", "cannot read the config"),
+    (lambda text: text.replace('init = "worldpack-base"', 'init = "worldpack-bse"', 1),
+     r"\[\[entry\]\] 'worldpack': init = 'worldpack-bse' is not the label of an \[\[entry\]\]"),
+    (lambda text: text.replace('init = "worldpack-base"', 'init = "nwm"', 1),
+     r"init = 'nwm' trains 'nwm', not 'worldpack'"),
+    (lambda text: text.replace('autoencoder = false', 'autoencoder = false\ninit = "nwm"', 1),
+     r"'diamond': init = 'nwm': fine-tuning needs two latent entries"),
+    (lambda text: text.replace('base,retrieval=vizdoom"', 'base,retrieval=vizdoom"\ninit = "worldpack"'),
+     "init cycle: worldpack -> worldpack-base -> worldpack$"),
+    (lambda text: text.replace("finetune_steps = 3000\n", "", 1),
+     r"\[cpu.train\] lacks finetune_steps \(the steps of the entries with init: worldpack, worldpack-full"),
 ])
 def test_config_errors_are_one_line(rp, tmp_path, capsys, edit, message):
     path = tmp_path / "reproduce.toml"
@@ -172,6 +187,24 @@ def test_config_errors_are_one_line(rp, tmp_path, capsys, edit, message):
     assert len(lines) == 1 and lines[0].startswith(f"error: {path}") and re.search(message, lines[0])
     code, _, err = call(rp, capsys, "--budget", "tpu", "--workdir", tmp_path / "w")
     assert code == rp.EXIT_CONFIG and "no budget 'tpu'; choose one of cpu, dry-run, gpu" in err
+
+
+def test_fine_tunes_wait_for_their_init_and_train_the_finetune_steps(rp, tmp_path):
+    config = rp.load_config(rp.DEFAULT_CONFIG, "cpu")
+    assert {e["label"]: e.get("init") for e in config["entry"] if e["model"] == "worldpack"} == {
+        "worldpack": "worldpack-base", "worldpack-full": "worldpack-base", "worldpack-base": None,
+        "worldpack-pack-only": "worldpack-base", "worldpack-retrieval-only": "worldpack-base"}
+    steps = {s.name: s for s in rp.build_steps(config, tmp_path)}
+    for entry in config["entry"]:
+        step = steps[f"train-{entry['label']}"]
+        model_args = step.argv[step.argv.index("--model-args") + 1].split(",") if "--model-args" in step.argv else []
+        inits = [arg for arg in model_args if arg.startswith("init=")]
+        if "init" in entry:
+            assert inits == [f"init={tmp_path / 'train' / entry['init']}"] and f"train-{entry['init']}" in step.needs
+            assert step.steps == config["train"]["finetune_steps"] == 3000 and "--steps" in step.argv
+            assert step.argv[step.argv.index("--steps") + 1] == "3000"
+        else:
+            assert inits == [] and step.steps == config["train"]["steps"] == 6000
 
 
 def test_a_ctrl_c_while_a_step_starts_lands_once_the_step_is_tracked(rp):

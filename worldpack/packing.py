@@ -73,11 +73,12 @@ class PackedPatchEmbed(nn.Module):
         self.init_from_base()
 
     @torch.no_grad()
-    def init_from_base(self) -> None:
-        """Larger kernels = the base kernel repeated to their size, divided by the repeat volume; biases copied."""
+    def init_from_base(self, levels: list[int] | None = None) -> None:
+        """Larger kernels = the base kernel repeated to their size, divided by the repeat volume; biases copied.
+        `levels` picks which (default: every level above 0), e.g. those a fine-tuned model adds to its init's."""
         base = self.proj[0]
-        for conv, k in zip(self.proj[1:], self.kernels[1:]):
-            r = k // self.base_kernel
+        for level in range(1, len(self.kernels)) if levels is None else levels:
+            conv, r = self.proj[level], self.kernels[level] // self.base_kernel
             conv.weight.copy_(base.weight.repeat_interleave(r, dim=2).repeat_interleave(r, dim=3) / (r * r))
             conv.bias.copy_(base.bias)
 

@@ -5,8 +5,9 @@ Model args (`--model-args k=v,...`): `variant` (full, base, pack-only, retrieval
 named set of retrieval parameters: paper, vizdoom), the recipe's rates, the network options of `NetworkArgs`
 (reliability, generated_level, context_noise_max, cross_bias_kv, rope_fraction, sampler_sigma_rate; unset, the
 preset's value), `autoencoder` (a trained autoencoder run or a local diffusers AutoencoderKL folder, instead of
-training one first), `autoencoder_steps`. The checkpoint stores the layout and the retrieval parameters themselves,
-not only their names.
+training one first), `autoencoder_steps`, `init` (a trained worldpack run, step folder or shipped checkpoint name to
+fine-tune from, in its latent space: finetune.py). The checkpoint stores the layout and the retrieval parameters
+themselves, not only their names, and where it started (`init`).
 
 Context corruption (`corrupt_context`, the one place that defines it): Gaussian noise of a given std on a slot's
 latent. With reliability="example" every slot of an example gets one std σ ~ U(0, context_noise_max), told to the
@@ -32,6 +33,7 @@ from modelkit.train import fit, loop_config
 from modelkit.train_autoencoder import LatentArgs, latent_data
 from modelkit.train_data import DeviceBatches, EncodedTrajectory, trajectory_starts
 from worldpack.context import cumulative_actions, select_context, slot_conditioning
+from worldpack.finetune import check_latent_space, init_checkpoint, start_from
 from worldpack.model import WorldPack, WorldPackConfig
 from worldpack.presets import PRESETS
 from worldpack.retrieval import RETRIEVAL_PRESETS
@@ -83,6 +85,7 @@ class WorldPackArgs(Recipe, NetworkArgs, LatentArgs):
 
     variant: str = "full"      # the context layout: full, base, pack-only, retrieval-only, fine-memory
     retrieval: str = "paper"   # retrieval parameters (RETRIEVAL_PRESETS): paper (Minecraft blocks), vizdoom
+    init: str | None = None    # a trained worldpack to fine-tune from (finetune.py); None: from scratch
 
 
 class MemoryBatches(DeviceBatches):
@@ -174,17 +177,23 @@ def train_worldpack(options: TrainOptions, progress: ProgressFn | None = None) -
     if args.retrieval not in RETRIEVAL_PRESETS:
         raise ValueError(f"--model-args retrieval={args.retrieval!r}: choose one of {', '.join(RETRIEVAL_PRESETS)}")
     preset = get_preset(PRESETS, options.preset, "worldpack")
-    data = latent_data(options, preset.autoencoder, args, progress)
+    init = init_checkpoint(args.init) if args.init else None
+    if init and args.autoencoder:
+        check_latent_space(args.autoencoder, init)
+    autoencoder = args.autoencoder or (str(init) if init else None)  # the init's latent space by default
+    data = latent_data(options, preset.autoencoder, replace(args, autoencoder=autoencoder), progress)
     latent, first = data.encoded[0].latents.shape, data.trajectories[0]
     config = WorldPackConfig(latent_channels=latent[1], latent_size=latent[-1], action_dim=first.actions.shape[1],
                              variant=args.variant, retrieval=RETRIEVAL_PRESETS[args.retrieval],
                              **args.network_config(preset.model))
     torch.manual_seed(options.seed)
     model = WorldPack(config)
+    started = start_from(model, init) if init else None  # resume then loads the run's own checkpoint over it
     recipe = Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})
     batches = MemoryBatches(data.encoded, config, recipe, progress)
     run_config = {"model": "worldpack", "config": config.to_dict(), "recipe": asdict(recipe), "preset": options.preset,
-                  "autoencoder": data.codec_spec, "action_layout": first.meta["action_layout"], "data": data.identity}
+                  "autoencoder": data.codec_spec, "action_layout": first.meta["action_layout"], "data": data.identity,
+                  **({"init": started} if started else {})}
     return fit(model, batches, loop_config(options, preset), options.output_dir, run_config, device=options.device,
                resume=options.resume,
                allow_changed_settings=options.allow_changed_settings, extra_files=data.extra_files, progress=progress,
