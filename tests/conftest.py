@@ -74,6 +74,31 @@ def pytest_configure(config):
     os.environ["LOOPNAV_CACHE_DIR"] = str(root / "loopnav")  # for module- and session-scoped fixtures
     for name in ("COLUMNS", "LINES"):
         os.environ.pop(name, None)
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # workers share the cores: one torch thread each, subprocesses too
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+
+
+# The inner loop (`pytest -m "not slow"`) stays under a minute only if every test that takes seconds is marked: the
+# summary names each unmarked test over this many seconds of its own, so that a new one is marked when it lands.
+SLOW_SECONDS = 2.0
+
+
+def pytest_runtest_logreport(report):
+    if report.when in ("setup", "call") and report.duration > SLOW_SECONDS and "slow" not in report.keywords:
+        _unmarked_slow.append(f"{report.duration:5.1f} s {report.when:5} {report.nodeid}")
+
+
+_unmarked_slow: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _unmarked_slow:
+        terminalreporter.section(f"unmarked tests over {SLOW_SECONDS:g} s: mark them slow, or make them faster")
+        for line in _unmarked_slow:
+            terminalreporter.write_line(line)
 
 
 def pytest_unconfigure(config):

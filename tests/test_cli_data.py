@@ -135,6 +135,7 @@ def test_inspect_unknown_id(prepared):
     assert result.exit_code == 2 and shows("no trajectory 'nope'", output)
 
 
+@pytest.mark.slow  # starts loopnav in another interpreter
 def test_hub_prepare_offline_fails_at_once(tmp_path):
     """HF_HUB_OFFLINE is read when huggingface_hub is imported, so this needs a fresh interpreter."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="300")

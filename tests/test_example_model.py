@@ -44,6 +44,7 @@ def loopnav(site, monkeypatch):
     return run
 
 
+@pytest.mark.slow  # pip installs the example
 def test_the_installed_example_is_listed_and_evaluated(loopnav, tiny_shards, tmp_path):
     code, listed = loopnav("models")
     assert code == 0 and "blurry-memory" in listed and "the mean of the last k context frames" in listed
@@ -60,6 +61,7 @@ def test_the_installed_example_is_listed_and_evaluated(loopnav, tiny_shards, tmp
     assert "blurry-memory[k=4]" in output  # the summary names the entry in full
 
 
+@pytest.mark.slow  # pip installs the example
 @pytest.mark.parametrize("args, culprit", [("kk=4", "--model-args kk: model 'blurry-memory' takes k"),
                                            ("k=four", "--model-args k='four'"),
                                            ("k=0", "model arg k=0 must be at least 1")])

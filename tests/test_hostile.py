@@ -481,6 +481,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow  # kills a process tree
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc and prctl")
 def test_a_killed_command_leaves_no_worker_engine_or_scratch_folder(tmp_path):
     import signal

@@ -186,6 +186,7 @@ def test_cli_dry_run_writes_the_commit_tree_without_the_token(tmp_path, token):
     assert written and all(FAKE_TOKEN.encode() not in p.read_bytes() for p in written)
 
 
+@pytest.mark.slow  # starts loopnav in another interpreter
 def test_hf_hub_offline_gives_a_clear_error(tmp_path):
     """HF_HUB_OFFLINE is read when huggingface_hub is imported, so it is set in a fresh process."""
     results = results_tree(tmp_path / "results")

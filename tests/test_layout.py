@@ -38,6 +38,7 @@ def test_packages_import_only_downwards(package):
     assert {k: v for k, v in offences.items() if v} == {}
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_rolling_out_a_trained_model_imports_no_training_module():
     code = """
 import sys

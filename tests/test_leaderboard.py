@@ -136,6 +136,7 @@ def test_bad_inputs_name_the_file(tmp_path):
         load_runs(tmp_path)
 
 
+@pytest.mark.slow  # draws every plot
 def test_plots_align_series_at_the_end(results_dir, tmp_path):
     from leaderboard.plots import end_aligned, plot_leaderboard
 

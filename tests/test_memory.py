@@ -115,11 +115,12 @@ def test_swap_run_is_its_own_entry_with_the_ablation_in_key_results_and_rows(pla
     assert rescored.results["model"] == "nearest-pose+swap" and rescored.results["context_ablation"]["kind"] == "swap"
 
 
-SHORT_CONTEXT = [("copy-last", None), ("nwm", None), ("diamond", None), ("worldpack", "base")]
+SHORT_CONTEXT = [("copy-last", None), ("nwm", None), pytest.param("diamond", None, marks=pytest.mark.slow),
+                 ("worldpack", "base")]  # DIAMOND: pixel-space rollouts take seconds
 
 
 @pytest.mark.usefixtures("torch_single_thread")
-@pytest.mark.parametrize("model,checkpoint", SHORT_CONTEXT, ids=[m for m, _ in SHORT_CONTEXT])
+@pytest.mark.parametrize("model,checkpoint", SHORT_CONTEXT, ids=["copy-last", "nwm", "diamond", "worldpack"])
 def test_a_model_seeing_at_most_k_frames_predicts_bit_identical_frames_under_swap(places, tmp_path, model,
                                                                                    checkpoint):
     """copy-last sees 1 frame, NWM and DIAMOND their 4 (context_window, step_window), WorldPack `base` its 4 most

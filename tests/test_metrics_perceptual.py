@@ -43,6 +43,7 @@ def test_lpips_refuses_a_stand_in_trunk_unless_opted_in_and_then_marks_it(monkey
     assert statuses == {"lpips/alexnet": "mismatch", "lpips/linear-alex": "verified"}
 
 
+@pytest.mark.slow  # AlexNet through both implementations
 def test_lpips_equals_upstream_lpips_as_loopnav_averages_it(monkeypatch, alexnet_home):
     """common_metrics_on_video_quality (LoopNav's metric code) builds LPIPS(net='alex', spatial=True) from the same
     pre-placed trunk and takes the mean of each frame's map; loopnav must agree, and not with spatial=False's value."""

@@ -149,6 +149,7 @@ def test_absent_entries_are_named_never_an_error(tmp_path):
     assert "| my-model |" not in markdown
 
 
+@pytest.mark.slow  # draws every figure of the paper
 def test_cli_writes_the_paper_with_the_benchmark_table(paper_dir, tmp_path):
     bench = tmp_path / "bench.json"
     bench.write_text(json.dumps({

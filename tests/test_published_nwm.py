@@ -245,6 +245,7 @@ def test_evaluate_end_to_end_on_recon_with_the_official_layout(official, tmp_pat
     assert results["model_describe"]["licence"] == "CC-BY-NC-4.0"
 
 
+@pytest.mark.slow  # runs a benchmark script
 def test_the_benchmark_dry_runs_on_cpu(tmp_path):
     import json
     import subprocess

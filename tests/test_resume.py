@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from loopnav_bench.train import TrainOptions, train
 from modelkit import checkpoint as ckpt
 
-pytestmark = pytest.mark.usefixtures("torch_single_thread")
+pytestmark = [pytest.mark.usefixtures("torch_single_thread"), pytest.mark.slow]  # every test trains twice
 
 
 @pytest.mark.parametrize("trainer", ["autoencoder", "nwm", "diamond"])

@@ -200,6 +200,7 @@ def test_report_is_one_self_contained_page(evaluated, report):
         assert run.results["run_key"] in text and f">{run.model}</td>" in text
 
 
+@pytest.mark.slow  # drives a browser
 @pytest.mark.skipif(not find_chromium(),
                     reason="chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)")
 def test_report_renders_and_plays_in_chromium(report, tmp_path):

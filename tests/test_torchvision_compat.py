@@ -20,6 +20,7 @@ def run_python(code: str) -> str:
     return result.stdout.strip()
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_torchvision_and_lpips_import_after_loopnav():
     out = run_python("""
         import json
@@ -51,6 +52,7 @@ def test_install_is_a_no_op_when_torchvision_is_already_imported():
     assert out == "False True"
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_help_and_models_do_not_import_torch():
     out = run_python("""
         import sys
@@ -64,6 +66,7 @@ def test_help_and_models_do_not_import_torch():
     assert out == "False False"
 
 
+@pytest.mark.slow  # fresh interpreters
 @pytest.mark.parametrize("extension_loads", [True, False], ids=["users-cuda-build", "cpu-torch-with-cuda-wheel"])
 def test_shim_acts_only_when_torchvisions_extension_cannot_load(tmp_path, extension_loads):
     """A researcher's matching torch/torchvision pair (whose compiled extension loads) is left untouched; only a

@@ -25,7 +25,9 @@ def _model_args(name: str, root) -> dict:
     return {"autoencoder": str(root / "ae")} if name in LATENT else {}
 
 
-@pytest.fixture(scope="module", params=TRAINED)
+# DIAMOND's pixel-space rollouts take seconds: its tests of a trained checkpoint run in `make test`, not the inner loop
+@pytest.fixture(scope="module", params=[pytest.param(n, marks=[pytest.mark.slow] if n == "diamond" else [])
+                                        for n in TRAINED], ids=TRAINED)
 def trained(request, latent_data):
     """(model name, its 2-step checkpoint folder), trained through `loopnav_bench.train.train`."""
     name = request.param

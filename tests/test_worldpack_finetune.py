@@ -19,6 +19,8 @@ from worldpack.context import VARIANTS
 from worldpack.finetune import init_checkpoint, start_from
 from worldpack.model import WorldPack, WorldPackConfig
 
+pytestmark = pytest.mark.slow  # every test trains a base model, then fine-tunes or loads it
+
 
 @pytest.fixture(scope="module")
 def base_run(shards, autoencoder, tmp_path_factory) -> Path:  # noqa: F811

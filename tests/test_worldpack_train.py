@@ -49,6 +49,7 @@ def _train(shards: Path, autoencoder: Path, out: Path, steps: int, resume: bool 
     return train("worldpack", options)
 
 
+@pytest.mark.slow  # trains twice
 def test_resume_reproduces_the_uninterrupted_run(shards, autoencoder, tmp_path):
     straight = _train(shards, autoencoder, tmp_path / "straight", steps=4)
     _train(shards, autoencoder, tmp_path / "split", steps=2)
@@ -112,6 +113,7 @@ def test_every_option_on_trains_a_finite_loss_and_a_checkpoint_that_rolls_out(sh
     assert frames.shape == (request.horizon, 32, 32, 3) and frames.dtype == np.uint8
 
 
+@pytest.mark.slow  # trains both stages
 def test_cli_trains_both_stages_and_the_model_rolls_out(shards, tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", "--model", "worldpack", "--data", str(shards), "--output-dir", str(out),
