@@ -5,9 +5,10 @@
     python scripts/reproduce.py --budget cpu --status           # what is done and how long each step took
     python scripts/reproduce.py --budget cpu --install-checkpoints   # fp16 EMA exports into the ships_to folders
 
-It generates the `full` ViZDoom set, trains the shared autoencoder and every entry of configs/reproduce.toml (an
-entry with `init` fine-tuned from another entry's checkpoint for finetune_steps, the others from scratch), evaluates
-them and the floors on the test split, writes the leaderboard (markdown, json, plots), the paper's tables and figures
+It generates the `full` ViZDoom set, trains the shared autoencoder, every [[trunk]] and every [[entry]] of
+configs/reproduce.toml with one budget (a trunk steps - finetune_steps from scratch, an entry with `init` fine-tuned
+from its trunk for finetune_steps, any other entry steps from scratch: each entry sees `steps` in all), evaluates the
+entries and the floors on the test split, writes the leaderboard (markdown, json, plots), the paper's tables and figures
 with Table 4's benchmark, and a bundle of at most [shared] max_files files of at most max_file_mb each
 (WORKDIR/bundle: what a GPU machine sends back). Each step is a `loopnav` subprocess, up to `lanes` at once; each
 resumes by itself (prepare, `train --resume`, evaluate), so a killed or time-boxed run continues where it stopped
@@ -60,19 +61,22 @@ REQUIRED = {"shared": ("seed", "split", "max_files", "max_file_mb", "floors"),
             "budget": ("lanes", "threads", "device", "data", "train", "evaluate"),
             "data": ("preset", "workers"), "train": ("preset", "steps", "autoencoder_steps", "save_every"),
             "evaluate": ("batch_size",),
-            "entry": ("label", "model", "model_args", "autoencoder", "ships_to")}
+            "entry": ("label", "model", "model_args", "autoencoder", "ships_to"),
+            "trunk": ("label", "model", "model_args", "autoencoder")}
+LISTS = ("entry", "trunk")  # the [[entry]] and [[trunk]] tables, the same for every budget
 
 
 def load_config(path: Path, budget: str) -> dict[str, Any]:
-    """[shared], the [[entry]] list and the budget's table, checked: every problem is one line naming the key."""
+    """[shared], the [[entry]] and [[trunk]] lists and the budget's table, checked: every problem is one line naming
+    the key."""
     try:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise ReproduceError(f"{path}: cannot read the config: {err}") from None
-    budgets = sorted(k for k in raw if k not in ("shared", "entry"))
+    budgets = sorted(k for k in raw if k not in ("shared", *LISTS))
     if budget not in budgets:
         raise ReproduceError(f"{path}: no budget {budget!r}; choose one of {', '.join(budgets)}")
-    config = {"budget": budget, "shared": raw.get("shared", {}), "entry": raw.get("entry", []), **raw[budget]}
+    config = {"budget": budget, "shared": raw.get("shared", {}), **{k: raw.get(k, []) for k in LISTS}, **raw[budget]}
 
     def need(table: dict, keys: tuple[str, ...], where: str) -> None:
         if missing := [k for k in keys if k not in table]:
@@ -84,9 +88,10 @@ def load_config(path: Path, budget: str) -> dict[str, Any]:
         need(config[part], REQUIRED[part], f"[{budget}.{part}]")
     if not config["entry"]:
         raise ReproduceError(f"{path}: no [[entry]] tables")
-    for n, entry in enumerate(config["entry"]):
-        need(entry, REQUIRED["entry"], f"[[entry]] number {n + 1}")
-    labels = [e["label"] for e in config["entry"]] + list(config["shared"]["floors"])
+    for kind in LISTS:
+        for n, table in enumerate(config[kind]):
+            need(table, REQUIRED[kind], f"[[{kind}]] number {n + 1}")
+    labels = [t["label"] for kind in LISTS for t in config[kind]] + list(config["shared"]["floors"])
     if duplicated := sorted({x for x in labels if labels.count(x) > 1}):
         raise ReproduceError(f"{path}: labels used twice: {', '.join(duplicated)}")
     if not (isinstance(config["lanes"], int) and config["lanes"] >= 1):
@@ -96,33 +101,46 @@ def load_config(path: Path, budget: str) -> dict[str, Any]:
 
 
 def check_inits(config: dict[str, Any], path: Path) -> None:
-    """An entry's `init` names another latent entry of its model, without a cycle, and the budget says how long a
-    fine-tune trains ([budget.train] finetune_steps)."""
-    entries = {e["label"]: e for e in config["entry"]}
+    """An entry's `init` names a [[trunk]] of its model, both latent; every trunk is some entry's init and has none
+    itself; and the budget splits `steps` into the trunk's and the fine-tune's (0 < finetune_steps < steps)."""
+    entries, trunks = ({t["label"]: t for t in config[kind]} for kind in LISTS)
     inits = {e["label"]: e["init"] for e in config["entry"] if "init" in e}
     for label, init in inits.items():
         entry, where = entries[label], f"{path}: [[entry]] {label!r}: init = {init!r}"
-        if init not in entries:
-            raise ReproduceError(f"{where} is not the label of an [[entry]] ({', '.join(entries)})")
-        if not (entry["autoencoder"] and entries[init]["autoencoder"]):
-            raise ReproduceError(f"{where}: fine-tuning needs two latent entries (autoencoder = true), sharing the "
-                                 "autoencoder's latent space")
-        if entries[init]["model"] != entry["model"]:
-            raise ReproduceError(f"{where} trains {entries[init]['model']!r}, not {entry['model']!r}")
-    for label in inits:
-        chain = [label]
-        while (init := inits.get(chain[-1])) is not None:
-            if init in chain:
-                raise ReproduceError(f"{path}: [[entry]] init cycle: {' -> '.join([*chain[chain.index(init):], init])}")
-            chain.append(init)
-    if inits and "finetune_steps" not in config["train"]:
-        raise ReproduceError(f"{path}: [{config['budget']}.train] lacks finetune_steps (the steps of the entries "
-                             f"with init: {', '.join(inits)})")
+        if init in entries:
+            raise ReproduceError(f"{where} is an [[entry]]: an entry fine-tunes from a [[trunk]] only, so that each "
+                                 "trains steps in all")
+        if init not in trunks:
+            raise ReproduceError(f"{where} is not the label of a [[trunk]] ({', '.join(trunks) or 'none'})")
+        if not (entry["autoencoder"] and trunks[init]["autoencoder"]):
+            raise ReproduceError(f"{where}: fine-tuning needs a latent trunk and entry (autoencoder = true), sharing "
+                                 "the autoencoder's latent space")
+        if trunks[init]["model"] != entry["model"]:
+            raise ReproduceError(f"{where} trains {trunks[init]['model']!r}, not {entry['model']!r}")
+    for label, trunk in trunks.items():
+        if "init" in trunk:
+            raise ReproduceError(f"{path}: [[trunk]] {label!r}: init = {trunk['init']!r}: a trunk trains from scratch")
+        if label not in inits.values():
+            raise ReproduceError(f"{path}: [[trunk]] {label!r}: no [[entry]] has init = {label!r}")
+    if not trunks:
+        return
+    train, where = config["train"], f"{path}: [{config['budget']}.train]"
+    if "finetune_steps" not in train:
+        raise ReproduceError(f"{where} lacks finetune_steps (the steps of the entries with init: {', '.join(inits)})")
+    if not (isinstance(train["finetune_steps"], int) and isinstance(train["steps"], int)
+            and 0 < train["finetune_steps"] < train["steps"]):
+        raise ReproduceError(f"{where} finetune_steps = {train['finetune_steps']!r} must be a positive integer below "
+                             f"steps = {train['steps']!r} (a trunk trains the difference)")
 
 
-def entry_steps(config: dict[str, Any], entry: dict[str, Any]) -> int:
-    """An entry's training steps: [budget.train] steps from scratch, finetune_steps from its init's checkpoint."""
-    return config["train"]["finetune_steps" if "init" in entry else "steps"]
+def run_steps(config: dict[str, Any], table: dict[str, Any], trunk: bool = False) -> int:
+    """A training run's steps, so that every entry sees [budget.train] steps in all: a trunk trains steps -
+    finetune_steps from scratch, an entry with init finetune_steps from its trunk's checkpoint, any other entry
+    steps from scratch."""
+    train = config["train"]
+    if trunk:
+        return train["steps"] - train["finetune_steps"]
+    return train["finetune_steps" if "init" in table else "steps"]
 
 
 # ------------------------------------------------------------------------------------------------ steps
@@ -169,15 +187,21 @@ def build_steps(config: dict[str, Any], workdir: Path) -> list[Step]:
             *options(evaluate, {"metrics": "--metrics", "limit": "--limit"}),
             *(["--model-args", model_args] if model_args else [])), needs=("prepare", *needs))
 
-    def entry_args(entry: dict[str, Any]) -> list:
-        shared = f"autoencoder={autoencoder}" if entry["autoencoder"] else ""
-        init = f"init={workdir / 'train' / entry['init']}" if "init" in entry else ""
-        args = ",".join(filter(None, [entry["model_args"], shared, init]))
+    def run_args(table: dict[str, Any]) -> list:
+        shared = f"autoencoder={autoencoder}" if table["autoencoder"] else ""
+        init = f"init={workdir / 'train' / table['init']}" if "init" in table else ""
+        args = ",".join(filter(None, [table["model_args"], shared, init]))
         return ["--model-args", args] if args else []
 
-    def entry_needs(entry: dict[str, Any]) -> tuple[str, ...]:
-        return (*(("train-autoencoder",) if entry["autoencoder"] else ()),
-                *((f"train-{entry['init']}",) if "init" in entry else ()))
+    def run_needs(table: dict[str, Any]) -> tuple[str, ...]:
+        return (*(("train-autoencoder",) if table["autoencoder"] else ()),
+                *((f"train-{table['init']}",) if "init" in table else ()))
+
+    def run_training(table: dict[str, Any], trunk: bool) -> Step:
+        """A trunk's or an entry's training, in WORKDIR/train/<label>."""
+        extra = [*run_args(table), *options(train, {"batch_size": "--batch-size"})]
+        return training(f"train-{table['label']}", table["model"], workdir / "train" / table["label"],
+                        run_steps(config, table, trunk), extra, run_needs(table))
 
     entries = config["entry"]
     leaderboard = loopnav("leaderboard", "--results", results)
@@ -187,9 +211,9 @@ def build_steps(config: dict[str, Any], workdir: Path) -> list[Step]:
                                 *options(config["data"], {"tasks": "--tasks", "ranges": "--ranges",
                                                           "limit": "--limit"}))),
         training("train-autoencoder", "autoencoder", autoencoder, train["autoencoder_steps"], [], ()),
-        *[training(f"train-{e['label']}", e["model"], workdir / "train" / e["label"], entry_steps(config, e),
-                   [*entry_args(e), *options(train, {"batch_size": "--batch-size"})], entry_needs(e))
-          for e in entries],
+        # the trunks first: the fine-tunes wait for them
+        *[run_training(t, trunk=True) for t in config["trunk"]],
+        *[run_training(e, trunk=False) for e in entries],
         *[evaluation(floor, floor, [], ()) for floor in config["shared"]["floors"]],
         *[evaluation(e["label"], e["model"], ["--checkpoint", workdir / "train" / e["label"]],
                      (f"train-{e['label']}",)) for e in entries],
@@ -395,8 +419,8 @@ def export_checked(run_dir: Path, dest: Path, max_file_mb: float) -> None:
 
 def finished_runs(config: dict[str, Any], workdir: Path) -> list[tuple[dict[str, Any], Path]]:
     runs = [(entry, workdir / "train" / entry["label"]) for entry in config["entry"]]
-    if unfinished := [f"{run} ({trained_step(run)}/{entry_steps(config, entry)})" for entry, run in runs
-                      if trained_step(run) < entry_steps(config, entry)]:
+    if unfinished := [f"{run} ({trained_step(run)}/{run_steps(config, entry)})" for entry, run in runs
+                      if trained_step(run) < run_steps(config, entry)]:
         raise ReproduceError(f"unfinished training runs: {', '.join(unfinished)}; run the pipeline first")
     return runs
 

@@ -86,17 +86,21 @@ def test_the_dry_run_is_the_gpu_pipeline(rp, dry_run, tmp_path):
     workdir = dry_run[0]
     gpu, dry = rp.load_config(rp.DEFAULT_CONFIG, "gpu"), rp.load_config(rp.DEFAULT_CONFIG, "dry-run")
     assert [s.name for s in rp.build_steps(gpu, tmp_path)] == [s.name for s in rp.build_steps(dry, tmp_path)]
-    assert gpu["entry"] == dry["entry"] and gpu["shared"] == dry["shared"]
+    assert gpu["entry"] == dry["entry"] and gpu["trunk"] == dry["trunk"] and gpu["shared"] == dry["shared"]
     labels = [e["label"] for e in gpu["entry"]]
     assert sorted(labels) == ["diamond", "nwm", "worldpack", "worldpack-base", "worldpack-full",
                               "worldpack-pack-only", "worldpack-retrieval-only"]
+    trunk = workdir / "train" / "worldpack-trunk"
+    assert rp.trained_step(trunk) == dry["train"]["steps"] - dry["train"]["finetune_steps"] == 1
+    assert rp.read_json(workdir / "state.json")["steps"]["train-worldpack-trunk"]["done"]
     for entry in dry["entry"]:
-        assert rp.trained_step(workdir / "train" / entry["label"]) == rp.entry_steps(dry, entry)
+        assert rp.trained_step(workdir / "train" / entry["label"]) == rp.run_steps(dry, entry)
     fine_tuned = [e["label"] for e in dry["entry"] if "init" in e]
-    assert fine_tuned and dry["train"]["finetune_steps"] != dry["train"]["steps"]  # the split is applied
-    for label in fine_tuned:
+    assert sorted(fine_tuned) == sorted(label for label in labels if label.startswith("worldpack"))
+    for label in fine_tuned:  # each fine-tune started from the trunk's trained run
         init = ckpt.read_config(ckpt.resolve(workdir / "train" / label))["init"]
-        assert init["path"] == str(ckpt.resolve(workdir / "train" / "worldpack-base"))
+        assert init["path"] == str(ckpt.resolve(trunk)) and init["step"] == rp.trained_step(trunk)
+    assert "init" not in ckpt.read_config(ckpt.resolve(trunk))
     groups = rp.read_json(workdir / "leaderboard" / "leaderboard.json")["groups"]
     assert {run["model"] for group in groups for run in group["runs"]} == {*labels, "copy-last", "nearest-pose"}
     assert "| range | model |" in (workdir / "leaderboard" / "leaderboard.md").read_text()
@@ -116,6 +120,7 @@ def test_the_bundle_fits_the_file_limits(rp, dry_run):
     members = [m for name in bundle if name.startswith("checkpoints-")
                for m in tarfile.open(workdir / "bundle" / name).getnames()]
     assert {e["ships_to"] + "/model.safetensors" for e in config["entry"]} <= set(members)
+    assert len([m for m in members if m.endswith("/model.safetensors")]) == len(config["entry"])  # no trunk
     with tarfile.open(workdir / "bundle" / "results.tar.gz") as tar:
         names = tar.getnames()
     assert any(n.startswith("logs/") for n in names) and not any("/predictions" in n for n in names)
@@ -167,16 +172,29 @@ def test_install_writes_fp16_exports_to_ships_to(rp, dry_run, tmp_path):
     (lambda text: text.replace('label = "nwm"', 'label = "diamond"'), "labels used twice: diamond"),
     (lambda text: text.replace("lanes = 3", "lanes = 0", 1), r"\[cpu\] lanes must be a positive integer"),
     (lambda text: text + "[cpu\n", "cannot read the config"),
-    (lambda text: text.replace('init = "worldpack-base"', 'init = "worldpack-bse"', 1),
-     r"\[\[entry\]\] 'worldpack': init = 'worldpack-bse' is not the label of an \[\[entry\]\]"),
-    (lambda text: text.replace('init = "worldpack-base"', 'init = "nwm"', 1),
-     r"init = 'nwm' trains 'nwm', not 'worldpack'"),
-    (lambda text: text.replace('autoencoder = false', 'autoencoder = false\ninit = "nwm"', 1),
-     r"'diamond': init = 'nwm': fine-tuning needs two latent entries"),
-    (lambda text: text.replace('base,retrieval=vizdoom"', 'base,retrieval=vizdoom"\ninit = "worldpack"'),
-     "init cycle: worldpack -> worldpack-base -> worldpack$"),
+    (lambda text: text.replace('init = "worldpack-trunk"', 'init = "worldpack-trnk"', 1),
+     r"\[\[entry\]\] 'worldpack': init = 'worldpack-trnk' is not the label of a \[\[trunk\]\] \(worldpack-trunk\)$"),
+    (lambda text: text.replace('init = "worldpack-trunk"', 'init = "worldpack-base"', 1),
+     r"'worldpack': init = 'worldpack-base' is an \[\[entry\]\]: an entry fine-tunes from a \[\[trunk\]\] only"),
+    (lambda text: text.replace('label = "worldpack-trunk"', 'label = "nwm"'), "labels used twice: nwm$"),
+    (lambda text: text.replace('model_args = "variant=base,retrieval=vizdoom"\n', "", 1),
+     r"\[\[trunk\]\] number 1 lacks model_args$"),
+    (lambda text: text.replace('model = "worldpack"', 'model = "nwm"', 1),  # the trunk's, listed first
+     r"'worldpack': init = 'worldpack-trunk' trains 'nwm', not 'worldpack'$"),
+    (lambda text: text.replace("autoencoder = true\n\n# listed first", "autoencoder = false\n\n# listed first"),
+     r"'worldpack': init = 'worldpack-trunk': fine-tuning needs a latent trunk and entry \(autoencoder = true\)"),
+    (lambda text: text.replace('autoencoder = false', 'autoencoder = false\ninit = "worldpack-trunk"', 1),
+     r"'diamond': init = 'worldpack-trunk': fine-tuning needs a latent trunk and entry"),
+    (lambda text: text.replace('label = "worldpack-trunk"', 'label = "worldpack-trunk"\ninit = "worldpack-trunk"'),
+     r"\[\[trunk\]\] 'worldpack-trunk': init = 'worldpack-trunk': a trunk trains from scratch$"),
+    (lambda text: text + '[[trunk]]\nlabel = "spare"\nmodel = "nwm"\nmodel_args = ""\nautoencoder = true\n',
+     r"\[\[trunk\]\] 'spare': no \[\[entry\]\] has init = 'spare'$"),
     (lambda text: text.replace("finetune_steps = 3000\n", "", 1),
      r"\[cpu.train\] lacks finetune_steps \(the steps of the entries with init: worldpack, worldpack-full"),
+    (lambda text: text.replace("finetune_steps = 3000\n", "finetune_steps = 6000\n", 1),
+     r"\[cpu.train\] finetune_steps = 6000 must be a positive integer below steps = 6000 \(a trunk trains the"),
+    (lambda text: text.replace("finetune_steps = 3000\n", "finetune_steps = 0\n", 1),
+     r"\[cpu.train\] finetune_steps = 0 must be a positive integer below steps = 6000"),
 ])
 def test_config_errors_are_one_line(rp, tmp_path, capsys, edit, message):
     path = tmp_path / "reproduce.toml"
@@ -189,22 +207,38 @@ def test_config_errors_are_one_line(rp, tmp_path, capsys, edit, message):
     assert code == rp.EXIT_CONFIG and "no budget 'tpu'; choose one of cpu, dry-run, gpu" in err
 
 
-def test_fine_tunes_wait_for_their_init_and_train_the_finetune_steps(rp, tmp_path):
-    config = rp.load_config(rp.DEFAULT_CONFIG, "cpu")
-    assert {e["label"]: e.get("init") for e in config["entry"] if e["model"] == "worldpack"} == {
-        "worldpack": "worldpack-base", "worldpack-full": "worldpack-base", "worldpack-base": None,
-        "worldpack-pack-only": "worldpack-base", "worldpack-retrieval-only": "worldpack-base"}
+@pytest.mark.parametrize("budget", ["cpu", "gpu", "dry-run"])
+def test_every_entry_trains_steps_in_all_through_the_shared_trunk(rp, tmp_path, budget):
+    config = rp.load_config(rp.DEFAULT_CONFIG, budget)
+    assert [t["label"] for t in config["trunk"]] == ["worldpack-trunk"]
+    assert {e["label"]: e.get("init") for e in config["entry"]} == {
+        "diamond": None, "nwm": None, "worldpack": "worldpack-trunk", "worldpack-full": "worldpack-trunk",
+        "worldpack-base": "worldpack-trunk", "worldpack-pack-only": "worldpack-trunk",
+        "worldpack-retrieval-only": "worldpack-trunk"}
+    if budget != "dry-run":
+        assert (config["train"]["steps"], config["train"]["finetune_steps"]) == (6000, 3000)
+
+    def trained(step) -> tuple[int, list[str]]:
+        """What the command line says: its --steps and its --model-args init= (the checked Step fields aside)."""
+        model_args = step.argv[step.argv.index("--model-args") + 1].split(",") if "--model-args" in step.argv else []
+        assert int(step.argv[step.argv.index("--steps") + 1]) == step.steps
+        return step.steps, [arg for arg in model_args if arg.startswith("init=")]
+
     steps = {s.name: s for s in rp.build_steps(config, tmp_path)}
+    trunk = steps["train-worldpack-trunk"]
+    assert trained(trunk) == (config["train"]["steps"] - config["train"]["finetune_steps"], [])
+    assert "train-autoencoder" in trunk.needs
     for entry in config["entry"]:
         step = steps[f"train-{entry['label']}"]
-        model_args = step.argv[step.argv.index("--model-args") + 1].split(",") if "--model-args" in step.argv else []
-        inits = [arg for arg in model_args if arg.startswith("init=")]
+        total, inits = trained(step)
         if "init" in entry:
-            assert inits == [f"init={tmp_path / 'train' / entry['init']}"] and f"train-{entry['init']}" in step.needs
-            assert step.steps == config["train"]["finetune_steps"] == 3000 and "--steps" in step.argv
-            assert step.argv[step.argv.index("--steps") + 1] == "3000"
+            assert inits == [f"init={tmp_path / 'train' / 'worldpack-trunk'}"] and trunk.name in step.needs
+            total += trunk.steps
         else:
-            assert inits == [] and step.steps == config["train"]["steps"] == 6000
+            assert inits == [] and trunk.name not in step.needs
+        assert total == config["train"]["steps"], entry["label"]
+    # a trunk is trained, never evaluated
+    assert "evaluate-worldpack-trunk" not in steps and trunk.name not in steps["leaderboard"].needs
 
 
 def test_a_ctrl_c_while_a_step_starts_lands_once_the_step_is_tracked(rp):
