@@ -177,7 +177,7 @@ def test_install_writes_fp16_exports_to_ships_to(rp, dry_run, tmp_path):
     (lambda text: text.replace('init = "worldpack-trunk"', 'init = "worldpack-base"', 1),
      r"'worldpack': init = 'worldpack-base' is an \[\[entry\]\]: an entry fine-tunes from a \[\[trunk\]\] only"),
     (lambda text: text.replace('label = "worldpack-trunk"', 'label = "nwm"'), "labels used twice: nwm$"),
-    (lambda text: text.replace('model_args = "variant=base,retrieval=vizdoom"\n', "", 1),
+    (lambda text: text.replace('model_args = "variant=base,retrieval=vizdoom,drop_recent_return_rate=0.3"\n', "", 1),
      r"\[\[trunk\]\] number 1 lacks model_args$"),
     (lambda text: text.replace('model = "worldpack"', 'model = "nwm"', 1),  # the trunk's, listed first
      r"'worldpack': init = 'worldpack-trunk' trains 'nwm', not 'worldpack'$"),

@@ -67,9 +67,10 @@ def test_bad_options_are_refused_by_name(change, message):
 def test_unset_network_args_keep_the_presets_values():
     preset = PRESETS["cpu"].model
     assert NetworkArgs().network_config(preset) == preset
-    chosen = NetworkArgs(reliability="slot", rope_fraction=0.5, sampler_sigma_rate=0.3).network_config(preset)
-    assert chosen["reliability"] == "slot" and chosen["rope_fraction"] == 0.5
-    assert chosen["edm"] == replace(preset["edm"], schedule_rate=0.3) and chosen["context_noise_max"] == 0.3
+    chosen = NetworkArgs(reliability="example", rope_fraction=0.75, sampler_sigma_rate=0.1).network_config(preset)
+    assert chosen["reliability"] == "example" and chosen["rope_fraction"] == 0.75
+    assert chosen["edm"] == replace(preset["edm"], schedule_rate=0.1)
+    assert chosen["context_noise_max"] == preset["context_noise_max"]
 
 
 # ---------------------------------------------------------------------------------------------- reliability

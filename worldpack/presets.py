@@ -13,8 +13,13 @@ PRESETS: dict[str, Preset] = {
     # sizes chosen on val (README, "WorldPack on a CPU")
     # sampled with 2 Euler steps: on val they beat 3 and 6 Euler and 4 Heun steps (Heun amplifies the undertrained
     # denoiser's error at the smallest σ, as for the baselines)
-    "cpu": Preset(model={"hidden": 96, "depth": 5, "heads": 4, "patch": 2, "context_noise_max": 0.3,
-                         "edm": EDMConfig(steps=2, solver="euler")},
+    "cpu": Preset(model={"hidden": 96, "depth": 5, "heads": 4, "patch": 2,
+                         # round-2 options, chosen on val by fine-tuning the shipped base (docs/models.md, "Options"):
+                         # corrupt only the slots a rollout generates and announce them at 0.5; RoPE on half of each
+                         # head; a null key/value; a quarter of training at the sampler's own σ
+                         "context_noise_max": 0.6, "reliability": "slot", "generated_level": 0.5,
+                         "rope_fraction": 0.5, "cross_bias_kv": True,
+                         "edm": EDMConfig(steps=2, solver="euler", schedule_rate=0.25)},
                   steps=6000, batch_size=32, lr=5e-4, ema_decay=0.998, autoencoder="cpu"),
     "tiny": Preset(model={"hidden": 96, "depth": 4, "heads": 4, "patch": 2}, steps=1200, batch_size=16, lr=3e-4,
                    autoencoder="tiny"),
