@@ -39,6 +39,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the tomli backport, a dependency there (pyproject.toml)
     import tomli as tomllib
 
+from loopnav_bench.ablation import ContextAblation
 from loopnav_bench.fileio import read_json, write_json_atomic
 from modelkit import checkpoint as ckpt
 
@@ -48,6 +49,7 @@ STATE_FILE = "state.json"
 KILL_GRACE_SECONDS = 20.0  # between SIGINT at the deadline and SIGKILL
 POLL_SECONDS = 0.2
 MB = 1e6
+SWAP = ContextAblation("swap")  # an entry with `swap = true` is evaluated twice: plain and as its twin <label>+swap
 EXIT_FAILED, EXIT_CONFIG, EXIT_DEADLINE = 1, 2, 3
 
 
@@ -91,6 +93,8 @@ def load_config(path: Path, budget: str) -> dict[str, Any]:
     for kind in LISTS:
         for n, table in enumerate(config[kind]):
             need(table, REQUIRED[kind], f"[[{kind}]] number {n + 1}")
+    if not_bool := [e["label"] for e in config["entry"] if not isinstance(e.get("swap", False), bool)]:
+        raise ReproduceError(f"{path}: [[entry]] {not_bool[0]!r}: swap must be true or false")
     labels = [t["label"] for kind in LISTS for t in config[kind]] + list(config["shared"]["floors"])
     if duplicated := sorted({x for x in labels if labels.count(x) > 1}):
         raise ReproduceError(f"{path}: labels used twice: {', '.join(duplicated)}")
@@ -159,6 +163,11 @@ class Step:
     steps: int = 0
 
 
+def swap_runs(entry: dict[str, Any]) -> tuple[bool, ...]:
+    """The entry's evaluations: plain, and with `swap = true` its context-swap twin too (memory reliance)."""
+    return (False, True) if entry.get("swap", False) else (False,)
+
+
 def loopnav(*args: object) -> list[str]:
     return [sys.executable, "-m", "loopnav", *map(str, args)]
 
@@ -179,12 +188,14 @@ def build_steps(config: dict[str, Any], workdir: Path) -> list[Step]:
         return Step(name, loopnav("train", "--model", model, *train_common, "--output-dir", run, "--steps", steps,
                                   *extra), needs=("prepare", *needs), run_dir=run, steps=steps)
 
-    def evaluation(label: str, model: str, checkpoint: list, needs: tuple[str, ...]) -> Step:
+    def evaluation(label: str, model: str, checkpoint: list, needs: tuple[str, ...], swap: bool = False) -> Step:
+        """The entry's evaluation; with swap, its context-swap twin `<label>+swap` (docs/memory.md)."""
         model_args = evaluate.get("model_args", {}).get(model)
-        return Step(f"evaluate-{label}", loopnav(
+        return Step(f"evaluate-{label}{SWAP.suffix if swap else ''}", loopnav(
             "evaluate", "--model", model, "--label", label, *checkpoint, *common, "--split", config["shared"]["split"],
             "-o", results, "--batch-size", evaluate["batch_size"], "--seed", config["shared"]["seed"],
             *options(evaluate, {"metrics": "--metrics", "limit": "--limit"}),
+            *(["--context-ablation", SWAP.kind] if swap else []),
             *(["--model-args", model_args] if model_args else [])), needs=("prepare", *needs))
 
     def run_args(table: dict[str, Any]) -> list:
@@ -204,6 +215,11 @@ def build_steps(config: dict[str, Any], workdir: Path) -> list[Step]:
                         run_steps(config, table, trunk), extra, run_needs(table))
 
     entries = config["entry"]
+    evaluations = [
+        *[evaluation(floor, floor, [], ()) for floor in config["shared"]["floors"]],
+        *[evaluation(e["label"], e["model"], ["--checkpoint", workdir / "train" / e["label"]],
+                     (f"train-{e['label']}",), swap) for e in entries for swap in swap_runs(e)],
+    ]
     leaderboard = loopnav("leaderboard", "--results", results)
     return [
         Step("prepare", loopnav("prepare", "--source", "vizdoom", "--preset", config["data"]["preset"], "--seed",
@@ -214,12 +230,9 @@ def build_steps(config: dict[str, Any], workdir: Path) -> list[Step]:
         # the trunks first: the fine-tunes wait for them
         *[run_training(t, trunk=True) for t in config["trunk"]],
         *[run_training(e, trunk=False) for e in entries],
-        *[evaluation(floor, floor, [], ()) for floor in config["shared"]["floors"]],
-        *[evaluation(e["label"], e["model"], ["--checkpoint", workdir / "train" / e["label"]],
-                     (f"train-{e['label']}",)) for e in entries],
+        *evaluations,
         Step("leaderboard", [*leaderboard, "--format", "markdown", "--plot", board / "plots"],
-             needs=tuple(f"evaluate-{x}" for x in [*config["shared"]["floors"], *(e["label"] for e in entries)]),
-             stdout=board / "leaderboard.md"),
+             needs=tuple(step.name for step in evaluations), stdout=board / "leaderboard.md"),
         Step("leaderboard-json", [*leaderboard, "--format", "json"], needs=("leaderboard",),
              stdout=board / "leaderboard.json"),
         # Table 4: time and peak memory per predicted frame, WorldPack full vs base, at the trained preset

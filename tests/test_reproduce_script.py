@@ -102,10 +102,18 @@ def test_the_dry_run_is_the_gpu_pipeline(rp, dry_run, tmp_path):
         assert init["path"] == str(ckpt.resolve(trunk)) and init["step"] == rp.trained_step(trunk)
     assert "init" not in ckpt.read_config(ckpt.resolve(trunk))
     groups = rp.read_json(workdir / "leaderboard" / "leaderboard.json")["groups"]
-    assert {run["model"] for group in groups for run in group["runs"]} == {*labels, "copy-last", "nearest-pose"}
+    swapped = [e["label"] for e in dry["entry"] if e.get("swap")]
+    assert sorted(swapped) == sorted(fine_tuned)   # every WorldPack entry has its context-swap twin
+    assert {run["model"] for group in groups for run in group["runs"]} == {
+        *labels, *(f"{label}+swap" for label in swapped), "copy-last", "nearest-pose"}
+    swap_args = rp.build_steps(dry, workdir)[[s.name for s in rp.build_steps(dry, workdir)].index(
+        "evaluate-worldpack+swap")].argv
+    assert swap_args[swap_args.index("--context-ablation") + 1] == "swap"
+    assert sorted(pair["entry"] for group in groups for pair in group["memory_reliance"]) == sorted(swapped)
     assert "| range | model |" in (workdir / "leaderboard" / "leaderboard.md").read_text()
     assert list((workdir / "leaderboard" / "plots").rglob("*.png"))
     paper = (workdir / "leaderboard" / "paper" / "paper.md").read_text()
+    assert "Memory reliance" in paper and "worldpack-full+swap" in paper
     assert "Table 4" in paper and "worldpack-full" in paper and list((workdir / "leaderboard" / "paper").rglob("*.png"))
 
 
@@ -195,6 +203,8 @@ def test_install_writes_fp16_exports_to_ships_to(rp, dry_run, tmp_path):
      r"\[cpu.train\] finetune_steps = 6000 must be a positive integer below steps = 6000 \(a trunk trains the"),
     (lambda text: text.replace("finetune_steps = 3000\n", "finetune_steps = 0\n", 1),
      r"\[cpu.train\] finetune_steps = 0 must be a positive integer below steps = 6000"),
+    (lambda text: text.replace("\nswap = true", '\nswap = "yes"', 1),
+     r"\[\[entry\]\] 'worldpack': swap must be true or false$"),
 ])
 def test_config_errors_are_one_line(rp, tmp_path, capsys, edit, message):
     path = tmp_path / "reproduce.toml"
