@@ -63,3 +63,20 @@ print(" ".join(m for m in sys.modules if m.split(".")[0] in {"loopnav_bench", "m
     assert "worldpack.world_model" in imported and "baselines.diamond" in imported
     training = [m for m in imported if m.rsplit(".", 1)[-1].startswith("train") or m.endswith("_train")]
     assert training == []
+
+
+@pytest.mark.slow  # a fresh interpreter
+def test_reading_results_imports_no_torch():
+    """The leaderboard, the paper and memory reliance only read results: torch (seconds to import) stays unloaded
+    until something computes on frames."""
+    code = """
+import sys
+import leaderboard.memory, leaderboard.paper, leaderboard.plots, leaderboard.table  # noqa: E401, F401
+from loopnav_bench.metrics import FRAME_METRICS, cap_values, trajectory_mean  # noqa: F401
+print("torch" in sys.modules)
+from loopnav_bench.metrics import psnr  # noqa: F401
+print("torch" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["False", "True"]
