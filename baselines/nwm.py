@@ -42,13 +42,10 @@ from loopnav_bench.schema import units_per_block, wrap_angle
 from modelkit import checkpoint as ckpt
 from modelkit.adapter import CheckpointedModel, lockstep_rollout, rollout_buffer
 from modelkit.autoencoder import load_autoencoder
-from modelkit.cdit import ActionEmbedder, CDiT, CDiTConfig, TimestepEmbedder
+from modelkit.cdit import ACTION_MAX, ACTION_MIN, TIME_SCALE, ActionEmbedder, CDiT, CDiTConfig, TimestepEmbedder
 from modelkit.diffusion import EDM, EDMConfig
 from modelkit.presets import Preset
 
-ACTION_MIN = np.array([-2.5, -4.0])  # NWM's action_stats for (dx, dy) in waypoint spacings
-ACTION_MAX = np.array([5.0, 4.0])
-TIME_SCALE = 128.0                   # rel_t = goal offset / 128, as NWM
 OFFICIAL = "nwm-official"            # the registered model that loads NWM's released weights
 
 

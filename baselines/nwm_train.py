@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from baselines.nwm import NWM, PRESETS, TIME_SCALE, NWMConfig, context_window, goal_action
+from baselines.nwm import NWM, PRESETS, NWMConfig, context_window, goal_action
 from loopnav_bench.console import ProgressFn
 from loopnav_bench.models import bind_args
 from loopnav_bench.schema import Trajectory, units_per_block
 from loopnav_bench.train import TrainOptions
+from modelkit.cdit import TIME_SCALE
 from modelkit.presets import get_preset
 from modelkit.train import fit, loop_config
 from modelkit.train_autoencoder import LatentArgs, latent_data

@@ -12,11 +12,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from modelkit.rope import TemporalRoPE
+
+# NWM's action conditioning (facebookresearch/nwm config/data_config.yaml action_stats): (dx, dy) in waypoint spacings,
+# min-max mapped to [-1, 1] by these bounds and not clipped; a time shift enters as frames / TIME_SCALE. loopnav's NWM
+# and the official-weights model both condition this way.
+ACTION_MIN = np.array([-2.5, -4.0])
+ACTION_MAX = np.array([5.0, 4.0])
+TIME_SCALE = 128.0
 
 
 @dataclass(frozen=True)

@@ -29,14 +29,11 @@ from torch import nn
 
 from loopnav_bench.models import RolloutRequest, WorldModel
 from modelkit.autoencoder import DiffusersAutoencoder
-from modelkit.cdit import ActionEmbedder, CDiT, TimestepEmbedder
+from modelkit.cdit import ACTION_MAX, ACTION_MIN, TIME_SCALE, ActionEmbedder, CDiT, TimestepEmbedder
 from published.upstream_check import FixtureResult
 
 UPSTREAM = "facebookresearch/nwm@3f6cd8e70d6f2d1e2b9684acff510710135f0f41"
 LATENT_SCALE = 0.18215            # SD VAE latent scaling (isolated_nwm_infer.py)
-TIME_SCALE = 128.0                # rel_t = frames between context and goal / 128
-ACTION_MIN = np.array([-2.5, -4.0])  # config/data_config.yaml action_stats, in waypoint spacings
-ACTION_MAX = np.array([5.0, 4.0])
 WAYPOINT_SPACING = {"recon": 0.25}   # metres per frame: data_config.yaml metric_waypoint_spacing
 INPUT_FPS = 4                     # isolated_nwm_infer --input_fps
 TIME_SECONDS = (1, 2, 4, 8, 16)   # generate_time: 2**i for i < --num_sec_eval (5)

@@ -8,9 +8,9 @@ import torch
 from conftest import loss_after_steps
 from torch import nn
 
-from baselines.nwm import NWM, TIME_SCALE, NWMConfig, goal_action
+from baselines.nwm import NWM, NWMConfig, goal_action
 from baselines.nwm_train import GoalBatches
-from modelkit.cdit import Attention
+from modelkit.cdit import TIME_SCALE, Attention
 from modelkit.rope import TemporalRoPE
 from modelkit.train_data import EncodedTrajectory
 
