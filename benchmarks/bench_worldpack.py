@@ -3,7 +3,7 @@
 For each variant: the context tokens, the time of one denoiser evaluation and of one full frame prediction (the EDM
 sampler: 2·steps − 1 evaluations with Heun), and the peak memory of inference. The paper reports 1.09× the time and
 0.99× the memory for WorldPack over its baseline; packing gives fewer context tokens than 4 full frames here
-(2.5 frames' worth against 4), so we expect ≤ 1.0× the time.
+(3.25 frames' worth in `full`, 3.81 in `fine-memory`, against 4), so we expect ≤ 1.0× the time.
 
 Time: on a GPU, synchronised wall time; on a CPU, process CPU time with one intra-op thread (robust to other jobs on a
 shared machine). Memory: on a GPU, torch.cuda.max_memory_allocated during inference; on a CPU, each variant runs in its
