@@ -118,8 +118,10 @@ def test_a_shipped_checkpoint_by_name_is_an_init(shards, tmp_path):  # noqa: F81
     record = ckpt.read_config(run)["init"]
     assert record["path"] == str(shipped) and record["step"] == ckpt.read_config(shipped)["step"]
     assert record["variant"] == "base" and record["levels_from_base_kernel"] == [1, 2]
-    # the shipped base predates the round-2 options the `cpu` preset turns on: exactly their tensors start fresh
+    # the tensors the shipped weights lack start fresh, but for the new packing levels' projections (from the base
+    # kernel): with the base shipped before the round-2 options, their level embedding and null key/values
     config = WorldPackConfig.from_dict(ckpt.read_config(run)["config"])
     assert config.reliability == "slot" and config.cross_bias_kv
-    assert sorted(record["fresh"]) == sorted(name for name in WorldPack(config).state_dict()
-                                             if name.startswith("context_level_embed.") or name.endswith(".bias_kv"))
+    from_base = {f"embed.proj.{level}.{part}" for level in (1, 2) for part in ("weight", "bias")}
+    lacking = WorldPack(config).state_dict().keys() - ckpt.load_tensors(shipped / ckpt.WEIGHTS).keys()
+    assert from_base <= lacking and sorted(record["fresh"]) == sorted(lacking - from_base)

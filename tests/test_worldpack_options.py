@@ -30,7 +30,8 @@ from worldpack.train import MemoryBatches, NetworkArgs, Recipe
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 SLOT = {**SMALL, "reliability": "slot", "context_noise_max": 0.5}
-SHIPPED_FULL = Path(__file__).resolve().parent.parent / "worldpack" / "checkpoints" / "full" / ckpt.CONFIG
+# the `full` checkpoint's config as shipped before the round-2 options existed (the checkpoints were retrained since)
+CONFIG_BEFORE = Path(__file__).resolve().parent / "golden" / "worldpack-config-before-round-2.json"
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -41,7 +42,7 @@ def test_new_fields_round_trip_and_an_old_config_loads_with_the_old_behaviour():
                              edm=EDMConfig(schedule_rate=0.25), **SLOT)
     again = WorldPackConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config and again.rope_dims == 8
-    old = json.loads(SHIPPED_FULL.read_text())["config"]  # written before these fields existed
+    old = json.loads(CONFIG_BEFORE.read_text())  # written before these fields existed
     assert not {"reliability", "generated_level", "cross_bias_kv", "rope_fraction"} & old.keys()
     assert "schedule_rate" not in old["edm"]
     loaded = WorldPackConfig.from_dict(old)
@@ -173,8 +174,10 @@ def test_per_slot_levels_change_the_output_and_a_fresh_model_ignores_them():
 @pytest.fixture(scope="module")
 def slot_checkpoint(tmp_path_factory):
     """A `full` WorldPack trained with reliability=slot (random weights) and a 16 px autoencoder."""
-    root = tmp_path_factory.mktemp("slot")
-    config = WorldPackConfig(variant="full", generated_level=0.2, **SLOT)
+    return _checkpoint(tmp_path_factory.mktemp("slot"), WorldPackConfig(variant="full", generated_level=0.2, **SLOT))
+
+
+def _checkpoint(root: Path, config: WorldPackConfig) -> Path:
     ae = AutoencoderConfig(image_size=16, channels=(8, 16), latent_channels=4)
     ckpt.write_step(root, 0, {"model": "worldpack", "config": config.to_dict(), "step": 0, "data": {},
                               "autoencoder": {"kind": "ours", "config": ae.to_dict()}},
@@ -213,9 +216,10 @@ def test_a_rollout_announces_its_generated_recent_frames_and_nothing_else(slot_c
     assert announced[:recent].all()  # by the end every recent slot holds a generated frame
 
 
-def test_generated_level_needs_a_slot_checkpoint(slot_checkpoint):
+def test_generated_level_needs_a_slot_checkpoint(slot_checkpoint, tmp_path):
+    per_example = _checkpoint(tmp_path, WorldPackConfig(variant="full", **SMALL))
     with pytest.raises(ValueError, match="reliability='example', which announces no level per slot"):
-        load_model("worldpack", checkpoint="full", generated_level=0.1)
+        load_model("worldpack", checkpoint=str(per_example), generated_level=0.1)
     with pytest.raises(ValueError, match="generated_level=-1"):
         load_model("worldpack", checkpoint=str(slot_checkpoint), generated_level=-1)
 
