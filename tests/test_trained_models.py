@@ -91,6 +91,8 @@ def test_a_checkpoint_of_another_model_is_refused(trained):
 
 @pytest.mark.parametrize("name", TRAINED)
 def test_the_shipped_default_comes_from_the_cpu_budget(name):
-    """Without --checkpoint each model loads its shipped checkpoint: the `cpu` preset at its full 6,000 steps."""
+    """Without --checkpoint each model loads its shipped checkpoint: the `cpu` preset at its full 6,000 steps, counting
+    those of the trunk a fine-tune started from (scripts/reproduce.py)."""
     saved = ckpt.read_config(load_model(name).step_dir)
-    assert (saved["model"], saved["preset"], saved["step"]) == (name, "cpu", 6000)
+    steps = saved["step"] + saved.get("init", {}).get("step", 0)
+    assert (saved["model"], saved["preset"], steps) == (name, "cpu", 6000)
