@@ -59,8 +59,15 @@ def test_a_garbage_weights_file_is_named(tmp_path):
 
     checkpoint = tmp_path / "tiny"
     shutil.copytree(WorldPackModel.shipped_dir / WorldPackModel.default_checkpoint, checkpoint)
-    (checkpoint / "model.safetensors").write_bytes(b"not a safetensors file at all")
-    with pytest.raises(ValueError, match=f"{checkpoint / 'model.safetensors'}: not a readable safetensors file"):
+    weights = checkpoint / "model.safetensors"
+    weights.write_bytes(b"not a safetensors file at all")
+    with pytest.raises(ValueError, match=f"{weights}: sha256 .* differs from .*config.json records"):
+        load_model("worldpack", checkpoint=str(checkpoint))
+    # a config that records no hashes (written by hand, say): the file itself is named as unreadable
+    config = json.loads((checkpoint / "config.json").read_text())
+    del config["files"]
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=f"{weights}: not a readable safetensors file"):
         load_model("worldpack", checkpoint=str(checkpoint))
 
 
