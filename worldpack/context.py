@@ -19,7 +19,7 @@ preset's 8×8 latent with patch 2, levels 0, 1, 2 leave 16, 4 and 1 tokens per f
                   paper's ℓ_Mj = L_f/λ^dj with a selection-based d_j), 11 recent + 8 retrieved frames; 3.81 frames of
                   tokens, within the base's 4
 A checkpoint stores the layout it was trained with (WorldPackConfig.layout), so editing VARIANTS changes only new
-training: the `full` checkpoint shipped before this layout keeps its 8 retrieved slots at level 2.
+training: a `full` checkpoint written before this layout keeps its 8 retrieved slots at level 2.
 
 Reliability: with `slot_conditioning`'s `split` (the trajectory's offset, the first frame a rollout generates), every
 slot holding a frame at or after it gets a level (`context_level`): in a rollout the announced level of its generated

@@ -7,7 +7,7 @@ of its pose relative to the target, and placed in time by temporal RoPE at its r
 Conditioning c = noise level + action (any layout width) + pose delta + time shift, through adaLN-Zero.
 The model is trained and sampled with EDM (diffusion.py).
 
-Options, each off by default so that a config without them (every checkpoint shipped before them) means what it did:
+Options, each off by default so that a config without them (a checkpoint written before them) means what it did:
 - `reliability`: "example" tells the model one context-noise std per example, added to c (with
   `context_noise_max` > 0); "slot" gives each context slot its own reliability level (`context_level`, see
   context.slot_conditioning), embedded and added to that slot's tokens: the std of its training corruption, or in a
