@@ -101,6 +101,17 @@ def test_claims_follow_the_numbers(tmp_path, worldpack, loops, wording):
     assert f'Summary: 4 cells: "holds" in {4 * (wording == "holds")},' in lines[0]
 
 
+def test_a_claim_is_also_tested_pooled_over_the_ranges(tmp_path):
+    # 4 loops a cell: no cell can be significant (smallest exact p 2/16), but the 16 loops of a task pooled can
+    results = write_entries(tmp_path / "results", {"worldpack": 0.9, "nwm": 0.5}, ranges=(5, 15, 30, 50),
+                            same_seed=True, n_per_cell=4)
+    lines = claims(build_paper_group(group_runs(load_runs(results))[0]))
+    line = next(line for line in lines if line.startswith("- `worldpack` vs `nwm`, ABA PSNR:"))
+    assert line.count("better, not significant (") == 4 and "; pooled over ranges holds (" in line
+    assert 'Summary: 16 cells: "holds" in 0, "better, not significant" in 16,' in lines[0]
+    assert '; pooled over ranges, 4 cells: "holds" in 4,' in lines[0]
+
+
 def test_ablation_order_is_checked_per_cell(tmp_path):
     quality = {"worldpack-full": 0.85, "worldpack-pack-only": 0.50, "worldpack-base": 0.60,
                "worldpack-retrieval-only": 0.65}
