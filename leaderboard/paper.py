@@ -183,6 +183,7 @@ def paired_claims(paper: PaperGroup, pairs: list[tuple[str, str]], metrics: list
     """The paired test of every (pair, metric, task, range) the claims look at (`claims` Holm-adjusts them as one
     family), and a note for each pair that cannot be paired (other trajectories, a metric missing)."""
     runs = {run.model: run for run in paper.table.group.runs}
+    ranges = claim_ranges(paper)
     found: dict[Key, Paired] = {}
     notes = []
     for a, b in pairs:
@@ -191,7 +192,7 @@ def paired_claims(paper: PaperGroup, pairs: list[tuple[str, str]], metrics: list
         except ResultsError as err:
             notes.append(f"- `{a}` vs `{b}`: not tested, {err}.")
             continue
-        found.update({(a, b, r.metric, r.task, r.range): r for r in rows if r.range in claim_ranges(paper)})
+        found.update({(a, b, r.metric, r.task, r.range): r for r in rows if r.range in ranges})
     return found, notes
 
 
@@ -255,7 +256,7 @@ def claims(paper: PaperGroup, spec: PairedSpec = PairedSpec()) -> list[str]:
                      for a, b in ablation for result, means in [_compared(tests, a, b, task, range_, "psnr")]]
             lines.append(f"- {task} {_where(range_)}: " + "; ".join(parts) + ".")
     lines += ["", f"Each cell is a paired test of the two entries over the trajectories both evaluated ({spec.text()}; "
-              f"Holm over every cell of this check). \"holds\": better with p_holm < {spec.alpha}; "
+              f"Holm over every test of this check, pooled ones too). \"holds\": better with p_holm < {spec.alpha}; "
               f"\"{VERDICTS[1]}\": only the mean difference favours it; \"n/a\": a number is missing. "
               "(Earlier versions asked for disjoint per-entry intervals; a paired test uses that every entry ran on "
               "the same trajectories with the same seeds.)"]

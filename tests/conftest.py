@@ -84,14 +84,12 @@ def pytest_configure(config):
 # The inner loop (`pytest -m "not slow"`) stays under a minute only if every test that takes seconds is marked: the
 # summary names each unmarked test over this many seconds of its own, so that a new one is marked when it lands.
 SLOW_SECONDS = 2.0
+_unmarked_slow: list[str] = []
 
 
 def pytest_runtest_logreport(report):
     if report.when in ("setup", "call") and report.duration > SLOW_SECONDS and "slow" not in report.keywords:
         _unmarked_slow.append(f"{report.duration:5.1f} s {report.when:5} {report.nodeid}")
-
-
-_unmarked_slow: list[str] = []
 
 
 def pytest_terminal_summary(terminalreporter):

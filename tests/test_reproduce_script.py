@@ -106,8 +106,7 @@ def test_the_dry_run_is_the_gpu_pipeline(rp, dry_run, tmp_path):
     assert sorted(swapped) == sorted(fine_tuned)   # every WorldPack entry has its context-swap twin
     assert {run["model"] for group in groups for run in group["runs"]} == {
         *labels, *(f"{label}+swap" for label in swapped), "copy-last", "nearest-pose"}
-    swap_args = rp.build_steps(dry, workdir)[[s.name for s in rp.build_steps(dry, workdir)].index(
-        "evaluate-worldpack+swap")].argv
+    swap_args = next(s.argv for s in rp.build_steps(dry, workdir) if s.name == "evaluate-worldpack+swap")
     assert swap_args[swap_args.index("--context-ablation") + 1] == "swap"
     assert sorted(pair["entry"] for group in groups for pair in group["memory_reliance"]) == sorted(swapped)
     assert "| range | model |" in (workdir / "leaderboard" / "leaderboard.md").read_text()
