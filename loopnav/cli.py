@@ -278,7 +278,8 @@ _DEVICE = typer.Option(DEFAULT_DEVICE, help="auto, cpu, cuda or cuda:N.")
 def evaluate(
     model: str = typer.Option(..., "--model", "-m", help="See `loopnav models`."),
     data: Path = typer.Option(..., "--data", "-d", help="A `loopnav prepare` folder."),
-    model_args: Optional[str] = typer.Option(None, "--model-args", "-a", help="k=v,k2=v2 for the model."),
+    model_args: Optional[str] = typer.Option(None, "--model-args", "-a", help="k=v,k2=v2 for the model: numbers and "
+                                             "true/false are parsed, a quoted value (k='2024') stays text."),
     checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint file, folder or shipped name."),
     split: str = typer.Option("test", help="Comma-separated splits."),
     tasks: Optional[str] = typer.Option(None, help="Tasks, e.g. ABA,ABCA (default: all)."),
@@ -820,7 +821,8 @@ def train(
     data: Path = typer.Option(..., help="A `loopnav prepare` folder (its train split)."),
     output_dir: Path = typer.Option(Path("runs/worldpack"), help="Checkpoints go here (step-N/ folders and `latest`)."),
     preset: str = typer.Option("tiny", help="Model size: tiny (CPU, minutes) or small (GPU)."),
-    model_args: Optional[str] = typer.Option(None, "--model-args", "-a", help="k=v,... e.g. variant=base."),
+    model_args: Optional[str] = typer.Option(None, "--model-args", "-a", help="k=v,... e.g. variant=base; a quoted "
+                                             "value (k='2024') stays text."),
     steps: Optional[int] = _count(None, help="Optimizer steps (default: the preset's)."),
     resume: bool = typer.Option(False, rich_help_panel="Resuming", help="Continue from the latest checkpoint."),
     allow_changed_settings: bool = typer.Option(False, "--allow-changed-settings", rich_help_panel="Resuming",

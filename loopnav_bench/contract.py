@@ -43,6 +43,9 @@ def prediction_file(run_dir: Path, trajectory_id: str) -> Path:
     return resolve_within(Path(run_dir) / PREDICTIONS, f"{trajectory_id}.npz", "trajectory id")
 
 
+MAX_ENTRY_BYTES = 200  # an entry's folder name, with room for a suffix under common file systems' 255-byte limit
+
+
 def model_dirname(name: str) -> str:
     """The folder of a leaderboard entry, locally and on the Hub: characters that paths or shells mind become '__',
     and leading or trailing dots go, so no name can climb out of the results folder."""

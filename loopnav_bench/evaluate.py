@@ -37,7 +37,15 @@ import numpy as np
 
 from loopnav_bench import __version__
 from loopnav_bench.ablation import DEFAULT_KEEP_RECENT, ContextAblation, donor_for, swap_context
-from loopnav_bench.contract import PREDICTIONS, data_identity, model_dirname, prediction_file, results_files, timestamp
+from loopnav_bench.contract import (
+    MAX_ENTRY_BYTES,
+    PREDICTIONS,
+    data_identity,
+    model_dirname,
+    prediction_file,
+    results_files,
+    timestamp,
+)
 from loopnav_bench.distributed import DEFAULT_DEVICE, DistContext, PeerFailed, RankMarkers
 from loopnav_bench.fileio import atomic_path, read_json, resolve_within, sha256_file, sha256_json, write_json_atomic
 from loopnav_bench.models import RolloutRequest, WorldModel, load_model
@@ -630,6 +638,9 @@ def evaluate(config: EvalConfig, model: WorldModel | None = None, progress: Prog
     started = time.time()
     if config.batch_size < 1:
         raise EvaluationError(f"--batch-size {config.batch_size} must be at least 1")
+    if (size := len(model_dirname(config.entry).encode())) > MAX_ENTRY_BYTES:
+        raise EvaluationError(f"--label {config.entry[:40]}...: {size} bytes; an entry's name names its results "
+                              f"folder, so at most {MAX_ENTRY_BYTES}")
     with DistContext.start() as ctx, fixed_threads():
         config = replace(config, device=ctx.device(config.device))
         items, n_original = select_trajectories(Path(config.data), config.split, config.tasks, config.ranges,

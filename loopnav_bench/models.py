@@ -134,7 +134,8 @@ HARNESS_ARGS = ("checkpoint", "device", "seed")  # every model's options, given 
 
 
 def parse_model_args(text: str | None) -> dict[str, Any]:
-    """`k=v,k2=v2` (lm-eval style) -> dict, with ints, floats and booleans parsed."""
+    """`k=v,k2=v2` (lm-eval style) -> dict, with ints, floats and booleans parsed; a quoted value (`k='123'`) stays
+    text."""
     args: dict[str, Any] = {}
     for item in filter(None, (p.strip() for p in (text or "").split(","))):
         key, eq, value = item.partition("=")
@@ -159,7 +160,8 @@ def bind_args(cls: type[T], args: dict[str, Any], owner: str) -> T:
             hint = f" Did you mean {close[0]}?" if close else ""
             raise ValueError(f"{owner} takes no model arg {key!r}.{hint} It takes: {', '.join(hints) or 'none'}")
         if wanted := _unfit(value, hints[key]):
-            raise ValueError(f"{owner}: model arg {key}={value!r} is not of type {' or '.join(wanted)}")
+            raise ValueError(f"{owner}: model arg {key}={value!r} is not of type {' or '.join(wanted)}"
+                             f"{_quote_hint(key, value, wanted)}")
     return cls(**args)
 
 
@@ -170,7 +172,14 @@ def _unfit(value: Any, annotation: Any) -> list[str]:
     return [] if fits else [t.__name__ for t in wanted]
 
 
+def _quote_hint(key: str, value: Any, wanted: list[str]) -> str:
+    """How to pass text that reads as a number or boolean (a folder named 2024) where text is wanted."""
+    return f"; quote it to keep it as text: {key}='{value}'" if "str" in wanted else ""
+
+
 def _parse_value(value: str) -> Any:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
     if value.lower() in ("true", "false"):
         return value.lower() == "true"
     for cast in (int, float):
@@ -218,4 +227,5 @@ def check_model_args(cls: type[WorldModel], model_args: dict[str, Any]) -> None:
                 continue  # the model takes further args (in self.model_args) and checks them itself
             raise ValueError(f"--model-args {key}: model {cls.name!r} takes {', '.join(named) or 'no model args'}")
         if wanted := _unfit(value, hints.get(key)):
-            raise ValueError(f"--model-args {key}={value!r}: model {cls.name!r} wants {' or '.join(wanted)}")
+            raise ValueError(f"--model-args {key}={value!r}: model {cls.name!r} wants {' or '.join(wanted)}"
+                             f"{_quote_hint(key, value, wanted)}")

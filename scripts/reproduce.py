@@ -153,7 +153,8 @@ def run_steps(config: dict[str, Any], table: dict[str, Any], trunk: bool = False
 @dataclass
 class Step:
     """One subprocess. A training step (run_dir set) counts as done once its checkpoint reaches `steps`, however it
-    got there: runs trained by hand into the same layout are adopted."""
+    got there: runs trained by hand into the same layout are adopted, a fine-tune only if it started from its trunk's
+    final checkpoint (init_run's)."""
 
     name: str
     argv: list[str]
@@ -161,6 +162,7 @@ class Step:
     stdout: Path | None = None   # the command's stdout goes here (its stderr to the log)
     run_dir: Path | None = None
     steps: int = 0
+    init_run: Path | None = None
 
 
 def swap_runs(entry: dict[str, Any]) -> tuple[bool, ...]:
@@ -184,9 +186,10 @@ def build_steps(config: dict[str, Any], workdir: Path) -> list[Step]:
     train_common = [*common, "--preset", train["preset"], "--threads", config["threads"], "--save-every",
                     train["save_every"], "--seed", config["shared"]["seed"], "--resume"]
 
-    def training(name: str, model: str, run: Path, steps: int, extra: list, needs: tuple[str, ...]) -> Step:
+    def training(name: str, model: str, run: Path, steps: int, extra: list, needs: tuple[str, ...],
+                 init_run: Path | None = None) -> Step:
         return Step(name, loopnav("train", "--model", model, *train_common, "--output-dir", run, "--steps", steps,
-                                  *extra), needs=("prepare", *needs), run_dir=run, steps=steps)
+                                  *extra), needs=("prepare", *needs), run_dir=run, steps=steps, init_run=init_run)
 
     def evaluation(label: str, model: str, checkpoint: list, needs: tuple[str, ...], swap: bool = False) -> Step:
         """The entry's evaluation; with swap, its context-swap twin `<label>+swap` (docs/memory.md)."""
@@ -198,9 +201,12 @@ def build_steps(config: dict[str, Any], workdir: Path) -> list[Step]:
             *(["--context-ablation", SWAP.kind] if swap else []),
             *(["--model-args", model_args] if model_args else [])), needs=("prepare", *needs))
 
+    def init_run(table: dict[str, Any]) -> Path | None:
+        return workdir / "train" / table["init"] if "init" in table else None
+
     def run_args(table: dict[str, Any]) -> list:
         shared = f"autoencoder={autoencoder}" if table["autoencoder"] else ""
-        init = f"init={workdir / 'train' / table['init']}" if "init" in table else ""
+        init = f"init={init_run(table)}" if "init" in table else ""
         args = ",".join(filter(None, [table["model_args"], shared, init]))
         return ["--model-args", args] if args else []
 
@@ -212,7 +218,7 @@ def build_steps(config: dict[str, Any], workdir: Path) -> list[Step]:
         """A trunk's or an entry's training, in WORKDIR/train/<label>."""
         extra = [*run_args(table), *options(train, {"batch_size": "--batch-size"})]
         return training(f"train-{table['label']}", table["model"], workdir / "train" / table["label"],
-                        run_steps(config, table, trunk), extra, run_needs(table))
+                        run_steps(config, table, trunk), extra, run_needs(table), init_run(table))
 
     entries = config["entry"]
     evaluations = [
@@ -252,6 +258,15 @@ def trained_step(run_dir: Path) -> int:
         return 0
 
 
+def started_from(run_dir: Path, init_run: Path) -> bool:
+    """Whether a fine-tune's latest checkpoint records the weights of init_run's latest checkpoint as its start."""
+    try:
+        init = ckpt.read_config(ckpt.resolve(run_dir)).get("init") or {}
+        return init.get("weights_sha256") == ckpt.read_config(ckpt.resolve(init_run))[ckpt.FILES][ckpt.WEIGHTS]
+    except FileNotFoundError:
+        return False
+
+
 # ------------------------------------------------------------------------------------------------ running
 
 
@@ -282,7 +297,8 @@ class Pipeline:
 
     def done(self, step: Step) -> bool:
         record = self.record(step)
-        if not record["done"] and step.run_dir is not None and trained_step(step.run_dir) >= step.steps:
+        if (not record["done"] and step.run_dir is not None and trained_step(step.run_dir) >= step.steps
+                and (step.init_run is None or started_from(step.run_dir, step.init_run))):
             record["done"] = True   # adopted, or finished by a run whose state was lost
         return record["done"]
 

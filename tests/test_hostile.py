@@ -352,10 +352,14 @@ def test_model_args_the_harness_owns_or_non_finite_are_named(arg, culprit, tiny_
     assert code == 2 and one_error_line(output) and shows(culprit, output)
 
 
-def test_a_label_too_long_for_a_file_name_is_one_line(tiny_shards, tmp_path):
+def test_a_label_too_long_for_a_file_name_is_one_line_before_anything_is_written(tiny_shards, tmp_path):
     code, output = run("evaluate", "-m", "copy-last", "-d", tiny_shards, "--metrics", "ssim", "-o", tmp_path / "o",
                        "--label", "x" * 300)
-    assert code == 2 and one_error_line(output) and shows("x" * 255, output)
+    assert code == 2 and one_error_line(output) and shows("--label " + "x" * 40 + "...: 300 bytes", output)
+    assert not (tmp_path / "o").exists()
+    code, _ = run("evaluate", "-m", "copy-last", "-d", tiny_shards, "--metrics", "ssim", "-o", tmp_path / "o",
+                  "--label", "x" * 200)  # the longest allowed
+    assert code == 0 and (tmp_path / "o" / ("x" * 200)).is_dir()
 
 
 def test_a_damaged_shard_leaves_no_record_claiming_a_run(tiny_shards, tmp_path):

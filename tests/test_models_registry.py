@@ -72,6 +72,7 @@ def test_entry_that_is_not_a_world_model_is_rejected(tmp_path, monkeypatch):
 def test_parse_model_args_types_and_errors():
     assert parse_model_args("a=1, b=2.5,c=true,d=alex,e=") == {"a": 1, "b": 2.5, "c": True, "d": "alex", "e": ""}
     assert parse_model_args(None) == {}
+    assert parse_model_args("init='2024',tag=\"true\",q='") == {"init": "2024", "tag": "true", "q": "'"}  # quoted: text
     with pytest.raises(ValueError, match="'oops' is not key=value"):
         parse_model_args("a=1,oops")
 
@@ -114,3 +115,7 @@ def test_bind_args_checks_names_and_types():
         bind_args(Args, {"steps": "abc"}, "m")
     with pytest.raises(ValueError, match="scale=True"):
         bind_args(Args, {"scale": True}, "m")
+    with pytest.raises(ValueError, match="variant=2024 is not of type str; quote it to keep it as text: "
+                                         "variant='2024'"):
+        bind_args(Args, parse_model_args("variant=2024"), "m")
+    assert bind_args(Args, parse_model_args("variant='2024'"), "m").variant == "2024"

@@ -149,6 +149,13 @@ def test_status_reports_without_running_and_adopts_trained_runs(rp, dry_run, tmp
     code, out, _ = call(rp, capsys, "--budget", "dry-run", "--workdir", fresh, "--status")
     assert code == 0 and f"{steps - 1} steps left" in out
     assert [line.split()[1] for line in out.splitlines() if line.startswith("train-nwm ")] == ["done"]
+    # a fine-tune counts only beside the trunk it started from (its checkpoint records the trunk's weights' sha256)
+    os.symlink(workdir / "train" / "worldpack", fresh / "train" / "worldpack")
+    code, out, _ = call(rp, capsys, "--budget", "dry-run", "--workdir", fresh, "--status")
+    assert code == 0 and f"{steps - 1} steps left" in out
+    os.symlink(workdir / "train" / "worldpack-trunk", fresh / "train" / "worldpack-trunk")
+    code, out, _ = call(rp, capsys, "--budget", "dry-run", "--workdir", fresh, "--status")
+    assert code == 0 and f"{steps - 3} steps left" in out
 
 
 def test_status_of_a_fresh_workdir_runs_nothing(rp, tmp_path, capsys):

@@ -18,6 +18,7 @@ from modelkit import checkpoint as ckpt
 from worldpack.context import VARIANTS
 from worldpack.finetune import init_checkpoint, start_from
 from worldpack.model import WorldPack, WorldPackConfig
+from worldpack.presets import PRESETS
 
 pytestmark = pytest.mark.slow  # every test trains a base model, then fine-tunes or loads it
 
@@ -103,6 +104,11 @@ def test_another_latent_space_or_model_is_refused_in_one_line(shards, autoencode
     assert not (tmp_path / "x").exists()
     with pytest.raises(ValueError, match=r"init=.*: .* holds a 'autoencoder' model, not a worldpack to fine-tune"):
         _train(shards, autoencoder, tmp_path / "y", steps=1, init=str(autoencoder))
+    # heads and RoPE shape no tensor: a difference would copy every weight into a network that computes otherwise
+    with pytest.raises(ValueError, match=r"^--model-args init=.*step-0000002: trained with rope_fraction=1.0, this run "
+                                         r"has rope_fraction=0.5; its weights would compute something else"):
+        _train(shards, autoencoder, tmp_path / "w", steps=1, init=str(base_run), rope_fraction=0.5)
+    assert not (tmp_path / "w").exists()
     with pytest.raises(FileNotFoundError, match=r"--model-args init=nope: no such file or folder, nor a shipped "
                                                 r"worldpack checkpoint \(shipped: base, "):
         _train(shards, autoencoder, tmp_path / "z", steps=1, init="nope")
@@ -110,7 +116,7 @@ def test_another_latent_space_or_model_is_refused_in_one_line(shards, autoencode
 
 def test_a_shipped_checkpoint_by_name_is_an_init(shards, tmp_path):  # noqa: F811
     """`init=base` resolves as `--checkpoint base` does; its fp16 weights start a `cpu`-preset fine-tune."""
-    shipped = init_checkpoint("base")
+    shipped = init_checkpoint("base", PRESETS["cpu"].model)
     assert shipped == Path(__file__).resolve().parents[1] / "worldpack" / "checkpoints" / "base"
     run = train("worldpack", TrainOptions(data=shards, output_dir=tmp_path / "run", preset="cpu", steps=1, **FAST,
                                           model_args={"variant": "fine-memory", "retrieval": "vizdoom",

@@ -10,25 +10,37 @@ in; the checkpoint config records where it started (what `start_from` returns).
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from loopnav_bench.fileio import sha256_file, sha256_json
 from modelkit import checkpoint as ckpt
 from modelkit.train_autoencoder import latent_space
-from worldpack.model import WorldPack
+from worldpack.model import WorldPack, WorldPackConfig
 from worldpack.world_model import WorldPackModel
 
 OPTION = "--model-args init="
+# settings that change what the weights compute but no tensor's shape: copied across a difference in one of them, the
+# weights would start from a network other than the one trained
+SAME_FUNCTION = ("heads", "rope_theta", "rope_fraction")
 
 
-def init_checkpoint(init: str) -> Path:
+def init_checkpoint(init: str, network: dict[str, Any]) -> Path:
     """The step folder `init` names: a worldpack run (its latest step), a step folder or a shipped checkpoint's name,
-    resolved as `--checkpoint` is."""
+    resolved as `--checkpoint` is; refused where `network` (the new run's network fields) sets a SAME_FUNCTION
+    setting otherwise than the init was trained with."""
     step_dir = ckpt.resolve(WorldPackModel.locate(init, OPTION))
-    model = ckpt.read_config(step_dir).get("model")
-    if model != "worldpack":
-        raise ValueError(f"{OPTION}{init}: {step_dir} holds a {model!r} model, not a worldpack to fine-tune")
+    saved = ckpt.read_config(step_dir)
+    if saved.get("model") != "worldpack":
+        raise ValueError(f"{OPTION}{init}: {step_dir} holds a {saved.get('model')!r} model, not a worldpack to "
+                         "fine-tune")
+    defaults = {f.name: f.default for f in fields(WorldPackConfig)}
+    for key in SAME_FUNCTION:
+        theirs, ours = saved["config"].get(key, defaults[key]), network.get(key, defaults[key])
+        if theirs != ours:
+            raise ValueError(f"{OPTION}{init}: trained with {key}={theirs}, this run has {key}={ours}; its weights "
+                             f"would compute something else (set {key}={theirs}, or train from scratch)")
     return step_dir
 
 

@@ -177,7 +177,8 @@ def train_worldpack(options: TrainOptions, progress: ProgressFn | None = None) -
     if args.retrieval not in RETRIEVAL_PRESETS:
         raise ValueError(f"--model-args retrieval={args.retrieval!r}: choose one of {', '.join(RETRIEVAL_PRESETS)}")
     preset = get_preset(PRESETS, options.preset, "worldpack")
-    init = init_checkpoint(args.init) if args.init else None
+    network = args.network_config(preset.model)
+    init = init_checkpoint(args.init, network) if args.init else None
     if init and args.autoencoder:
         check_latent_space(args.autoencoder, init)
     autoencoder = args.autoencoder or (str(init) if init else None)  # the init's latent space by default
@@ -185,7 +186,7 @@ def train_worldpack(options: TrainOptions, progress: ProgressFn | None = None) -
     latent, first = data.encoded[0].latents.shape, data.trajectories[0]
     config = WorldPackConfig(latent_channels=latent[1], latent_size=latent[-1], action_dim=first.actions.shape[1],
                              variant=args.variant, retrieval=RETRIEVAL_PRESETS[args.retrieval],
-                             **args.network_config(preset.model))
+                             **network)
     torch.manual_seed(options.seed)
     model = WorldPack(config)
     started = start_from(model, init) if init else None  # resume then loads the run's own checkpoint over it
