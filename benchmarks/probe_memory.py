@@ -1,7 +1,7 @@
 """Does a WorldPack checkpoint use its memory? Teacher-forced next-frame PSNR on return-leg frames, three ways.
 
     python benchmarks/probe_memory.py --data runs/full --split val [--checkpoint NAME|PATH] [--frames 96]
-                                      [--recent shown|hidden]
+                                      [--recent shown|hidden] [--by-range]
 
 For `--frames` return-leg frames per task (evenly spread over the split's loops), the model predicts frame t from the
 ground-truth frames before it (teacher forcing, time shift 1), with its retrieved memories
@@ -13,7 +13,8 @@ first). With `--recent hidden` every recent slot is left empty in all three cond
 carry the prediction: "can the network read a far memory at all?" The noise is the same in all three. The target is
 the autoencoder's reconstruction of frame t, so the numbers measure the diffusion model, not the autoencoder. It prints
 the mean PSNR per task and condition and the paired difference to "on" with a 95% interval (1.96 standard errors); a
-model that uses its memory loses PSNR when it is masked.
+model that uses its memory loses PSNR when it is masked. With `--by-range` each task and range is a row of its own
+(`--frames` frames each): does a far memory, hundreds of frames back at range 50, carry as much as a near one?
 """
 
 from __future__ import annotations
@@ -38,15 +39,18 @@ CONDITIONS = ("on", "masked", "shuffled")
 
 
 def probe(data: Path, split: str, checkpoint: str | None, frames: int, batch: int, seed: int,
-          recent_hidden: bool = False) -> dict:
+          recent_hidden: bool = False, by_range: bool = False) -> dict:
     model = load_model("worldpack", checkpoint=checkpoint, sampler_steps=None)
     network, codec, config = model.model, model.codec, model.config
     recent = len(config.layout.recent)
     loops = list(read_trajectories(data, split=split))
     rng = np.random.default_rng(seed)
     results: dict[str, dict[str, list[float]]] = {}
-    for task in sorted({t.meta["task"] for t in loops}):
-        chosen = [t for t in loops if t.meta["task"] == task]
+    def group(traj) -> str:
+        return f"{traj.meta['task']} {traj.meta['range']}" if by_range else traj.meta["task"]
+
+    for name in sorted({group(t) for t in loops}, key=lambda g: [int(w) if w.isdigit() else w for w in g.split()]):
+        chosen = [t for t in loops if group(t) == name]
         per_loop = -(-frames // len(chosen))
         items = []  # (conditions' examples, target frame) per probed frame
         for traj in chosen:
@@ -75,19 +79,19 @@ def probe(data: Path, split: str, checkpoint: str | None, frames: int, batch: in
                 with torch.no_grad():
                     predicted = codec.decode(network.sample(batch_tensors, noise.to(model.device)))
                 scores[condition] += psnr(predicted, target).tolist()
-        results[task] = scores
+        results[name] = scores
     return results
 
 
 def summary(results: dict) -> dict:
     out = {}
-    for task, scores in results.items():
+    for name, scores in results.items():
         on = np.array(scores["on"])
-        out[task] = {"frames": len(on)}
+        out[name] = {"frames": len(on)}
         for condition in CONDITIONS:
             values = np.array(scores[condition])
             diff = values - on
-            out[task][condition] = {"psnr": float(values.mean()), "minus_on": float(diff.mean()),
+            out[name][condition] = {"psnr": float(values.mean()), "minus_on": float(diff.mean()),
                                     "ci95": (float(1.96 * diff.std(ddof=1) / np.sqrt(len(diff)))
                                              if len(diff) > 1 else 0.0)}
     return out
@@ -105,23 +109,26 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--recent", choices=("shown", "hidden"), default="shown",
                         help="hidden: every recent slot empty, so memory alone carries the prediction")
+    parser.add_argument("--by-range", action="store_true", help="a row per task and range")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     table_data = summary(probe(args.data, args.split, args.checkpoint, args.frames, args.batch, args.seed,
-                               recent_hidden=args.recent == "hidden"))
+                               recent_hidden=args.recent == "hidden", by_range=args.by_range))
     table = Table(title=f"teacher-forced next-frame PSNR on {args.split} return legs ({args.checkpoint or 'default'}, "
                         f"recent frames {args.recent})")
-    for column in ("task", "frames", *CONDITIONS, "masked − on [95% CI]", "shuffled − on [95% CI]"):
-        table.add_column(column, justify="left" if column == "task" else "right")
-    for task, row in table_data.items():
-        table.add_row(task, str(row["frames"]), *(f"{row[c]['psnr']:.2f}" for c in CONDITIONS),
+    first = "task range" if args.by_range else "task"
+    for column in (first, "frames", *CONDITIONS, "masked − on [95% CI]", "shuffled − on [95% CI]"):
+        table.add_column(column, justify="left" if column == first else "right")
+    for name, row in table_data.items():
+        table.add_row(name, str(row["frames"]), *(f"{row[c]['psnr']:.2f}" for c in CONDITIONS),
                       *(f"{row[c]['minus_on']:+.2f} ±{row[c]['ci95']:.2f}" for c in ("masked", "shuffled")))
     Console().print(table)
     if args.out:
         write_json_atomic(args.out, {"data": str(args.data), "split": args.split, "checkpoint": args.checkpoint,
                                      "frames": args.frames, "seed": args.seed, "recent": args.recent,
+                                     "by_range": args.by_range,
                                      "results": table_data})
 
 

@@ -11,7 +11,7 @@ from conftest import SyntheticSource, make_trajectory
 from torch import nn
 
 from loopnav_bench.models import RolloutRequest, load_model
-from loopnav_bench.shards import prepare
+from loopnav_bench.shards import prepare, read_trajectories
 from loopnav_bench.train import TrainOptions
 from modelkit import checkpoint as ckpt
 from modelkit.autoencoder import Autoencoder, AutoencoderConfig
@@ -210,3 +210,7 @@ def test_probe_reports_all_three_conditions(tiny_shards):
         assert row["frames"] == 4 and all(np.isfinite(row[c]["psnr"]) for c in script.CONDITIONS)
         assert row["on"]["minus_on"] == 0.0
         assert memory_alone["on"]["psnr"] != row["on"]["psnr"]  # hiding the recent frames changes the prediction
+    ranges = sorted({t.meta["range"] for t in read_trajectories(tiny_shards, split="test")})
+    by_range = script.summary(script.probe(tiny_shards, "test", None, frames=2, batch=4, seed=0, by_range=True))
+    assert list(by_range) == [f"{task} {r}" for task in ("ABA", "ABCA") for r in ranges]
+    assert all(row["frames"] == 2 for row in by_range.values())
