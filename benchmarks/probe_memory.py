@@ -46,11 +46,12 @@ def probe(data: Path, split: str, checkpoint: str | None, frames: int, batch: in
     loops = list(read_trajectories(data, split=split))
     rng = np.random.default_rng(seed)
     results: dict[str, dict[str, list[float]]] = {}
-    def group(traj) -> str:
-        return f"{traj.meta['task']} {traj.meta['range']}" if by_range else traj.meta["task"]
 
-    for name in sorted({group(t) for t in loops}, key=lambda g: [int(w) if w.isdigit() else w for w in g.split()]):
-        chosen = [t for t in loops if group(t) == name]
+    def group(traj) -> tuple:  # a row: its task, and with by_range its range
+        return (traj.meta["task"], traj.meta["range"]) if by_range else (traj.meta["task"],)
+
+    for key in sorted({group(t) for t in loops}):
+        name, chosen = " ".join(map(str, key)), [t for t in loops if group(t) == key]
         per_loop = -(-frames // len(chosen))
         items = []  # (conditions' examples, target frame) per probed frame
         for traj in chosen:
